@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench demo install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the service on the embedded SQLite default, with the dispatcher.
+run: $(STAMP)
+	$(BIN)/kwai-bridge serve --with-worker --port $${PORT:-8000}
+
+## Install and run the whole test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Benchmarks (not part of `make test`): dispatch throughput and webhook ingest.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/dispatch.py
+	$(BIN)/python benchmarks/ingest.py
+
+## The whole flow offline on loopback: fake Kwai, signed webhooks, dispatcher.
+demo: $(STAMP)
+	$(BIN)/python -m tests.demo
+
+clean:
+	rm -rf $(VENV) *.egg-info

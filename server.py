@@ -1,0 +1,2 @@
+def create_app(test_config=None):
+    raise NotImplementedError
