@@ -1,0 +1,280 @@
+"""Kwai's HTTP client: one I/O method, and a pure function that reads the answer.
+
+`KwaiClient._exchange` is the only code that touches the network; it hands
+`(status, headers, body)` to `classify`, which decides between Delivered, Rejected,
+RetryLater and Dead exactly as spec/kwai-event-api.md ("How we classify an answer") says.
+
+The access token travels in the body (POST) or in the query (GET), so neither the body
+nor the GET address is ever logged, and transport errors are reported by class name only
+(requests' messages repeat the full address).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Mapping, Union
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from kwai import wire
+from kwai.events import KwaiEvent
+
+log = logging.getLogger(__name__)
+
+
+class _RedactToken(logging.Filter):
+    """Blanks `access_token=...` in urllib3's debug lines, which print the full GET address."""
+
+    _PATTERN = re.compile(r"(access_token=)[^&\s\"']*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._PATTERN.sub(r"\1[redacted]", item) if isinstance(item, str) else item
+                for item in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = self._PATTERN.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+_urllib3_log = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(item, _RedactToken) for item in _urllib3_log.filters):
+    _urllib3_log.addFilter(_RedactToken())
+
+DEFAULT_BASE_URL = "https://www.adsnebula.com/log/common"
+#: Kwai's result codes for a refused event; the messages are Kwai's (Chinese in practice).
+REJECTION_CODES = frozenset({10001, 10002, 10005, 10006, 10007})
+TOKEN_REFUSED = 10006
+_RAW_LIMIT = 2000
+_REASON_RAW_LIMIT = 300
+
+
+# -- outcomes ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Delivered:
+    """Kwai answered result 1: the event is recorded."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Kwai refused the event with one of its result codes; resending it unchanged fails again."""
+
+    code: int
+    message: str
+
+    @property
+    def token_refused(self) -> bool:
+        """True when the store's access token is wrong (hold the store's events, do not discard)."""
+        return self.code == TOKEN_REFUSED
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """A passing failure (network, timeout, 408, 429, 5xx, non-JSON 2xx); `retry_after` in seconds."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Dead:
+    """An answer we cannot act on (other 4xx, unknown result); kept for an operator to replay."""
+
+    reason: str
+
+
+Outcome = Union[Delivered, Rejected, RetryLater, Dead]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one send produced: the outcome and the raw answer (body truncated)."""
+
+    outcome: Outcome
+    status: int | None
+    body: str
+
+
+# -- classification (pure) -----------------------------------------------------------
+def classify(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: datetime | None = None
+) -> Outcome:
+    """Read Kwai's answer. `now` only resolves a Retry-After given as an HTTP date when
+    the answer has no Date header."""
+    if status in (408, 429) or 500 <= status <= 599:
+        return RetryLater(f"HTTP {status}", retry_after(headers, now=now))
+    if not 200 <= status <= 299:
+        return Dead(f"HTTP {status}: {_raw(body, _REASON_RAW_LIMIT)}")
+    try:
+        answer = json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return RetryLater(f"HTTP {status} with a body that is not JSON", retry_after(headers, now=now))
+    result = answer.get("result") if isinstance(answer, dict) else None
+    code = _result_code(result)
+    if code == 1:
+        return Delivered()
+    if code in REJECTION_CODES:
+        message = answer.get("error_msg")
+        return Rejected(code, message if isinstance(message, str) else "")
+    return Dead(f"unknown result {result!r}: {_raw(body, _REASON_RAW_LIMIT)}")
+
+
+def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Seconds asked for by a Retry-After header (delay or HTTP date), or None."""
+    text = _header(headers, "retry-after")
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    when = _http_date(text)
+    reference = _http_date(_header(headers, "date") or "") or now
+    if when is None or reference is None:
+        return None
+    return max((when - reference).total_seconds(), 0.0)
+
+
+def _result_code(result: Any) -> int | None:
+    if isinstance(result, bool):
+        return None
+    if isinstance(result, int):
+        return result
+    if isinstance(result, str) and result.strip().isdigit():
+        return int(result.strip())
+    return None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, item in headers.items():
+        if key.lower() == name:
+            return item
+    return None
+
+
+def _http_date(text: str) -> datetime | None:
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _raw(body: bytes, limit: int) -> str:
+    text = body.decode("utf-8", errors="replace")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- the client ----------------------------------------------------------------------
+class TransportError(Exception):
+    """No HTTP answer arrived (connection refused or reset, timeout); the message is safe to log."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class KwaiClient:
+    """Sends one event per request over a keep-alive session."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        pool_size: int = 32,
+        session: requests.Session | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self._clock = clock
+        if session is None:
+            # A session given by the caller keeps its own adapters.
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            # Read proxy and CA-bundle variables once, not on every request: the
+            # per-request environment scan costs more than the exchange on loopback.
+            settings = session.merge_environment_settings(self.base_url, {}, None, None, None)
+            session.proxies.update(settings["proxies"])
+            session.verify = settings["verify"]
+            session.trust_env = False
+        self._session = session
+
+    def send(
+        self,
+        event: KwaiEvent,
+        *,
+        pixel_id: str,
+        access_token: str,
+        track_flag: bool,
+        method: str = "post",
+    ) -> SendResult:
+        """Send one event and classify the answer; EventError if Kwai would refuse it."""
+        credentials = dict(pixel_id=pixel_id, access_token=access_token, track_flag=track_flag)
+        verb = method.lower()
+        try:
+            if verb == "post":
+                payload = wire.post_body(event, **credentials)
+                status, headers, body = self._exchange("POST", self.base_url + "/api", json=payload)
+            elif verb == "get":
+                query = wire.get_query(event, **credentials)
+                status, headers, body = self._exchange("GET", self.base_url + "/gapi", params=query)
+            else:
+                raise ValueError(f"method must be 'post' or 'get', not {method!r}")
+        except TransportError as exc:
+            log.info("kwai %s %s: %s", verb.upper(), event.idempotency_key, exc)
+            return SendResult(RetryLater(str(exc)), None, "")
+        outcome = classify(status, headers, body, now=self._clock())
+        log.debug("kwai %s %s: HTTP %s -> %s", verb.upper(), event.idempotency_key, status,
+                  type(outcome).__name__)
+        return SendResult(outcome, status, _raw(body, _RAW_LIMIT))
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Do one HTTP exchange; return (status, lower-cased headers, body) or raise TransportError."""
+        try:
+            response = self._session.request(
+                method, url, json=json, params=params, timeout=self.timeout,
+                allow_redirects=False,
+            )
+            body = response.content
+        except requests.RequestException as exc:
+            # str(exc) would repeat the address, and the GET address holds the token.
+            raise TransportError(f"{type(exc).__name__} talking to Kwai") from None
+        headers = {key.lower(): item for key, item in response.headers.items()}
+        return response.status_code, headers, body
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "KwaiClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "DEFAULT_BASE_URL", "Dead", "Delivered", "KwaiClient", "Outcome", "Rejected",
+    "RetryLater", "SendResult", "TransportError", "classify", "retry_after",
+]

@@ -1,0 +1,397 @@
+"""A fake Kwai Event API for tests, the demo and the benchmarks.
+
+It checks every request the way the table of Kwai's manual describes it
+(spec/kwai-event-api.md) and answers as Kwai does: 10001 for a missing parameter,
+10002 for a wrong type, 10007 for an unknown event name, 10006 for a token it does not
+accept, `{"result": 1}` otherwise. It is stricter than Kwai on purpose: every field we
+always send is required and unknown fields are refused, so a wrong body fails a test.
+Its lists of names are written out here, not imported, so it does not share our bugs.
+
+    with FakeKwai() as kwai:
+        KwaiClient(kwai.base_url).send(...)
+        assert len(kwai.successes()) == 1
+
+Run alone: `python -m tests.fake_kwai --port 9000 --latency-ms 50 [--token T] [--verbose]`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+API_PATH = "/log/common/api"
+GAPI_PATH = "/log/common/gapi"
+EVENT_NAMES = frozenset("""
+    EVENT_ADD_PAYMENT_INFO EVENT_ADD_TO_CART EVENT_BUTTON_CLICK EVENT_PURCHASE
+    EVENT_CONTENT_VIEW EVENT_DOWNLOAD EVENT_FORM_SUBMIT EVENT_INITIATED_CHECKOUT
+    EVENT_CONTACT EVENT_PLACE_ORDER EVENT_SEARCH EVENT_COMPLETE_REGISTRATION
+    EVENT_ADD_TO_WISHLIST EVENT_SUBSCRIBE EVENT_FIRST_DEPOSIT EVENT_CREDIT_APPROVAL
+    EVENT_LOAN_APPLICATION EVENT_LOAN_CREDIT EVENT_LOAN_DISBURSAL
+    EVENT_CREDIT_CARD_APPLICATION EVENT_VALUE_PRODUCE EVENT_KEY_INAPP_EVENT
+    EVENT_KEY_INAPP_EVENT_1 EVENT_KEY_INAPP_EVENT_2 EVENT_KEY_INAPP_EVENT_3
+    EVENT_AD_VIEW EVENT_AD_CLICK EVENT_PURCHASE_1_DAY EVENT_PURCHASE_2_DAY
+    EVENT_PURCHASE_3_DAY EVENT_PURCHASE_7_DAY EVENT_COMPLETE_TRANSACTION
+""".split())
+REQUIRED = ("access_token", "clickid", "event_name", "pixelId", "testFlag", "trackFlag",
+            "is_attributed", "mmpcode", "pixelSdkVersion", "third_party")
+OPTIONAL = ("properties", "currency", "value")
+CURRENCIES = frozenset({"BRL", "IDR", "USD"})
+THIRD_PARTIES = frozenset({"shopify", "shopline", "woocommerce"})
+MESSAGES = {
+    10001: "缺少参数{}",
+    10002: "参数{}类型错误",
+    10005: "callback字段不合法",
+    10006: "token不合法，请求被拒绝",
+    10007: "eventName不合法，请求被拒绝",
+}
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?\Z")
+_TEXT_PROPS = ("content_id", "content_name", "content_category", "query", "mapping_id")
+
+
+class Refused(Exception):
+    """The request breaks one of Kwai's rules; `code` is the result Kwai answers."""
+
+    def __init__(self, code: int, name: str = "") -> None:
+        super().__init__(MESSAGES[code].format(name))
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the fake saw it, and the answer it gave (`result` None if not Kwai JSON)."""
+
+    method: str
+    path: str
+    fields: dict[str, Any]
+    raw: bytes
+    headers: dict[str, str]
+    time: float
+    status: int
+    result: int | None
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return json.loads(self.fields.get("properties") or "{}")
+
+
+def check(fields: dict[str, Any], *, typed: bool, accepted_tokens: set[str] | None) -> None:
+    """Raise Refused for what Kwai refuses; `typed` is False for GET (every value is text)."""
+    for name in REQUIRED:
+        if fields.get(name) in (None, ""):
+            raise Refused(10001, name)
+    for name in fields:
+        if name not in REQUIRED and name not in OPTIONAL:
+            raise Refused(10002, name)
+    for name in ("currency", "value"):
+        if ("currency" in fields or "value" in fields) and fields.get(name) in (None, ""):
+            raise Refused(10001, name)
+    if typed:
+        _expect(fields["testFlag"] is False, "testFlag")
+        _expect(isinstance(fields["trackFlag"], bool), "trackFlag")
+        _expect(type(fields["is_attributed"]) is int and fields["is_attributed"] == 1, "is_attributed")
+    else:
+        _expect(fields["testFlag"] == "false", "testFlag")
+        _expect(fields["trackFlag"] in ("true", "false"), "trackFlag")
+        _expect(fields["is_attributed"] == "1", "is_attributed")
+    for name, item in fields.items():
+        if name not in ("testFlag", "trackFlag", "is_attributed"):
+            _expect(isinstance(item, str), name)
+    _expect(fields["mmpcode"] == "PL", "mmpcode")
+    _expect(fields["pixelSdkVersion"] == "9.9.9", "pixelSdkVersion")
+    _expect(fields["third_party"] in THIRD_PARTIES, "third_party")
+    if "currency" in fields:
+        _expect(fields["currency"] in CURRENCIES, "currency")
+        _expect(bool(_DECIMAL.match(fields["value"])), "value")
+    if "properties" in fields:
+        _check_properties(fields["properties"])
+    if fields["event_name"] not in EVENT_NAMES:
+        raise Refused(10007)
+    if accepted_tokens is not None and fields["access_token"] not in accepted_tokens:
+        raise Refused(10006)
+
+
+def _check_properties(text: str) -> None:
+    try:
+        props = json.loads(text)
+    except ValueError:
+        raise Refused(10002, "properties") from None
+    _expect(isinstance(props, dict), "properties")
+    if "event_timestamp" not in props:
+        raise Refused(10001, "event_timestamp")
+    # Milliseconds: a value in seconds (10 digits) is a bug on the sender's side.
+    _expect(_is_int(props["event_timestamp"]) and props["event_timestamp"] > 10**12, "event_timestamp")
+    if "content_type" in props:
+        _expect(props["content_type"] in ("product", "product_group"), "content_type")
+    if "quantity" in props:
+        _expect(_is_int(props["quantity"]), "quantity")
+    for name in _TEXT_PROPS:
+        if name in props:
+            _expect(isinstance(props[name], str), name)
+    for item in props.get("contents", []):
+        _expect(isinstance(item, dict) and isinstance(item.get("id"), str), "contents")
+        _expect(_is_int(item.get("quantity")), "contents.quantity")
+        if "price" in item:
+            _expect(_is_number(item["price"]), "contents.price")
+    _expect(isinstance(props.get("contents", []), list), "contents")
+
+
+def _is_int(item: Any) -> bool:
+    return type(item) is int
+
+
+def _is_number(item: Any) -> bool:
+    return type(item) in (int, float)
+
+
+def _expect(condition: bool, name: str) -> None:
+    if not condition:
+        raise Refused(10002, name)
+
+
+@dataclass(frozen=True)
+class _Canned:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    drop: bool = False
+    result: int | None = None
+
+
+def _kwai_body(code: int, message: str | None = None) -> bytes:
+    answer: dict[str, Any] = {"result": code}
+    if code != 1:
+        answer["error_msg"] = message if message is not None else MESSAGES[code].format("")
+    return json.dumps(answer, ensure_ascii=False).encode()
+
+
+_DELIVERED = _Canned(200, _kwai_body(1), (), result=1)
+_NOT_FOUND = _Canned(404, b'{"error":"not found"}', ())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeKwai/1.0"
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024  # headers and body leave in one write (flushed per request)
+    timeout = 60  # idle keep-alive connections end, and so do their threads
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._connected()  # type: ignore[attr-defined]
+
+    def do_POST(self) -> None:
+        self.server.fake._handle(self)  # type: ignore[attr-defined]
+
+    do_GET = do_POST
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
+        pass
+
+
+class FakeKwai:
+    """A threaded HTTP/1.1 fake of Kwai's Event API on loopback; see the module docstring."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0,
+                 accepted_tokens: set[str] | None = None, verbose: bool = False) -> None:
+        self.latency = latency
+        self.accepted_tokens = accepted_tokens
+        self.verbose = verbose
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._received: list[Received] = []
+        self._delivered = 0
+        self._connections = 0
+        self._canned: deque[_Canned] = deque()
+        self._server = ThreadingHTTPServer((host, port), _Handler, bind_and_activate=True)
+        self._server.daemon_threads = True
+        self._server.fake = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    # -- life ---------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/log/common"
+
+    def start(self) -> "FakeKwai":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-kwai",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> "FakeKwai":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- programming and inspection -----------------------------------------------
+    def fail_next(self, n: int = 1, *, status: int | None = None, result_code: int | None = None,
+                  body: bytes | None = None, retry_after: float | str | None = None,
+                  drop: bool = False) -> None:
+        """Answer the next `n` requests with a failure instead of checking them.
+
+        Default HTTP 503; `result_code` answers HTTP 200 with that Kwai result; `body`
+        answers those raw bytes (HTTP 200 unless `status`); `drop` closes the connection
+        without an answer; `retry_after` adds a Retry-After header.
+        """
+        if result_code is not None and body is not None:
+            raise ValueError("give result_code or body, not both")
+        default = 200
+        if result_code is not None:
+            body = _kwai_body(result_code)
+        elif body is None:
+            default = 503
+            body = json.dumps({"status": status or default, "error": "unavailable"}).encode()
+        headers: tuple[tuple[str, str], ...] = ()
+        if retry_after is not None:
+            text = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
+            headers = (("Retry-After", text),)
+        canned = _Canned(status or default, body, headers, drop,
+                         None if drop or (status or default) != 200 else result_code)
+        with self._lock:
+            self._canned.extend([canned] * n)
+
+    @property
+    def received(self) -> list[Received]:
+        with self._lock:
+            return list(self._received)
+
+    @property
+    def connections(self) -> int:
+        """How many TCP connections were accepted (keep-alive keeps this low)."""
+        with self._lock:
+            return self._connections
+
+    def _connected(self) -> None:
+        with self._lock:
+            self._connections += 1
+
+    def successes(self) -> list[Received]:
+        return [item for item in self.received if item.result == 1]
+
+    def wait_for(self, count: int, *, timeout: float = 5.0) -> bool:
+        """Block until `count` requests were answered result 1; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._delivered < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def reset(self) -> None:
+        """Forget recorded requests and pending failures (latency and tokens stay as set)."""
+        with self._lock:
+            self._received.clear()
+            self._delivered = 0
+            self._connections = 0
+            self._canned.clear()
+
+    # -- serving ------------------------------------------------------------------
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        if self.latency:
+            time.sleep(self.latency)
+        fields, canned = self._answer(handler, url, raw)
+        entry = Received(handler.command, url.path, fields, raw, dict(handler.headers.items()),
+                         time.time(), canned.status, canned.result)
+        # Recorded before answering, so a client that has its answer finds the record.
+        with self._changed:
+            self._received.append(entry)
+            self._delivered += canned.result == 1
+            self._changed.notify_all()
+        if canned.drop:
+            handler.close_connection = True
+        else:
+            handler.send_response(canned.status)
+            handler.send_header("Content-Type", "application/json;charset=UTF-8")
+            handler.send_header("Content-Length", str(len(canned.body)))
+            for name, text in canned.headers:
+                handler.send_header(name, text)
+            handler.end_headers()
+            handler.wfile.write(canned.body)
+        if self.verbose:
+            print(f"{entry.method} {fields.get('event_name')} clickid={str(fields.get('clickid'))[:16]}"
+                  f" -> HTTP {entry.status} result {entry.result}", flush=True)
+
+    def _answer(self, handler: BaseHTTPRequestHandler, url: Any, raw: bytes
+                ) -> tuple[dict[str, Any], _Canned]:
+        """Return the parsed fields and the answer to give."""
+        expected = API_PATH if handler.command == "POST" else GAPI_PATH
+        if url.path != expected:
+            return {}, _NOT_FOUND
+        try:
+            fields, refusal = self._fields(handler, url, raw), None
+        except Refused as exc:
+            fields, refusal = {}, exc
+        with self._lock:
+            canned = self._canned.popleft() if self._canned else None
+        if canned is not None:
+            return fields, canned
+        if refusal is None:
+            try:
+                check(fields, typed=handler.command == "POST", accepted_tokens=self.accepted_tokens)
+            except Refused as exc:
+                refusal = exc
+        if refusal is not None:
+            return fields, _Canned(200, _kwai_body(refusal.code, str(refusal)), (), result=refusal.code)
+        return fields, _DELIVERED
+
+    @staticmethod
+    def _fields(handler: BaseHTTPRequestHandler, url: Any, raw: bytes) -> dict[str, Any]:
+        if handler.command == "GET":
+            query = parse_qs(url.query, keep_blank_values=True)
+            for name, items in query.items():
+                if len(items) != 1:
+                    raise Refused(10002, name)
+            return {name: items[0] for name, items in query.items()}
+        if not (handler.headers.get("Content-Type") or "").startswith("application/json"):
+            raise Refused(10002, "Content-Type")
+        try:
+            fields = json.loads(raw)
+        except ValueError:
+            raise Refused(10002, "body") from None
+        if not isinstance(fields, dict):
+            raise Refused(10002, "body")
+        return fields
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a fake Kwai Event API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--token", action="append", help="accept only these tokens (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="print each request briefly")
+    args = parser.parse_args(argv)
+    fake = FakeKwai(args.host, args.port, latency=args.latency_ms / 1000,
+                    accepted_tokens=set(args.token) if args.token else None, verbose=args.verbose)
+    with fake:
+        print(fake.base_url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Kwai's client: `classify` as a table over the spec, and the client over loopback."""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from datetime import datetime, timezone
+
+import pytest
+
+from kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, classify
+from kwai.events import EventError, KwaiEvent
+from tests.fake_kwai import FakeKwai
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+TOKEN = "tok-very-secret"
+EVENT = KwaiEvent(
+    event_name="EVENT_PURCHASE", event_time=NOW, third_party="shopline",
+    idempotency_key="order:7:EVENT_PURCHASE", click_id="ck+1/2=",
+)
+CREDS = dict(pixel_id="px-1", access_token=TOKEN, track_flag=False)
+
+
+def kwai(answer: dict) -> bytes:
+    return json.dumps(answer, ensure_ascii=False).encode()
+
+
+CLASSIFY = [
+    # delivered: result 1, number or string
+    ("result 1", 200, {}, kwai({"result": 1}), Delivered()),
+    ("result '1'", 200, {}, kwai({"result": "1"}), Delivered()),
+    ("result 1 with extras", 200, {}, kwai({"result": 1, "error_msg": ""}), Delivered()),
+    # rejected, never retried as is
+    ("10001", 200, {}, kwai({"result": 10001, "error_msg": "缺少参数clickid"}),
+     Rejected(10001, "缺少参数clickid")),
+    ("10002", 200, {}, kwai({"result": 10002, "error_msg": "参数value类型错误"}),
+     Rejected(10002, "参数value类型错误")),
+    ("10005", 200, {}, kwai({"result": 10005, "error_msg": "callback字段不合法"}),
+     Rejected(10005, "callback字段不合法")),
+    ("10006", 200, {}, kwai({"result": 10006, "error_msg": "token不合法，请求被拒绝"}),
+     Rejected(10006, "token不合法，请求被拒绝")),
+    ("10007", 200, {}, kwai({"result": 10007, "error_msg": "eventName不合法，请求被拒绝"}),
+     Rejected(10007, "eventName不合法，请求被拒绝")),
+    ("10007 as string", 200, {}, kwai({"result": "10007"}), Rejected(10007, "")),
+    # retry later
+    ("408", 408, {}, b"", RetryLater("HTTP 408")),
+    ("429", 429, {}, b"slow down", RetryLater("HTTP 429")),
+    ("429 Retry-After seconds", 429, {"Retry-After": "120"}, b"", RetryLater("HTTP 429", 120.0)),
+    ("503 Retry-After lower-case", 503, {"retry-after": "30"}, b"", RetryLater("HTTP 503", 30.0)),
+    ("503 Retry-After date vs Date", 503,
+     {"Retry-After": "Wed, 01 May 2024 12:05:00 GMT", "Date": "Wed, 01 May 2024 12:00:00 GMT"},
+     b"", RetryLater("HTTP 503", 300.0)),
+    ("503 Retry-After date vs now", 503, {"Retry-After": "Wed, 01 May 2024 12:01:00 GMT"},
+     b"", RetryLater("HTTP 503", 60.0)),
+    ("503 Retry-After in the past", 503, {"Retry-After": "Wed, 01 May 2024 11:00:00 GMT"},
+     b"", RetryLater("HTTP 503", 0.0)),
+    ("503 Retry-After garbage", 503, {"Retry-After": "soon"}, b"", RetryLater("HTTP 503")),
+    ("500", 500, {}, b"oops", RetryLater("HTTP 500")),
+    ("502", 502, {}, b"", RetryLater("HTTP 502")),
+    ("599", 599, {}, b"", RetryLater("HTTP 599")),
+    ("2xx not JSON", 200, {}, b"<html>busy</html>",
+     RetryLater("HTTP 200 with a body that is not JSON")),
+    ("2xx empty", 200, {}, b"", RetryLater("HTTP 200 with a body that is not JSON")),
+    ("2xx not UTF-8", 200, {}, b"\xff\xfe", RetryLater("HTTP 200 with a body that is not JSON")),
+    ("2xx not JSON Retry-After", 200, {"Retry-After": "5"}, b"x",
+     RetryLater("HTTP 200 with a body that is not JSON", 5.0)),
+]
+
+DEAD = [
+    ("400", 400, b'{"result": 10001}', "HTTP 400"),
+    ("401", 401, b"unauthorised", "HTTP 401: unauthorised"),
+    ("403", 403, b"", "HTTP 403"),
+    ("404", 404, b"not found", "HTTP 404: not found"),
+    ("413", 413, b"", "HTTP 413"),
+    ("302", 302, b"", "HTTP 302"),
+    ("unknown result", 200, kwai({"result": 10003, "error_msg": "x"}), "unknown result 10003"),
+    ("no result", 200, kwai({"status": "ok"}), "unknown result None"),
+    ("result true", 200, b'{"result": true}', "unknown result True"),
+    ("result 0", 200, b'{"result": 0}', "unknown result 0"),
+    ("JSON list", 200, b"[1]", "unknown result None"),
+]
+
+
+@pytest.mark.parametrize("name, status, headers, body, expected", CLASSIFY,
+                         ids=[row[0] for row in CLASSIFY])
+def test_classify(name, status, headers, body, expected):
+    assert classify(status, headers, body, now=NOW) == expected
+
+
+@pytest.mark.parametrize("name, status, body, words", DEAD, ids=[row[0] for row in DEAD])
+def test_classify_dead_keeps_the_answer(name, status, body, words):
+    outcome = classify(status, {}, body, now=NOW)
+    assert isinstance(outcome, Dead)
+    assert words in outcome.reason
+
+
+def test_dead_reason_is_truncated():
+    outcome = classify(400, {}, b"x" * 50_000)
+    assert isinstance(outcome, Dead) and len(outcome.reason) < 1000
+
+
+def test_token_refused():
+    assert Rejected(10006, "").token_refused
+    assert not any(Rejected(code, "").token_refused for code in (10001, 10002, 10005, 10007))
+
+
+def test_retry_after_date_without_reference_is_ignored():
+    assert classify(503, {"Retry-After": "Wed, 01 May 2024 12:01:00 GMT"}, b"") == RetryLater(
+        "HTTP 503")
+
+
+# -- over loopback ----------------------------------------------------------------------
+@pytest.fixture
+def fake():
+    with FakeKwai(accepted_tokens={TOKEN}) as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake):
+    with KwaiClient(fake.base_url, connect_timeout=1.0, read_timeout=0.3, pool_size=4) as kwai_client:
+        yield kwai_client
+
+
+@pytest.mark.parametrize("method, path", [("post", "/log/common/api"), ("get", "/log/common/gapi")])
+def test_delivered(fake, client, method, path):
+    sent = client.send(EVENT, method=method, **CREDS)
+    assert sent.outcome == Delivered()
+    assert sent.status == 200 and json.loads(sent.body) == {"result": 1}
+    [seen] = fake.successes()
+    assert seen.method == method.upper() and seen.path == path
+    assert seen.fields["clickid"] == "ck+1/2=" and seen.fields["pixelId"] == "px-1"
+    if method == "post":
+        assert seen.headers["Content-Type"] == "application/json"
+
+
+def test_keep_alive_reuses_one_connection(fake, client):
+    for _ in range(5):
+        assert client.send(EVENT, **CREDS).outcome == Delivered()
+    assert len(fake.successes()) == 5
+    assert fake.connections == 1
+
+
+def test_rejected_token(fake, client):
+    sent = client.send(EVENT, **dict(CREDS, access_token="wrong"))
+    assert sent.outcome == Rejected(10006, "token不合法，请求被拒绝")
+    assert sent.outcome.token_refused
+    assert fake.successes() == []
+
+
+def test_rejected_click_id(fake, client):
+    fake.fail_next(1, result_code=10005)
+    assert client.send(EVENT, **CREDS).outcome == Rejected(10005, "callback字段不合法")
+    assert client.send(EVENT, **CREDS).outcome == Delivered()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_retry(fake, client, status):
+    fake.fail_next(2, status=status)
+    assert client.send(EVENT, **CREDS).outcome == RetryLater(f"HTTP {status}")
+    assert client.send(EVENT, **CREDS).outcome == RetryLater(f"HTTP {status}")
+    assert client.send(EVENT, **CREDS).outcome == Delivered()
+    assert len(fake.received) == 3
+
+
+def test_429_with_retry_after(fake, client):
+    fake.fail_next(1, status=429, retry_after=90)
+    sent = client.send(EVENT, **CREDS)
+    assert sent.outcome == RetryLater("HTTP 429", 90.0) and sent.status == 429
+
+
+def test_non_json_2xx(fake, client):
+    fake.fail_next(1, body=b"<html>maintenance</html>")
+    sent = client.send(EVENT, **CREDS)
+    assert sent.outcome == RetryLater("HTTP 200 with a body that is not JSON")
+    assert sent.body == "<html>maintenance</html>"
+
+
+def test_slow_answer_beyond_read_timeout(fake, client):
+    fake.latency = 0.6
+    sent = client.send(EVENT, **CREDS)
+    assert isinstance(sent.outcome, RetryLater) and "Timeout" in sent.outcome.reason
+    assert sent.status is None and sent.body == ""
+    fake.latency = 0.0
+    assert client.send(EVENT, **CREDS).outcome == Delivered()
+
+
+def test_connection_dropped(fake, client):
+    fake.fail_next(1, drop=True)
+    sent = client.send(EVENT, **CREDS)
+    assert isinstance(sent.outcome, RetryLater) and "Error" in sent.outcome.reason
+
+
+def test_connection_refused_names_no_secret(caplog):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    caplog.set_level(logging.DEBUG)
+    with KwaiClient(f"http://127.0.0.1:{port}/log/common", connect_timeout=0.5) as closed:
+        for method in ("post", "get"):
+            sent = closed.send(EVENT, method=method, **CREDS)
+            assert isinstance(sent.outcome, RetryLater)
+            assert sent.outcome.reason == "ConnectionError talking to Kwai"
+            assert sent.status is None
+    assert TOKEN not in caplog.text and "gapi?" not in caplog.text
+
+
+def test_logs_never_hold_the_token(fake, client, caplog):
+    caplog.set_level(logging.DEBUG)
+    client.send(EVENT, method="get", **CREDS)
+    client.send(EVENT, **dict(CREDS, access_token="other-token-xyz"))
+    assert "urllib3" in caplog.text or "kwai" in caplog.text  # something was logged
+    assert TOKEN not in caplog.text and "other-token-xyz" not in caplog.text
+
+
+def test_refused_event_is_not_sent(fake, client):
+    with pytest.raises(EventError):
+        client.send(EVENT.with_click_id(""), **CREDS)
+    with pytest.raises(ValueError):
+        client.send(EVENT, method="put", **CREDS)
+    assert fake.received == []
