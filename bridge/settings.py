@@ -1,0 +1,140 @@
+"""Process settings: every `KWAI_BRIDGE_*` environment variable, its default and its
+meaning (the README's configuration table is rendered from `SETTINGS_DOC`)."""
+from __future__ import annotations
+
+import math
+import re
+from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from bridge.config import ConfigError, _FromEnv, _int, _Invalid
+
+PREFIX = "KWAI_BRIDGE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process settings; each field is `KWAI_BRIDGE_<FIELD>` (`stores` is the file's path)."""
+
+    database_url: str = field(default="sqlite:///kwai-bridge.db", repr=False)  # may hold a password
+    stores: str = "./stores.toml"
+    kwai_endpoint: str = "https://www.adsnebula.com/log/common"
+    max_body_bytes: int = 1048576
+    dispatch_concurrency: int = 16
+    public_url: str = ""
+    trusted_proxies: int = 0
+    sqlite_synchronous: str = "FULL"
+    lease_seconds: int = 90
+    poll_interval: float = 1.0
+    body_retention_days: int = 7
+    sent_retention_days: int = 30
+    kwai_connect_timeout: float = 3.05
+    kwai_timeout: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def kwai_post_url(self) -> str:
+        return self.kwai_endpoint + "/api"
+
+    @property
+    def kwai_get_url(self) -> str:
+        return self.kwai_endpoint + "/gapi"
+
+    def base_url(self, port: int) -> str:
+        """Where the bridge is reached, for printed webhook URLs."""
+        return self.public_url or f"http://localhost:{port}"
+
+
+def _setting_float(low: float, high: float) -> Callable[[str], float]:
+    def parse(v: str) -> float:
+        try:
+            number = float(v)
+        except ValueError:
+            number = math.nan
+        if not low <= number <= high:  # also refuses nan
+            raise _Invalid(f"must be a number of seconds from {low:g} to {high:g}")
+        return number
+    return parse
+
+
+def _setting_choice(*allowed: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if v.upper() not in allowed:
+            raise _Invalid(f"must be one of {', '.join(allowed)}")
+        return v.upper()
+    return parse
+
+
+def _url(example: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise _Invalid(f"must be a URL such as {example}")  # never echoed: may hold a password
+        return v.rstrip("/")
+    return parse
+
+
+def _database_url(v: str) -> str:
+    if not re.match(r"^(sqlite:///.+|postgresql(\+psycopg)?://.+)$", v):
+        raise _Invalid("must be sqlite:///<path> or postgresql://user:password@host/db")
+    return str(v)
+
+
+#: (variable, default, meaning) for every setting, in README order.
+_SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("DATABASE_URL", "sqlite:///kwai-bridge.db", _database_url,
+     "outbox database: sqlite:///<path> or postgresql://user:password@host/db"),
+    ("STORES", "./stores.toml", str,
+     "the stores file (see deploy/stores.example.toml); SIGHUP reloads it"),
+    ("KWAI_ENDPOINT", "https://www.adsnebula.com/log/common",
+     _url("https://www.adsnebula.com/log/common"),
+     "Kwai Event API base: POST goes to <endpoint>/api, GET to <endpoint>/gapi"),
+    ("MAX_BODY_BYTES", "1048576", _int(1024, 100 * 1048576),
+     "largest webhook body accepted; a larger one is answered 413"),
+    ("DISPATCH_CONCURRENCY", "16", _int(1, 256), "events the worker sends to Kwai at once"),
+    ("PUBLIC_URL", "", _url("https://bridge.example.com"),
+     "public base URL of the bridge for printed webhook URLs (empty: http://localhost:<port>)"),
+    ("TRUSTED_PROXIES", "0", _int(0, 10),
+     "reverse-proxy hops to trust in X-Forwarded-For (0: use the peer address)"),
+    ("SQLITE_SYNCHRONOUS", "FULL", _setting_choice("FULL", "NORMAL"),
+     "SQLite durability: FULL survives power loss, NORMAL is faster"),
+    ("LEASE_SECONDS", "90", _int(1, 3600),
+     "how long a worker owns a claimed event before another may take it"),
+    ("POLL_INTERVAL", "1.0", _setting_float(0.01, 60),
+     "seconds the worker waits when nothing is due"),
+    ("BODY_RETENTION_DAYS", "7", _int(0, 3650), "days raw webhook bodies are kept"),
+    ("SENT_RETENTION_DAYS", "30", _int(1, 3650),
+     "days sent events are kept; a repeated webhook within them is recognised"),
+    ("KWAI_CONNECT_TIMEOUT", "3.05", _setting_float(0.1, 60), "seconds to connect to Kwai"),
+    ("KWAI_TIMEOUT", "10", _setting_float(0.1, 300), "seconds to wait for Kwai's answer"),
+    ("LOG_LEVEL", "INFO", _setting_choice("DEBUG", "INFO", "WARNING", "ERROR"),
+     "DEBUG, INFO, WARNING or ERROR"),
+)
+SETTINGS_DOC: tuple[tuple[str, str, str], ...] = tuple(
+    (PREFIX + name, default, meaning) for name, default, _, meaning in _SETTINGS)
+
+
+def settings_from_env(environ: Mapping[str, str]) -> Settings:
+    """Read every KWAI_BRIDGE_* setting; an empty variable means its default."""
+    values: dict[str, Any] = {}
+    for name, _default, parse, _meaning in _SETTINGS:
+        raw = environ.get(PREFIX + name, "").strip()
+        if raw:
+            try:
+                values[name.lower()] = parse(_FromEnv(raw))
+            except _Invalid as exc:
+                raise ConfigError(f"{PREFIX}{name}: {exc}", field=PREFIX + name) from None
+    settings = Settings(**values)
+    if settings.lease_seconds <= settings.kwai_connect_timeout + settings.kwai_timeout:
+        raise ConfigError(f"{PREFIX}LEASE_SECONDS: must exceed {PREFIX}KWAI_CONNECT_TIMEOUT + "
+                          f"{PREFIX}KWAI_TIMEOUT, or an event still in flight may be sent twice",
+                          field=PREFIX + "LEASE_SECONDS")
+    return settings
+
+
+def settings_markdown() -> str:
+    """The README table of settings."""
+    rows = [f"| `{var}` | {f'`{default}`' if default else '(empty)'} | {meaning} |"
+            for var, default, meaning in SETTINGS_DOC]
+    return "\n".join(["| Variable | Default | Meaning |", "|---|---|---|", *rows])
