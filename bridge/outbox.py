@@ -1,0 +1,456 @@
+"""The outbox: deliveries received and the Kwai events derived from them.
+
+Every write is one short transaction. A webhook is accepted (delivery + events) at
+once or not at all; the dispatcher claims due events under a lease, so a dispatcher
+that dies mid-send loses nothing: its rows come back when the lease runs out.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from adapters.base import Conversion
+from bridge.db import DELIVERY_OUTCOMES, EVENT_STATUSES, deliveries, events, high_water, reading
+from kwai.events import KwaiEvent
+
+log = logging.getLogger(__name__)
+
+RESPONSE_LIMIT = 2000
+PRUNE_BATCH = 500
+#: Header names that must never be stored (signatures and credentials).
+_SECRET_HEADER_WORDS = ("hmac", "signature", "authorization", "token", "secret", "cookie")
+
+
+class UnknownDelivery(LookupError):
+    """No delivery has that id."""
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One webhook as received; `body` is None once pruned."""
+
+    id: int
+    store_id: str
+    platform: str
+    topic: str
+    delivery_key: str
+    received_at: datetime
+    outcome: str
+    error: str | None
+    body: bytes | None
+    headers: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One outbox row: a Kwai event and where it stands."""
+
+    id: int
+    store_id: str
+    platform: str
+    business_key: str
+    event_name: str
+    status: str
+    event: KwaiEvent
+    click_source: str | None
+    identifiers: dict[str, str]
+    skip_reason: str | None
+    value_note: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    lease_until: datetime | None
+    lease_owner: str | None
+    last_error: str | None
+    last_result: int | None
+    last_response: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    delivery_id: int | None
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """What `accept` did: the new delivery's id (None for a duplicate) and events created."""
+
+    delivery_id: int | None
+    duplicate: bool
+    created: int
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _cut(value: str | None, limit: int = RESPONSE_LIMIT) -> str | None:
+    return None if value is None else value[:limit]
+
+
+def _safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k.lower(): v for k, v in headers.items()
+        if not any(word in k.lower() for word in _SECRET_HEADER_WORDS)
+    }
+
+
+def _event_row(m: Mapping[str, Any]) -> EventRow:
+    values = {name: m[name] for name in EventRow.__dataclass_fields__}
+    values["event"] = KwaiEvent.from_record(json.loads(m["event"]))
+    values["identifiers"] = json.loads(m["identifiers"]) if m["identifiers"] else {}
+    return EventRow(**values)
+
+
+def _delivery_row(m: Mapping[str, Any]) -> DeliveryRow:
+    values = {name: m[name] for name in DeliveryRow.__dataclass_fields__}
+    values["headers"] = json.loads(m["headers"]) if m["headers"] else None
+    return DeliveryRow(**values)
+
+
+class Outbox:
+    """Storage for deliveries and events; every method is one or a few short transactions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    # -- the webhook path ------------------------------------------------------------
+    def accept(
+        self, *, store_id: str, platform: str, topic: str, delivery_key: str,
+        received_at: datetime, body: bytes, headers: Mapping[str, str],
+        conversions: Sequence[Conversion], outcome: str = "queued", error: str | None = None,
+    ) -> AcceptResult:
+        """Store a delivery and its events in one transaction; a known delivery writes nothing."""
+        _check_outcome(outcome)
+        with self.engine.begin() as conn:
+            delivery_id = conn.execute(
+                self._insert(deliveries)
+                .values(store_id=store_id, platform=platform, topic=topic,
+                        delivery_key=delivery_key, received_at=received_at, outcome=outcome,
+                        error=error, body=body, headers=_dumps(_safe_headers(headers)))
+                .on_conflict_do_nothing(index_elements=["store_id", "delivery_key"])
+                .returning(deliveries.c.id)
+            ).scalar_one_or_none()
+            if delivery_id is None:
+                return AcceptResult(delivery_id=None, duplicate=True, created=0)
+            created = self._add(conn, delivery_id, store_id, platform, conversions, received_at)
+        return AcceptResult(delivery_id=delivery_id, duplicate=False, created=created)
+
+    def add_conversions(
+        self, delivery_id: int, *, store_id: str, platform: str,
+        conversions: Sequence[Conversion], outcome: str, error: str | None = None,
+        now: datetime,
+    ) -> int:
+        """Add events to a stored delivery and set its outcome (reprocessing); return events created."""
+        _check_outcome(outcome)
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                update(deliveries).where(deliveries.c.id == delivery_id)
+                .values(outcome=outcome, error=error)
+            ).rowcount
+            if not found:
+                raise UnknownDelivery(f"no delivery {delivery_id}")
+            return self._add(conn, delivery_id, store_id, platform, conversions, now)
+
+    def _add(
+        self, conn: Connection, delivery_id: int, store_id: str, platform: str,
+        conversions: Sequence[Conversion], now: datetime,
+    ) -> int:
+        created = 0
+        for conversion in conversions:
+            if conversion.high_water and not self._passes_high_water(conn, store_id, *conversion.high_water):
+                continue
+            event = conversion.event
+            if conversion.skip_reason:
+                status = "skipped"
+            elif event.click_id is None:
+                status = "unattributed"
+            else:
+                status = "pending"
+            inserted = conn.execute(
+                self._insert(events)
+                .values(store_id=store_id, platform=platform, business_key=event.idempotency_key,
+                        event_name=event.event_name, status=status, event=_dumps(event.to_record()),
+                        click_source=conversion.click_source,
+                        identifiers=_dumps(dict(conversion.identifiers)),
+                        skip_reason=conversion.skip_reason, value_note=conversion.value_note,
+                        attempts=0, next_attempt_at=now if status == "pending" else None,
+                        created_at=now, updated_at=now, delivery_id=delivery_id)
+                .on_conflict_do_nothing(index_elements=["store_id", "business_key"])
+                .returning(events.c.id)
+            ).scalar_one_or_none()
+            created += inserted is not None
+        return created
+
+    def _passes_high_water(self, conn: Connection, store_id: str, key: str, count: int) -> bool:
+        # One upsert: a row comes back only when `count` beats the stored count, so two
+        # concurrent deliveries of the same cart cannot both pass the same mark.
+        stmt = self._insert(high_water).values(store_id=store_id, key=key, count=count)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["store_id", "key"],
+            set_={"count": stmt.excluded["count"]},
+            where=high_water.c["count"] < stmt.excluded["count"],
+        ).returning(high_water.c["count"])
+        return conn.execute(stmt).first() is not None
+
+    # -- the dispatcher ----------------------------------------------------------------
+    def claim_due(
+        self, *, now: datetime, limit: int, lease_seconds: float, owner: str = "",
+    ) -> list[EventRow]:
+        """Lease up to `limit` due events (expired leases first, then oldest due) to `owner`."""
+        if limit <= 0:
+            return []
+        c = events.c
+        with self.engine.begin() as conn:
+            expired = list(conn.execute(
+                select(c.id, c.lease_owner).where(c.status == "sending", c.lease_until <= now)
+                .order_by(c.lease_until, c.id).limit(limit)
+                .with_for_update(skip_locked=True)
+            ))
+            ids = [row.id for row in expired]
+            if len(ids) < limit:
+                ids += conn.execute(
+                    select(c.id).where(c.status == "pending", c.next_attempt_at <= now)
+                    .order_by(c.next_attempt_at, c.id).limit(limit - len(ids))
+                    .with_for_update(skip_locked=True)
+                ).scalars().all()
+            if not ids:
+                return []
+            rows = conn.execute(
+                update(events).where(c.id.in_(ids))
+                .values(status="sending", lease_until=now + timedelta(seconds=lease_seconds),
+                        lease_owner=owner, updated_at=now)
+                .returning(*events.c)
+            ).mappings().all()
+        if expired:
+            log.warning(
+                "recovered %d events whose lease had expired: ids %s (previous owners %s)",
+                len(expired), [r.id for r in expired], sorted({r.lease_owner or "" for r in expired}),
+            )
+        order = {event_id: i for i, event_id in enumerate(ids)}
+        return sorted((_event_row(m) for m in rows), key=lambda r: order[r.id])
+
+    def extend_lease(self, event_ids: Sequence[int], *, now: datetime, lease_seconds: float,
+                     owner: str = "") -> int:
+        """Push the lease of rows we still hold to now + lease_seconds; return how many."""
+        if not event_ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(events).where(*self._leased(None, owner), events.c.id.in_(list(event_ids)))
+                .values(lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+            ).rowcount
+
+    @staticmethod
+    def _leased(event_id: int | None, owner: str) -> list:
+        where = [events.c.status == "sending"]
+        if event_id is not None:
+            where.append(events.c.id == event_id)
+        if owner:
+            where.append(events.c.lease_owner == owner)
+        return where
+
+    def _finish(self, event_id: int, owner: str, values: dict[str, Any]) -> bool:
+        # Every mark closes one attempt, so `attempts` counts the sends tried.
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(events).where(*self._leased(event_id, owner))
+                .values(attempts=events.c.attempts + 1, lease_until=None, **values)
+            ).rowcount == 1
+
+    def mark_sent(self, event_id: int, *, now: datetime, response: str, owner: str = "") -> bool:
+        """Record a delivery Kwai accepted; False when the row is no longer ours to mark."""
+        return self._finish(event_id, owner, dict(
+            status="sent", sent_at=now, updated_at=now, next_attempt_at=None,
+            last_response=_cut(response)))
+
+    def mark_retry(self, event_id: int, *, now: datetime, next_attempt_at: datetime, error: str,
+                   response: str | None, result: int | None = None, owner: str = "") -> bool:
+        """Record a failed attempt and schedule the next one."""
+        return self._finish(event_id, owner, dict(
+            status="pending", next_attempt_at=next_attempt_at, updated_at=now,
+            last_error=_cut(error), last_response=_cut(response), last_result=result))
+
+    def mark_dead(self, event_id: int, *, now: datetime, error: str, response: str | None,
+                  result: int | None = None, owner: str = "") -> bool:
+        """Record a failure that will not be retried (kept for replay)."""
+        return self._finish(event_id, owner, dict(
+            status="dead", next_attempt_at=None, updated_at=now,
+            last_error=_cut(error), last_response=_cut(response), last_result=result))
+
+    def mark_held(self, event_id: int, *, now: datetime, error: str, response: str | None,
+                  result: int | None, owner: str = "") -> bool:
+        """Park an event whose store needs attention (credentials); replay sends it later."""
+        return self._finish(event_id, owner, dict(
+            status="held", next_attempt_at=None, updated_at=now,
+            last_error=_cut(error), last_response=_cut(response), last_result=result))
+
+    def hold_store(self, store_id: str, *, now: datetime, error: str) -> int:
+        """Park every pending event of a store; return how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(events).where(events.c.store_id == store_id, events.c.status == "pending")
+                .values(status="held", next_attempt_at=None, last_error=_cut(error), updated_at=now)
+            ).rowcount
+
+    def replay(self, *, now: datetime, event_id: int | None = None, store_id: str | None = None,
+               result: int | None = None) -> int:
+        """Send dead or held events again from scratch (last_error kept); return how many."""
+        where = [events.c.status.in_(("dead", "held"))]
+        if event_id is not None:
+            where.append(events.c.id == event_id)
+        if store_id is not None:
+            where.append(events.c.store_id == store_id)
+        if result is not None:
+            where.append(events.c.last_result == result)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(events).where(*where)
+                .values(status="pending", next_attempt_at=now, attempts=0, lease_until=None,
+                        lease_owner=None, updated_at=now)
+            ).rowcount
+
+    # -- attribution -----------------------------------------------------------------
+    def attach_click(self, store_id: str, *, event_ids: Sequence[int], click_id: str,
+                     source: str, now: datetime) -> int:
+        """Give unattributed events a click id and queue them; return how many."""
+        if not event_ids:
+            return 0
+        c = events.c
+        done = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(c.id, c.event).where(c.store_id == store_id, c.status == "unattributed",
+                                            c.id.in_(list(event_ids)))
+                .with_for_update()
+            ).all()
+            for row in rows:
+                record = json.loads(row.event)
+                record["click_id"] = click_id
+                done += conn.execute(
+                    update(events).where(c.id == row.id, c.status == "unattributed")
+                    .values(event=_dumps(record), click_source=source, status="pending",
+                            next_attempt_at=now, updated_at=now)
+                ).rowcount
+        return done
+
+    def unattributed_since(self, store_id: str, *, since: datetime) -> list[EventRow]:
+        """Events of a store still waiting for a click id, created at or after `since`."""
+        return self._events(events.c.store_id == store_id, events.c.status == "unattributed",
+                            events.c.created_at >= since, order=events.c.id)
+
+    # -- reading ---------------------------------------------------------------------
+    def _events(self, *where, order, limit: int | None = None, offset: int = 0) -> list[EventRow]:
+        stmt = select(events).where(*where).order_by(order).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with reading(self.engine) as conn:
+            return [_event_row(m) for m in conn.execute(stmt).mappings()]
+
+    def list_events(self, *, status: str | None = None, store_id: str | None = None,
+                    limit: int = 100, offset: int = 0) -> list[EventRow]:
+        """Events, newest first, optionally of one status and one store."""
+        where = []
+        if status is not None:
+            where.append(events.c.status == status)
+        if store_id is not None:
+            where.append(events.c.store_id == store_id)
+        return self._events(*where, order=events.c.id.desc(), limit=limit, offset=offset)
+
+    def get_event(self, event_id: int) -> EventRow | None:
+        found = self._events(events.c.id == event_id, order=events.c.id)
+        return found[0] if found else None
+
+    def counts(self, *, store_id: str | None = None) -> dict[str, int]:
+        """Number of events in each status (every status present, zeros included)."""
+        stmt = select(events.c.status, func.count()).group_by(events.c.status)
+        if store_id is not None:
+            stmt = stmt.where(events.c.store_id == store_id)
+        result = dict.fromkeys(EVENT_STATUSES, 0)
+        with reading(self.engine) as conn:
+            result.update({status: n for status, n in conn.execute(stmt)})
+        return result
+
+    def due_count(self, now: datetime) -> int:
+        """Events a claim at `now` could take (due pending rows and expired leases)."""
+        c = events.c
+        with reading(self.engine) as conn:
+            return conn.execute(
+                select(func.count()).select_from(events).where(
+                    ((c.status == "pending") & (c.next_attempt_at <= now))
+                    | ((c.status == "sending") & (c.lease_until <= now)))
+            ).scalar_one()
+
+    def next_due_at(self) -> datetime | None:
+        """When the next event becomes claimable (a pending row falls due or a lease ends)."""
+        c = events.c
+        with reading(self.engine) as conn:
+            times = [
+                conn.execute(select(func.min(c.next_attempt_at)).where(c.status == "pending")).scalar(),
+                conn.execute(select(func.min(c.lease_until)).where(c.status == "sending")).scalar(),
+            ]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
+
+    def deliveries_for_reprocess(self, *, since: datetime, store_id: str | None = None) -> list[DeliveryRow]:
+        """Failed deliveries received at or after `since` whose body is still kept."""
+        c = deliveries.c
+        stmt = select(deliveries).where(c.outcome == "failed", c.body.is_not(None), c.received_at >= since)
+        if store_id is not None:
+            stmt = stmt.where(c.store_id == store_id)
+        with reading(self.engine) as conn:
+            return [_delivery_row(m) for m in conn.execute(stmt.order_by(c.id)).mappings()]
+
+    def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
+        with reading(self.engine) as conn:
+            m = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().first()
+        return None if m is None else _delivery_row(m)
+
+    # -- housekeeping ----------------------------------------------------------------
+    def prune(self, *, now: datetime, body_days: int = 7, sent_days: int = 30) -> dict[str, int]:
+        """Drop old bodies, old sent and skipped events, and old deliveries no unsent event needs."""
+        body_cutoff = now - timedelta(days=body_days)
+        cutoff = now - timedelta(days=sent_days)
+        d, e = deliveries.c, events.c
+        bodies = self._batched(
+            select(d.id).where(d.body.is_not(None), d.received_at < body_cutoff),
+            lambda ids: update(deliveries).where(d.id.in_(ids)).values(body=None))
+        done = self._batched(
+            select(e.id).where(and_(e.status == "sent", e.sent_at < cutoff)
+                               | and_(e.status == "skipped", e.updated_at < cutoff)),
+            lambda ids: delete(events).where(e.id.in_(ids)))
+        still_needed = exists().where(e.delivery_id == d.id, e.status != "sent")
+        keys = self._batched(
+            select(d.id).where(d.received_at < cutoff, ~still_needed),
+            lambda ids: delete(deliveries).where(d.id.in_(ids)))
+        if bodies or done or keys:
+            log.info("pruned %d bodies, %d events, %d deliveries", bodies, done, keys)
+        return {"bodies": bodies, "events": done, "deliveries": keys}
+
+    def _batched(self, select_ids, change) -> int:
+        # Short transactions: the webhook path never waits long for the write lock.
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = conn.execute(select_ids.limit(PRUNE_BATCH)).scalars().all()
+                if ids:
+                    conn.execute(change(ids))
+            total += len(ids)
+            if len(ids) < PRUNE_BATCH:
+                return total
+
+    def ping(self) -> None:
+        """Raise when the database does not answer (readiness)."""
+        with reading(self.engine) as conn:
+            conn.execute(select(1)).scalar_one()
+
+
+def _check_outcome(outcome: str) -> None:
+    if outcome not in DELIVERY_OUTCOMES:
+        raise ValueError(f"unknown delivery outcome {outcome!r}")

@@ -1,0 +1,270 @@
+"""bridge.db: engines, pragmas, the UTC column type and versioned migrations, on both backends."""
+from __future__ import annotations
+
+import gc
+import os
+import sqlite3
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import StatementError
+
+from bridge import db
+from bridge.db import SCHEMA_VERSION, SchemaError, ensure_schema, make_engine, migrate, schema_state
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _version_rows(engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(db.schema_version.c.version)).scalars())
+
+
+# -- migrations ----------------------------------------------------------------------
+def test_migrations_are_numbered_one_by_one_up_to_schema_version():
+    assert [v for v, _ in db.MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_migrate_creates_the_tables_and_is_idempotent(engine):
+    assert schema_state(engine) == (None, SCHEMA_VERSION)
+    assert migrate(engine) == SCHEMA_VERSION
+    assert migrate(engine) == SCHEMA_VERSION
+    assert schema_state(engine) == (SCHEMA_VERSION, SCHEMA_VERSION)
+    assert _version_rows(engine) == [SCHEMA_VERSION]
+    names = set(inspect(engine).get_table_names())
+    assert {"schema_version", "deliveries", "events", "high_water"} <= names
+    indexes = {i["name"] for i in inspect(engine).get_indexes("events")}
+    assert {"ix_events_status_due", "ix_events_store_status"} <= indexes
+
+
+def test_two_processes_migrating_at_once_both_succeed(database_url):
+    engines = [make_engine(database_url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def run(engine):
+        barrier.wait()
+        try:
+            results.append(migrate(engine))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert results == [SCHEMA_VERSION, SCHEMA_VERSION]
+    assert _version_rows(engines[0]) == [SCHEMA_VERSION]
+    for e in engines:
+        e.dispose()
+
+
+def test_ensure_schema_refuses_an_empty_database_and_writes_nothing(engine):
+    with pytest.raises(SchemaError, match=r"version 0 \(empty\), this release needs 1: run `kwai-bridge migrate`"):
+        ensure_schema(engine, auto_migrate=False)
+    assert schema_state(engine) == (None, SCHEMA_VERSION)
+    assert "events" not in inspect(engine).get_table_names()
+
+
+def test_ensure_schema_refuses_an_old_schema(engine):
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(db.schema_version.update().values(version=0))
+    with pytest.raises(SchemaError, match=r"at version 0, this release needs 1: run `kwai-bridge migrate`"):
+        ensure_schema(engine, auto_migrate=False)
+    ensure_schema(engine, auto_migrate=True)
+    assert schema_state(engine) == (SCHEMA_VERSION, SCHEMA_VERSION)
+    assert _version_rows(engine) == [SCHEMA_VERSION]
+
+
+def test_a_schema_newer_than_the_release_is_refused_even_with_auto_migrate(engine):
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(db.schema_version.update().values(version=SCHEMA_VERSION + 1))
+    for auto in (True, False):
+        with pytest.raises(SchemaError, match="newer than this release"):
+            ensure_schema(engine, auto_migrate=auto)
+
+
+def test_ensure_schema_with_auto_migrate_builds_an_empty_database(engine):
+    ensure_schema(engine, auto_migrate=True)
+    ensure_schema(engine, auto_migrate=False)
+    assert schema_state(engine) == (SCHEMA_VERSION, SCHEMA_VERSION)
+
+
+# -- the UTC column ------------------------------------------------------------------
+@pytest.mark.parametrize("offset_hours", [0, 5.5, -3])
+def test_datetimes_come_back_aware_utc(engine, offset_hours):
+    migrate(engine)
+    tz = timezone(timedelta(hours=offset_hours))
+    written = T0.astimezone(tz).replace(microsecond=123456)
+    with engine.begin() as conn:
+        conn.execute(db.deliveries.insert().values(
+            store_id="s", platform="shopify", topic="orders/paid", delivery_key="k",
+            received_at=written, outcome="queued"))
+    with engine.connect() as conn:
+        read = conn.execute(select(db.deliveries.c.received_at)).scalar_one()
+        earlier = conn.execute(select(func.count()).select_from(db.deliveries).where(
+            db.deliveries.c.received_at < T0 + timedelta(seconds=1))).scalar_one()
+    assert read == written
+    assert read.tzinfo == timezone.utc
+    assert earlier == 1
+
+
+def test_a_naive_datetime_is_refused(engine):
+    migrate(engine)
+    with pytest.raises(StatementError, match="naive datetime"):
+        with engine.begin() as conn:
+            conn.execute(db.deliveries.insert().values(
+                store_id="s", platform="shopify", topic="t", delivery_key="k",
+                received_at=datetime(2025, 1, 1), outcome="queued"))
+
+
+# -- engines -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "url, drivername",
+    [
+        ("postgres://u@db.example:5432/app", "postgresql+psycopg"),
+        ("postgresql://u@db.example/app", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@db.example/app", "postgresql+psycopg"),
+        ("sqlite:///relative.db", "sqlite"),
+        ("sqlite:////abs/path.db", "sqlite"),
+    ],
+)
+def test_urls_are_accepted_and_postgres_uses_psycopg(url, drivername):
+    engine = make_engine(url)  # no connection is made here
+    assert engine.url.drivername == drivername
+    if drivername.startswith("postgresql"):
+        assert engine.pool._pre_ping is True
+
+
+@pytest.mark.parametrize(
+    "url, kwargs, message",
+    [
+        ("mysql://u@h/db", {}, "unsupported database URL"),
+        ("postgresql+psycopg2://u@h/db", {}, "unsupported database URL"),
+        ("sqlite://", {}, "needs a file path"),
+        ("sqlite:///:memory:", {}, "needs a file path"),
+        ("sqlite:///x.db", {"sqlite_synchronous": "OFF"}, "FULL or NORMAL"),
+        ("sqlite:///x.db", {"sqlite_synchronous": "EXTRA"}, "FULL or NORMAL"),
+    ],
+)
+def test_bad_urls_and_settings_are_refused(url, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_engine(url, **kwargs)
+
+
+def test_a_relative_sqlite_path_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine("sqlite:///relative.db")
+    migrate(engine)
+    engine.dispose()
+    assert (tmp_path / "relative.db").exists()
+
+
+@pytest.mark.parametrize("asked, expected", [(None, 2), ("FULL", 2), ("NORMAL", 1), ("normal", 1)])
+def test_sqlite_pragmas_are_set_on_every_connection(sqlite_url, asked, expected):
+    engine = make_engine(sqlite_url) if asked is None else make_engine(sqlite_url, sqlite_synchronous=asked)
+    # two connections at once: both were set up, not just the first
+    with db.reading(engine) as one, db.reading(engine) as two:
+        for conn in (one, two):
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+
+
+def _other_writer(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(path, timeout=0, isolation_level=None)
+
+
+def test_sqlite_write_transactions_take_the_write_lock_at_begin(sqlite_url):
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    other = _other_writer(sqlite_url.removeprefix("sqlite:///"))
+    with engine.begin() as conn:
+        conn.execute(select(1))  # a read only: the lock must already be ours
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    other.close()
+    engine.dispose()
+
+
+def test_sqlite_readers_do_not_hold_the_write_lock(sqlite_url):
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    other = _other_writer(sqlite_url.removeprefix("sqlite:///"))
+    with db.reading(engine) as conn:
+        assert conn.execute(select(func.count()).select_from(db.events)).scalar_one() == 0
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO high_water (store_id, key, count) VALUES ('s', 'k', 1)")
+        other.execute("COMMIT")
+    other.close()
+    engine.dispose()
+
+
+def test_sqlite_concurrent_read_then_write_transactions_never_fail_as_locked(sqlite_url):
+    # The upgrade from a read to a write lock is what fails with deferred transactions.
+    engines = [make_engine(sqlite_url) for _ in range(4)]
+    migrate(engines[0])
+    barrier = threading.Barrier(len(engines))
+    errors = []
+
+    def work(i, engine):
+        barrier.wait()
+        try:
+            for n in range(20):
+                with engine.begin() as conn:
+                    conn.execute(select(func.count()).select_from(db.high_water)).scalar_one()
+                    conn.execute(db.high_water.insert().values(store_id=str(i), key=str(n), count=n))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, e)) for i, e in enumerate(engines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    with engines[0].connect() as conn:
+        assert conn.execute(select(func.count()).select_from(db.high_water)).scalar_one() == 80
+    for e in engines:
+        e.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_its_own_connections(engine):
+    migrate(engine)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    assert engine.pool.checkedin() == 1
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            gc.collect()  # the parent's connections, now dropped, must not be closed under it
+            if engine.pool.checkedin() == 0:
+                with engine.connect() as conn:
+                    code = 0 if conn.execute(text("SELECT 1")).scalar() == 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's pooled connection survived the child
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+    assert engine.pool.checkedin() == 1
