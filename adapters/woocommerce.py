@@ -1,0 +1,162 @@
+"""WooCommerce (core) webhooks: verify, parse and convert (pure; no I/O, no clock).
+
+WooCommerce has no paid, cart or checkout topics: a purchase is an order whose payment
+date is set and whose status is processing or completed (a COD order sits in
+processing with no payment date, so status alone is not enough).
+"""
+from __future__ import annotations
+
+import html
+import re
+from typing import Any, Mapping, Sequence
+
+from adapters import clickid, common
+from adapters.base import (
+    Conversion, ConversionOptions, Notification, PayloadError, SignatureError, WebhookRequest,
+    check_secrets, matches_any, require_header,
+)
+from adapters.common import PURCHASE, Line, ident, items, obj, text
+
+NAME = "woocommerce"
+SHOP_HEADER = "x-wc-webhook-source"
+TOPIC_HEADER = "x-wc-webhook-topic"
+SIGNATURE_HEADER = "x-wc-webhook-signature"
+DELIVERY_HEADER = "x-wc-webhook-delivery-id"  # new on every attempt: for logs, not dedupe
+
+TOPICS: dict[str, str] = {
+    "order.created": "EVENT_PLACE_ORDER",  # plus EVENT_PURCHASE when created paid
+    "order.updated": "EVENT_PURCHASE",  # only once the order is paid
+    "customer.created": "EVENT_COMPLETE_REGISTRATION",
+}
+
+PAID_STATUSES = frozenset({"processing", "completed"})
+#: Block-checkout drafts still arrive through order.updated (woocommerce#66995).
+DRAFT_STATUSES = frozenset({"checkout-draft", "draft", "auto-draft"})
+SESSION_ENTRY_META = "_wc_order_attribution_session_entry"
+_PING = re.compile(rb"webhook_id=\d+")
+
+privacy_request = common.privacy_request  # WooCommerce core sends no privacy topics
+
+
+# https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks (WC_Webhook::generate_signature)
+def verify(request: WebhookRequest, *, secrets: Sequence[str]) -> None:
+    """Raise SignatureError unless X-WC-Webhook-Signature is the base64 HMAC of the raw body."""
+    check_secrets(secrets)
+    received = require_header(request, SIGNATURE_HEADER)
+    if not matches_any(received, request.body, secrets, encodings=("base64",)):
+        raise SignatureError("body does not match X-WC-Webhook-Signature")
+
+
+# https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks (WC_Webhook::deliver, deliver_ping)
+def parse(request: WebhookRequest) -> Notification:
+    """The delivery as a Notification (`kind` "ping" for the unsigned creation ping)."""
+    if is_ping(request):
+        webhook_id = request.body.strip().split(b"=", 1)[1].decode("ascii")
+        return Notification(platform=NAME, topic="ping", shop=None, delivery_id=None,
+                            payload={"webhook_id": webhook_id}, kind="ping")
+    topic = common.header_value(request, TOPIC_HEADER)
+    if topic is None:
+        raise PayloadError("missing X-WC-Webhook-Topic header")
+    return Notification(
+        platform=NAME, topic=topic, shop=common.header_value(request, SHOP_HEADER),
+        delivery_id=common.header_value(request, DELIVERY_HEADER), payload=common.load_object(request.body),
+    )
+
+
+def is_ping(request: WebhookRequest) -> bool:
+    """The form-encoded `webhook_id=N` ping sent on creation, unsigned and without topic."""
+    if request.header(SIGNATURE_HEADER) or request.header(TOPIC_HEADER):
+        return False
+    return _PING.fullmatch(request.body.strip()) is not None
+
+
+def delivery_key(request: WebhookRequest, notification: Notification) -> str:
+    """A hash of topic and body: WooCommerce's delivery id changes on every attempt."""
+    return common.body_key(notification.topic, request.body)
+
+
+def to_conversions(notification: Notification, *, options: ConversionOptions) -> list[Conversion]:
+    """The Kwai events a notification yields for a store with `options` ([] when none)."""
+    if notification.kind != "conversion" or notification.topic not in TOPICS:
+        return []
+    name = common.event_for(notification.topic, TOPICS[notification.topic], options)
+    if name is None:
+        return []
+    if notification.topic == "customer.created":
+        return [_customer(notification, name)]
+    return _order(notification, name, options)
+
+
+def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conversion]:
+    p = n.payload
+    status = text(p.get("status"))
+    if status in DRAFT_STATUSES:
+        return []  # not an order yet: the shopper merely opened the block checkout
+    order_id = common.required_id(p.get("id"), "order")
+    paid = status in PAID_STATUSES and text(p.get("date_paid_gmt"), p.get("date_paid")) is not None
+    if n.topic == "order.created":
+        names = [name] + ([PURCHASE] if paid and name != PURCHASE else [])
+    else:
+        names = [name] if paid else []
+    if not names:
+        return []
+    raw = items(p.get("line_items"))
+    if options.value == "subtotal":
+        amount = common.total(common.money(line.get("subtotal")) for line in raw)
+    else:
+        amount = common.money(p.get("total"))
+    priced = common.choose_value([("", amount, p.get("currency"))], options)
+    number = text(p.get("number")) or ident(p.get("number")) or order_id
+    fields = common.line_fields(_lines(raw), options, priced=priced, order_name=f"#{number}")
+    meta = p.get("meta_data")
+    click = clickid.find_click(meta=meta, urls=[_meta(meta, SESSION_ENTRY_META)], params=options.click_params)
+    billing = obj(p.get("billing"))
+    ids = {"order_id": order_id, "order_key": text(p.get("order_key")), "customer_id": ident(p.get("customer_id")),
+           **common.contact_ids(billing.get("email"), [(billing.get("phone"), None)])}
+    # the *_gmt fields are UTC written without an offset; the others are site-local
+    placed = common.when(p, ("date_created_gmt",), naive_is_utc=True)
+    paid_at = common.when(p, ("date_paid_gmt", "date_modified_gmt", "date_created_gmt"), naive_is_utc=True)
+    return [
+        common.conversion(
+            platform=NAME, name=event, key=f"order:{order_id}:{event}",
+            moment=common.required_time(paid_at if event == PURCHASE or n.topic != "order.created" else placed,
+                                        f"order {order_id}"),
+            priced=priced, fields=fields, click=click, identifiers=ids,
+        )
+        for event in names
+    ]
+
+
+def _customer(n: Notification, name: str) -> Conversion:
+    p = n.payload
+    customer_id = common.required_id(p.get("id"), "customer")
+    billing = obj(p.get("billing"))
+    moment = common.when(p, ("date_created_gmt", "date_modified_gmt"), naive_is_utc=True)
+    return common.conversion(
+        platform=NAME, name=name, key=f"customer:{customer_id}:{name}",
+        moment=common.required_time(moment, f"customer {customer_id}"), priced=common.Priced(),
+        fields={}, click=(None, None),
+        identifiers={"customer_id": customer_id,
+                     **common.contact_ids(text(p.get("email"), billing.get("email")),
+                                          [(billing.get("phone"), None)])},
+    )
+
+
+def _lines(raw: list[Mapping[str, Any]]) -> list[Line]:
+    return [
+        Line(product_id=ident(line.get("product_id")), variant_id=ident(line.get("variation_id")),
+             sku=text(line.get("sku")), title=_unescape(text(line.get("name"))),
+             quantity=common.count(line.get("quantity")), price=common.money(line.get("price")))
+        for line in raw
+    ]
+
+
+def _meta(meta: Any, key: str) -> str | None:
+    """The last value stored under `key` in WooCommerce `meta_data`."""
+    values = [text(m.get("value")) for m in items(meta) if m.get("key") == key]
+    return next((v for v in reversed(values) if v), None)
+
+
+def _unescape(name: str | None) -> str | None:
+    # names arrive HTML-escaped (`Ship Your Idea &ndash; Color: Black`)
+    return html.unescape(name) if name else None
