@@ -1,3 +1,179 @@
-"""kwai-bridge command line (placeholder until the CLI lands)."""
-def main():
-    raise SystemExit("not yet")
+"""The `kwai-bridge` command line: serve, worker, migrate, stores, events, deliveries,
+send-test-event and privacy."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import datetime, timezone
+
+import click
+
+from bridge.config import ConfigError
+from bridge.db import SchemaError, make_engine, migrate as run_migrations
+from bridge.runtime import Runtime
+
+log = logging.getLogger("kwai_bridge")
+
+EXAMPLE_STORES = "deploy/stores.example.toml"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("KWAI_BRIDGE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _runtime(*, migrate: bool | None = None) -> Runtime:
+    try:
+        return Runtime.from_env(os.environ, migrate=migrate)
+    except (ConfigError, SchemaError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _since(value: str | None) -> datetime:
+    if not value:
+        return datetime(1970, 1, 1, tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO date (2026-11-26 or 2026-11-26T10:00:00Z)") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@click.group()
+def main() -> None:
+    """kwai-bridge: store webhooks in, Kwai conversion events out."""
+    _setup_logging()
+
+
+# -- serve -------------------------------------------------------------------------
+def print_urls(runtime: Runtime, port: int) -> None:
+    if runtime.registry.error:
+        click.echo(f"Not ready: {runtime.registry.error}")
+        click.echo(f"Write a stores file (see {EXAMPLE_STORES}), point KWAI_BRIDGE_STORES at it, "
+                   "then reload with SIGHUP or restart.")
+        return
+    click.echo("Webhook URLs to paste into each store's admin:")
+    for store_id, platform, url in runtime.webhook_urls(port):
+        click.echo(f"  {store_id:<20} {platform:<12} {url}")
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000 or $PORT")
+@click.option("--workers", type=int, default=None, help="gunicorn worker processes (default 2 x cores)")
+@click.option("--with-worker", is_flag=True, help="also run the dispatcher in a child process")
+def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
+    """Serve the webhook routes with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    runtime = _runtime()  # migrates SQLite, checks PostgreSQL's schema, before any fork
+    runtime.engine.dispose()
+    print_urls(runtime, port)
+    child = None
+    if with_worker:
+        child = subprocess.Popen([sys.executable, "-m", "cli", "worker"])
+
+    class App(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers or 2 * (os.cpu_count() or 1))
+            self.cfg.set("worker_class", "sync")
+            self.cfg.set("timeout", 30)
+            self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("accesslog", None)
+
+        def load(self):
+            from server import create_app
+
+            return create_app()
+
+    try:
+        App().run()
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(timeout=30)
+
+
+# -- worker ------------------------------------------------------------------------
+@main.command()
+@click.option("--once", is_flag=True, help="send everything due, then exit")
+def worker(once: bool) -> None:
+    """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
+    from bridge.worker import Dispatcher
+
+    runtime = _runtime()
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        runtime.registry.install_sighup()
+    s = runtime.settings
+    dispatcher = Dispatcher(outbox=runtime.outbox, registry=runtime.registry, client=runtime.kwai_client(),
+                            concurrency=s.dispatch_concurrency, lease_seconds=s.lease_seconds)
+    log.info("dispatcher started (concurrency %d)", s.dispatch_concurrency)
+    pruner = threading.Thread(target=_prune_loop, args=(runtime, stop), daemon=True)
+    if not once:
+        pruner.start()
+    tally = dispatcher.run(stop=stop, once=once, poll_interval=s.poll_interval)
+    log.info("dispatcher stopped: %s", tally)
+    if once:
+        click.echo(json.dumps(tally, sort_keys=True))
+
+
+def _prune_loop(runtime: Runtime, stop: threading.Event) -> None:
+    s = runtime.settings
+    while not stop.is_set():
+        try:
+            pruned = runtime.outbox.prune(now=_utcnow(), body_days=s.body_retention_days,
+                                          sent_days=s.sent_retention_days)
+            if any(pruned.values()):
+                log.info("retention: %s", pruned)
+        except Exception:
+            log.exception("retention pass failed; trying again later")
+        stop.wait(3600)
+
+
+# -- migrate, stores -------------------------------------------------------------
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema in place."""
+    from bridge.settings import settings_from_env
+
+    settings = settings_from_env(os.environ)
+    version = run_migrations(make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous))
+    click.echo(f"schema at version {version}")
+
+
+@main.group()
+def stores() -> None:
+    """The stores file."""
+
+
+@stores.command("check")
+def stores_check() -> None:
+    """Validate the stores file and print each store's webhook URL."""
+    from bridge.config import load_stores
+    from bridge.settings import settings_from_env
+
+    settings = settings_from_env(os.environ)
+    try:
+        loaded = load_stores(settings.stores, environ=os.environ)
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    base = settings.public_url.rstrip("/") or "http://localhost:8000"
+    for store in loaded:
+        click.echo(f"ok  {store.id:<20} {store.platform:<12} {base}/webhooks/{store.platform}/{store.id}")
+    click.echo(f"{len(loaded)} store(s) valid")
+
+
+from cli import records  # noqa: E402,F401  (registers events, deliveries, send-test-event, privacy)

@@ -1,0 +1,181 @@
+"""From a received webhook to rows in the outbox: find the store, verify, parse,
+convert, store. One call per request; no Kwai call ever happens here.
+
+Every decision is returned as an `Answer` (status code, short message, JSON detail);
+the web layer only turns it into an HTTP response.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+import adapters
+from adapters.base import (
+    AdapterError,
+    Conversion,
+    Notification,
+    ShopMismatchError,
+    WebhookRequest,
+    normalise_shop,
+)
+from bridge.config import StoreConfig, StoreRegistry
+from bridge.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+#: Headers kept with a delivery so that it can be reprocessed (never the signature).
+KEPT_HEADERS = {
+    "shopify": ("x-shopify-topic", "x-shopify-shop-domain", "x-shopify-webhook-id", "x-shopify-triggered-at"),
+    "shopline": ("x-shopline-topic", "x-shopline-shop-domain", "x-shopline-webhook-id"),
+    "woocommerce": ("x-wc-webhook-topic", "x-wc-webhook-source", "x-wc-webhook-resource",
+                    "x-wc-webhook-event", "x-wc-webhook-id"),
+}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to answer the platform: an HTTP status and a small JSON body."""
+
+    status: int
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {"status": self.message, **self.detail}
+
+
+#: Hook for attribution: given the store, its conversions and the time, return them
+#: with click ids filled in where other evidence has one (see bridge.attribution).
+Resolver = Callable[[StoreConfig, Sequence[Conversion], datetime], Sequence[Conversion]]
+
+
+def _no_resolution(store: StoreConfig, conversions: Sequence[Conversion], now: datetime) -> Sequence[Conversion]:
+    return conversions
+
+
+class Pipeline:
+    """Turns webhook requests into outbox rows."""
+
+    def __init__(self, *, registry: StoreRegistry, outbox: Outbox,
+                 resolver: Resolver = _no_resolution, privacy=None) -> None:
+        self.registry = registry
+        self.outbox = outbox
+        self.resolver = resolver
+        self.privacy = privacy
+
+    # -- store lookup ---------------------------------------------------------------
+    def find_store(self, platform: str, store_id: str | None, request: WebhookRequest) -> StoreConfig | Answer:
+        adapter = adapters.REGISTRY.get(platform)
+        if adapter is None:
+            return Answer(404, "unknown platform", {"platform": platform})
+        stores = self.registry.stores
+        if store_id is not None:
+            store = stores.get(store_id)
+            if store is None or store.platform != platform:
+                return Answer(404, "unknown store", {"store": store_id})
+            return store
+        shop = request.header(adapter.SHOP_HEADER)
+        store = stores.find_by_shop(platform, shop) if shop else None
+        if store is None:
+            return Answer(404, "unknown store", {"shop_header": adapter.SHOP_HEADER})
+        return store
+
+    # -- the request path -----------------------------------------------------------
+    def handle(self, platform: str, store_id: str | None, request: WebhookRequest, *, now: datetime) -> Answer:
+        found = self.find_store(platform, store_id, request)
+        if isinstance(found, Answer):
+            log.info("webhook refused: %s %s (%s)", platform, store_id or "-", found.message)
+            return found
+        store = found
+        adapter = adapters.REGISTRY[platform]
+        if adapter.is_ping(request):
+            log.info("store %s: webhook ping answered", store.id)
+            return Answer(200, "pong")
+        try:
+            adapter.verify(request, secrets=store.webhook_secrets)
+            if store_id is not None and platform != "woocommerce":
+                # One app secret signs every store of an app: the signature alone does not
+                # tell stores apart, so the shop header must name this store.
+                if normalise_shop(request.header(adapter.SHOP_HEADER)) != normalise_shop(store.shop):
+                    raise ShopMismatchError(f"{adapter.SHOP_HEADER} does not name store {store.id}")
+            notification = adapter.parse(request)
+        except AdapterError as exc:
+            log.warning("store %s: webhook refused with %s: %s", store.id, exc.status_code, exc)
+            return Answer(exc.status_code, _reason(exc), {"store": store.id})
+        key = adapter.delivery_key(request, notification)
+        if notification.kind == "privacy":
+            return self._privacy(store, adapter, notification, key, now)
+        return self._convert_and_store(store, adapter, notification, request, key, now)
+
+    def _convert_and_store(self, store: StoreConfig, adapter, notification: Notification,
+                           request: WebhookRequest, key: str, now: datetime) -> Answer:
+        error = None
+        conversions: Sequence[Conversion] = ()
+        try:
+            conversions = adapter.to_conversions(notification, options=store.conversion_options())
+            conversions = self.resolver(store, conversions, now)
+        except Exception as exc:  # a conversion fault: keep the body, answer 200, reprocess later
+            error = f"{exc.__class__.__name__}: {exc}"
+            log.error("store %s: %s %s conversion failed, stored for reprocessing: %s",
+                      store.id, notification.platform, notification.topic, error)
+        outcome = "failed" if error else ("queued" if conversions else "ignored")
+        result = self.outbox.accept(
+            store_id=store.id, platform=notification.platform, topic=notification.topic,
+            delivery_key=key, received_at=now, body=request.body,
+            headers=kept_headers(notification.platform, request), conversions=conversions,
+            outcome=outcome, error=error,
+        )
+        if result.duplicate:
+            log.info("store %s: duplicate delivery %s ignored", store.id, key[:32])
+            return Answer(200, "duplicate")
+        log.info("store %s: %s %s -> %s, %d event(s)", store.id, notification.platform,
+                 notification.topic, outcome, result.created)
+        return Answer(200, outcome, {"events": result.created})
+
+    def _privacy(self, store: StoreConfig, adapter, notification: Notification, key: str, now: datetime) -> Answer:
+        request = adapter.privacy_request(notification)
+        result = self.outbox.accept(
+            store_id=store.id, platform=notification.platform, topic=notification.topic,
+            delivery_key=key, received_at=now, body=b"", headers={}, conversions=(), outcome="privacy",
+        )
+        if result.duplicate:
+            return Answer(200, "duplicate")
+        if request is not None and self.privacy is not None:
+            self.privacy.apply(store, request, now=now)
+        log.info("store %s: privacy topic %s handled", store.id, notification.topic)
+        return Answer(200, "privacy", {"topic": notification.topic})
+
+    # -- reprocessing ---------------------------------------------------------------
+    def reprocess(self, *, since: datetime, store_id: str | None, now: datetime) -> dict[str, int]:
+        """Convert again the failed deliveries whose raw body is still kept."""
+        done = {"reprocessed": 0, "failed": 0, "skipped": 0}
+        for delivery in self.outbox.deliveries_for_reprocess(since=since, store_id=store_id):
+            store = self.registry.stores.get(delivery.store_id)
+            if store is None:
+                done["skipped"] += 1
+                continue
+            adapter = adapters.REGISTRY[delivery.platform]
+            request = WebhookRequest.build(delivery.headers or {}, delivery.body or b"")
+            try:
+                notification = adapter.parse(request)
+                conversions = adapter.to_conversions(notification, options=store.conversion_options())
+                conversions = self.resolver(store, conversions, now)
+            except Exception as exc:
+                log.error("store %s: delivery %s still fails: %s", store.id, delivery.id, exc)
+                done["failed"] += 1
+                continue
+            self.outbox.add_conversions(delivery.id, store_id=store.id, platform=delivery.platform,
+                                        conversions=conversions, outcome="reprocessed", now=now)
+            done["reprocessed"] += 1
+        return done
+
+
+def kept_headers(platform: str, request: WebhookRequest) -> dict[str, str]:
+    return {h: request.headers[h] for h in KEPT_HEADERS.get(platform, ()) if h in request.headers}
+
+
+def _reason(exc: AdapterError) -> str:
+    return str(exc) or exc.__class__.__doc__ or exc.__class__.__name__
+

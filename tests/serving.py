@@ -1,0 +1,155 @@
+"""Run the real thing in tests: a stores file, `kwai-bridge serve` and `kwai-bridge worker`
+as child processes on loopback."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SECRETS = {
+    "shopify": "shpss_test_secret",
+    "shopline": "shopline_app_secret",
+    "woocommerce": "wc_webhook_secret",
+}
+SHOPS = {
+    "shopify": "acme.myshopify.com",
+    "shopline": "acme.myshopline.com",
+    "woocommerce": "https://woo.example",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(type(value))
+
+
+def store_entry(platform: str, store_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    entry = {
+        "id": store_id or f"{platform}-store",
+        "platform": platform,
+        "shop": SHOPS[platform],
+        "webhook_secrets": [SECRETS[platform]],
+        "pixel_id": f"pixel-{platform}",
+        "access_token": f"token-{platform}",
+        "test_mode": False,
+    }
+    entry.update(overrides)
+    return entry
+
+
+def write_stores(path: Path, stores: Iterable[Mapping[str, Any]]) -> Path:
+    lines = []
+    for store in stores:
+        lines.append("[[stores]]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in store.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def bridge_env(*, database_url: str, stores: Path, kwai_url: str = "http://127.0.0.1:9/log/common",
+               **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KWAI_BRIDGE_")}
+    env.update({
+        "KWAI_BRIDGE_DATABASE_URL": database_url,
+        "KWAI_BRIDGE_STORES": str(stores),
+        "KWAI_BRIDGE_KWAI_ENDPOINT": kwai_url,
+        "KWAI_BRIDGE_POLL_INTERVAL": "0.05",
+        "KWAI_BRIDGE_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    })
+    env.update({k if k.startswith("KWAI_BRIDGE_") else f"KWAI_BRIDGE_{k}": v for k, v in extra.items()})
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli", *args]
+
+
+def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(*args), env=dict(env), cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class Served:
+    """`kwai-bridge serve` in its own process group, killed on exit."""
+
+    def __init__(self, env: Mapping[str, str], *, workers: int = 2, port: int | None = None,
+                 extra_args: Iterable[str] = ()) -> None:
+        self.env = dict(env)
+        self.workers = workers
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> "Served":
+        self.proc = subprocess.Popen(
+            cli_command("serve", "--host", "127.0.0.1", "--port", str(self.port),
+                        "--workers", str(self.workers), *self.extra_args),
+            env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited early: {self.proc.stdout.read()}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError("serve did not answer /healthz in time")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def output(self) -> str:
+        return self.proc.stdout.read() if self.proc and self.proc.stdout else ""
+
+    def __enter__(self) -> "Served":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_worker(env: Mapping[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(cli_command("worker", *args), env=dict(env), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)

@@ -1,0 +1,84 @@
+"""No Docker engine runs here, so deploy/ is checked statically: the files parse, and
+every command and variable they use exists."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+import cli
+from bridge.settings import SETTINGS_DOC
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+KNOWN_VARIABLES = {row[0] for row in SETTINGS_DOC}
+
+
+def _cli_path_exists(words: list[str]) -> bool:
+    """True when `kwai-bridge <words...>` names a real command (what follows it is its arguments)."""
+    node = cli.main
+    for word in words:
+        if not isinstance(node, click.Group):
+            return True
+        if word not in node.commands:
+            return False
+        node = node.commands[word]
+    return not isinstance(node, click.Group)
+
+
+def test_compose_parses_and_runs_known_commands():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"web", "worker", "db"} <= set(services)
+    for name, service in services.items():
+        command = service.get("command")
+        if command is None:
+            continue
+        assert command[0] == "kwai-bridge", name
+        assert _cli_path_exists(command[1:]), f"{name}: unknown command {command}"
+        for key in service.get("environment", {}):
+            if key.startswith("KWAI_BRIDGE_"):
+                assert key in KNOWN_VARIABLES, f"{name}: unknown variable {key}"
+
+
+@pytest.mark.parametrize("unit", ["kwai-bridge-web.service", "kwai-bridge-worker.service"])
+def test_systemd_units_run_known_commands(unit):
+    text = (DEPLOY / unit).read_text()
+    exec_start = re.search(r"^ExecStart=(.+)$", text, re.M).group(1)
+    words = shlex.split(exec_start)
+    assert words[0].endswith("/kwai-bridge")
+    assert _cli_path_exists(words[1:]), exec_start
+
+
+def test_dockerfile_runs_known_command_and_copies_every_package():
+    text = (DEPLOY / "Dockerfile").read_text()
+    cmd = re.search(r"^CMD (\[.+\])$", text, re.M).group(1)
+    words = yaml.safe_load(cmd)
+    assert words[0] == "kwai-bridge" and _cli_path_exists(words[1:])
+    for package in ("adapters", "bridge", "cli", "kwai"):
+        assert f"COPY {package} " in text, package
+    for variable in re.findall(r"(KWAI_BRIDGE_[A-Z_]+)=", text):
+        assert variable in KNOWN_VARIABLES, variable
+
+
+def test_env_example_lists_exactly_the_known_variables():
+    text = (DEPLOY / "env.example").read_text()
+    named = set(re.findall(r"^#?\s*(KWAI_BRIDGE_[A-Z_]+)=", text, re.M))
+    assert named == KNOWN_VARIABLES
+
+
+def test_gunicorn_conf_loads_with_sync_workers():
+    namespace: dict = {}
+    exec(compile((DEPLOY / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)
+    assert namespace["worker_class"] == "sync"
+    assert namespace["workers"] >= 1
+    assert namespace["bind"].endswith(":8000")
+
+
+def test_unknown_command_would_be_caught():
+    assert not _cli_path_exists(["serv"])
+    assert not _cli_path_exists(["events", "lst"])
+    assert _cli_path_exists(["events", "list", "--json"])

@@ -1,0 +1,136 @@
+"""The web app's answers, through Flask's test client over a real database."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from bridge.db import make_engine, migrate
+from server import create_app
+from tests.conftest import fixture_bytes
+from tests.serving import SECRETS, SHOPS, store_entry, write_stores
+from tests.signing import headers_for
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ORDER = fixture_bytes("shopify/shopify_orders_create.json")
+
+
+@pytest.fixture
+def app_for(tmp_path, database_url):
+    def build(stores=None, **settings):
+        config = {"DATABASE_URL": database_url, "STORES": str(tmp_path / "stores.toml"), **settings}
+        if stores is not None:
+            write_stores(tmp_path / "stores.toml", stores)
+        migrate(make_engine(database_url))  # PostgreSQL is migrated on purpose, not on start
+        return create_app(config)
+    return build
+
+
+@pytest.fixture
+def client(app_for):
+    app = app_for([store_entry("shopify", "acme"), store_entry("woocommerce", "woo"),
+                   store_entry("shopline", "line")])
+    return app.test_client()
+
+
+def outbox_of(client):
+    return client.application.extensions["kwai_bridge.runtime"].outbox
+
+
+def shopify_headers(topic="orders/create", body=ORDER, **kw):
+    return headers_for("shopify", topic, shop=SHOPS["shopify"], secret=SECRETS["shopify"], body=body, **kw)
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["stores"] == 3
+
+
+def test_readyz_without_stores_file_says_why(app_for):
+    app = app_for(None)
+    answer = app.test_client().get("/readyz")
+    assert answer.status_code == 503
+    assert "stores.example.toml" in " ".join(answer.json["problems"])
+
+
+def test_signed_order_is_accepted_and_stored(client):
+    answer = client.post("/webhooks/shopify/acme", data=ORDER, headers=shopify_headers())
+    assert answer.status_code == 200, answer.json
+    rows = outbox_of(client).list_events()
+    assert [(r.event_name, r.status, r.skip_reason) for r in rows] == [("EVENT_PLACE_ORDER", "skipped", "test order")]
+
+
+@pytest.mark.parametrize("case,mutate,status", [
+    ("no signature", lambda h, b: ({k: v for k, v in h.items() if k != "X-Shopify-Hmac-Sha256"}, b), 401),
+    ("tampered body", lambda h, b: (h, b.replace(b"404.95", b"004.95")), 401),
+    ("wrong shop header", lambda h, b: ({**h, "X-Shopify-Shop-Domain": "evil.myshopify.com"}, b), 401),
+])
+def test_refusals_store_nothing(client, case, mutate, status):
+    headers, body = mutate(shopify_headers(), ORDER)
+    answer = client.post("/webhooks/shopify/acme", data=body, headers=headers)
+    assert answer.status_code == status, case
+    assert outbox_of(client).list_events() == []
+    assert answer.json["status"]
+
+
+def test_shop_header_ignores_case_and_trailing_slash(client):
+    headers = {**shopify_headers(), "X-Shopify-Shop-Domain": "ACME.myshopify.com/"}
+    assert client.post("/webhooks/shopify/acme", data=ORDER, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/webhooks/shopify/nope", "/webhooks/woocommerce/acme", "/webhooks/magento/acme"])
+def test_unknown_store_or_platform_is_404(client, url):
+    assert client.post(url, data=ORDER, headers=shopify_headers()).status_code == 404
+
+
+def test_route_by_shop_header(client):
+    answer = client.post("/webhooks/shopify", data=ORDER, headers=shopify_headers())
+    assert answer.status_code == 200
+    assert len(outbox_of(client).list_events()) == 1
+    unknown = {**shopify_headers(), "X-Shopify-Shop-Domain": "other.myshopify.com"}
+    assert client.post("/webhooks/shopify", data=ORDER, headers=unknown).status_code == 404
+
+
+def test_body_over_the_limit_is_413_and_stores_nothing(app_for):
+    app = app_for([store_entry("shopify", "acme")], MAX_BODY_BYTES="1024")
+    client = app.test_client()
+    answer = client.post("/webhooks/shopify/acme", data=ORDER, headers=shopify_headers())
+    assert answer.status_code == 413
+    assert outbox_of(client).list_events() == []
+
+
+def test_signed_but_not_json_is_400(client):
+    body = b"not json at all"
+    answer = client.post("/webhooks/shopify/acme", data=body, headers=shopify_headers(body=body))
+    assert answer.status_code == 400
+    assert outbox_of(client).list_events() == []
+
+
+def test_woocommerce_ping_gets_exactly_200_and_nothing_stored(client):
+    body = fixture_bytes("woocommerce/woocommerce_ping_body.DERIVED_FROM_CODE.txt")
+    answer = client.post("/webhooks/woocommerce/woo", data=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 200
+    assert outbox_of(client).list_events() == []
+
+
+def test_same_webhook_twice_is_one_delivery(client):
+    headers = shopify_headers(delivery_id="b54557e4-0001")
+    first = client.post("/webhooks/shopify/acme", data=ORDER, headers=headers)
+    second = client.post("/webhooks/shopify/acme", data=ORDER, headers=headers)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.json["status"] == "duplicate"
+    assert len(outbox_of(client).list_events()) == 1
+
+
+def test_conversion_fault_is_stored_as_failed_and_answered_200(client):
+    order = json.loads(ORDER)
+    for key in ("created_at", "processed_at", "updated_at"):
+        order[key] = None  # no time at all: the conversion cannot place the event
+    body = json.dumps(order).encode()
+    answer = client.post("/webhooks/shopify/acme", data=body, headers=shopify_headers(body=body))
+    assert answer.status_code == 200 and answer.json["status"] == "failed"
+    failed = outbox_of(client).deliveries_for_reprocess(since=EPOCH)
+    assert len(failed) == 1 and failed[0].body == body
