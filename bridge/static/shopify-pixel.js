@@ -1,0 +1,78 @@
+/* Kwai Bridge custom pixel for Shopify Customer Events, version 1.
+ *
+ * Theme scripts do not run on Shopify's checkout, so this pixel (pasted under Settings >
+ * Customer events) reads the click id the storefront snippet kept (localStorage
+ * `kwai_click_id` {id, ts}, else cookie `_kwai_click_id`) through the sandbox's `browser`
+ * API and, on `checkout_completed`, posts {click_id, checkout_token, order_id} to the
+ * bridge. The bridge prepends the same settings line as for the snippet:
+ *   window.KWAI_BRIDGE = {endpoint, platform, clickParams, windowDays, consentMode};
+ * `analytics`, `browser`, `init` and `customerPrivacy` are the sandbox's own names; a
+ * test page may define them as globals instead.
+ */
+(function () {
+  "use strict";
+  var STORED = "kwai_click_id";
+  var COOKIE = "_kwai_click_id";
+  var DAY_MS = 86400000;
+
+  function noop() {}
+  function present(value) { return value !== null && value !== undefined && value !== ""; }
+  function decodeOnce(raw) {
+    try { return decodeURIComponent(raw); } catch (e) { return raw; }
+  }
+
+  try {
+    var config = typeof KWAI_BRIDGE !== "undefined" ? KWAI_BRIDGE : null;
+    var events = typeof analytics !== "undefined" ? analytics : null;
+    var storage = typeof browser !== "undefined" ? browser : null;
+    var initial = typeof init !== "undefined" ? init : null;
+    var privacy = typeof customerPrivacy !== "undefined" ? customerPrivacy : null;
+    if (!config || !config.endpoint || !events || typeof events.subscribe !== "function" || !storage) return;
+    var windowMs = (Number(config.windowDays) > 0 ? Number(config.windowDays) : 30) * DAY_MS;
+
+    // Shopify runs a custom pixel only with the permissions the merchant chose; in
+    // consent mode this also follows the visitor's marketing choice as it changes.
+    var marketing = !(config.consentMode === true && initial && initial.customerPrivacy &&
+      initial.customerPrivacy.marketingAllowed === false);
+    if (privacy && typeof privacy.subscribe === "function") {
+      privacy.subscribe("visitorConsentCollected", function (event) {
+        var state = event && event.customerPrivacy;
+        if (state && typeof state.marketingAllowed === "boolean") marketing = state.marketingAllowed;
+      });
+    }
+
+    var clickId = function () {
+      return Promise.resolve(storage.localStorage.getItem(STORED)).then(function (raw) {
+        var record = null;
+        try { record = JSON.parse(raw); } catch (e) { record = null; }
+        if (record && typeof record.id === "string" && record.id && typeof record.ts === "number") {
+          return new Date().getTime() - record.ts < windowMs ? record.id : null;
+        }
+        return Promise.resolve(storage.cookie.get(COOKIE)).then(function (value) {
+          return present(value) ? decodeOnce(String(value)) : null;
+        });
+      });
+    };
+
+    var checkoutCompleted = function (event) {
+      var checkout = event && event.data && event.data.checkout;
+      if (!marketing || !checkout) return Promise.resolve();
+      var token = checkout.token;
+      var orderId = checkout.order && checkout.order.id;
+      return clickId().then(function (id) {
+        if (!id || (!present(token) && !present(orderId))) return undefined;
+        var body = {click_id: id};
+        if (present(token)) body.checkout_token = String(token);
+        if (present(orderId)) body.order_id = String(orderId);
+        return fetch(config.endpoint, {
+          method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+          keepalive: true, mode: "cors", credentials: "omit"
+        });
+      }).then(noop, noop);
+    };
+
+    events.subscribe("checkout_completed", function (event) {
+      try { return checkoutCompleted(event); } catch (e) { return Promise.resolve(); }
+    });
+  } catch (e) { /* never break the checkout */ }
+})();

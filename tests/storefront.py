@@ -1,0 +1,253 @@
+"""Loopback stand-ins for the storefront snippet tests.
+
+- `Storefront`: one origin playing a Shopify-like shop (`/`, `/products/x`, `/cart.js`,
+  `/cart/update.js`) and a WooCommerce-like one (`/checkout/`, `/checkout-block/`,
+  `/checkout/order-received/<id>/`), every page loading `/kwai.js` (the settings line plus
+  `bridge/static/snippet.js`); `/pixel-test` runs `shopify-pixel.js` with fake sandbox APIs.
+- `ClicksRecorder`: stands in for the bridge's `POST /clicks/<store_id>` on another port,
+  so the snippet's requests are cross-origin as in production (CORS and preflight).
+
+Each runs a threaded `http.server` on 127.0.0.1, port 0. The storefront's `endpoint` is a
+parameter, so the real bridge's URL can replace the recorder's.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+STATIC = Path(__file__).resolve().parent.parent / "bridge" / "static"
+CLICK_FIELDS = ("click_id", "cart_token", "checkout_token", "order_id", "order_key",
+                "customer_id", "email_sha256", "phone_sha256")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as the stand-ins see it."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a stand-in answers."""
+
+    status: int = 200
+    body: str = ""
+    content_type: str = "text/html; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_response(value: Any, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(status, json.dumps(value), "application/json", headers)
+
+
+def config_line(settings: Mapping[str, Any]) -> str:
+    """The line the bridge puts before the snippet: `window.KWAI_BRIDGE = {...};`."""
+    return "window.KWAI_BRIDGE = " + json.dumps(dict(settings)).replace("</", "<\\/") + ";\n"
+
+
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 that hands each request to `handle`."""
+
+    def __init__(self, handle: Callable[[Request], Response]):
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                split = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Request(self.command, split.path, split.query,
+                                  {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+                response = handle(request)
+                body = response.body.encode()
+                self.send_response(response.status)
+                self.send_header("Content-Type", response.content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                for name, value in response.headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_OPTIONS = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d" % self._server.server_address[1]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class ClicksRecorder:
+    """Records `POST /clicks/<store_id>` JSON bodies and answers 202, like the bridge will."""
+
+    def __init__(self, *, allowed_origins: tuple[str, ...] = ()):
+        self.allowed_origins = set(allowed_origins)
+        self.accepted: list[tuple[str, dict[str, Any]]] = []
+        self.rejected: list[tuple[str, bytes]] = []
+        self._changed = threading.Condition()
+        self._server = LoopbackServer(self.handle)
+
+    def endpoint(self, store_id: str = "acme") -> str:
+        return f"{self._server.url}/clicks/{store_id}"
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self._changed:
+            return [body for _, body in self.accepted]
+
+    def wait_for(self, count: int, *, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Return the bodies once at least `count` arrived, or what came by `timeout`."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.accepted) >= count, timeout=timeout)
+            return [body for _, body in self.accepted]
+
+    def handle(self, request: Request) -> Response:
+        match = re.fullmatch(r"/clicks/([\w.-]+)", request.path)
+        if not match:
+            return Response(404, "not found", "text/plain")
+        cors = self._cors(request.headers.get("origin", ""))
+        if request.method == "OPTIONS":
+            return Response(204, "", "text/plain", cors)
+        if request.method != "POST":
+            return Response(405, "method not allowed", "text/plain", cors)
+        body = _click_body(request.body)
+        with self._changed:
+            if body is None:
+                self.rejected.append((match.group(1), request.body))
+            else:
+                self.accepted.append((match.group(1), body))
+            self._changed.notify_all()
+        if body is None:
+            return json_response({"error": "click_id and one identifier are required"}, 400, cors)
+        return json_response({"accepted": True}, 202, cors)
+
+    def _cors(self, origin: str) -> tuple[tuple[str, str], ...]:
+        if origin not in self.allowed_origins:
+            return ()
+        return (("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
+                ("Access-Control-Allow-Methods", "POST, OPTIONS"),
+                ("Access-Control-Allow-Headers", "Content-Type"), ("Access-Control-Max-Age", "600"))
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _click_body(raw: bytes) -> dict[str, Any] | None:
+    """The body when it is what the bridge accepts (click id plus an identifier), else None."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or set(body) - set(CLICK_FIELDS):
+        return None
+    if not all(isinstance(value, str) and value for value in body.values()):
+        return None
+    return body if "click_id" in body and len(body) > 1 else None
+
+
+class Storefront:
+    """A shop origin serving the snippet with `settings` (mutable between page loads)."""
+
+    def __init__(self, *, endpoint: str, platform: str = "shopify", **settings: Any):
+        self.settings: dict[str, Any] = {"endpoint": endpoint, "platform": platform,
+                                         "clickParams": ["click_id"], "windowDays": 30,
+                                         "consentMode": False, **settings}
+        self.cart: dict[str, Any] = {"token": "c1-7f3a9e", "attributes": {}, "item_count": 1}
+        self.cart_updates: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = LoopbackServer(self.handle)
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def handle(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        if method == "GET" and path == "/kwai.js":
+            return self._script("snippet.js")
+        if method == "GET" and path == "/pixel.js":
+            return self._script("shopify-pixel.js")
+        if method == "GET" and path == "/cart.js":
+            with self._lock:
+                return json_response(self.cart)
+        if method == "POST" and path == "/cart/update.js":
+            return self._update_cart(request.body)
+        if method == "POST" and path == "/checkout/done":
+            return Response(200, _page("Order placed", "<p>Thank you.</p>", snippet=False))
+        if method == "GET":
+            if re.fullmatch(r"/checkout/order-received/\d+/", path):
+                return Response(200, _ORDER_RECEIVED)
+            if path in _PAGES:
+                return Response(200, _PAGES[path])
+        return Response(404, "not found", "text/plain")
+
+    def _script(self, name: str) -> Response:
+        source = (STATIC / name).read_text()
+        return Response(200, config_line(self.settings) + source, "application/javascript")
+
+    def _update_cart(self, raw: bytes) -> Response:
+        update = json.loads(raw)
+        with self._lock:
+            self.cart_updates.append(update)
+            self.cart["attributes"].update(update.get("attributes") or {})
+            return json_response(self.cart)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _page(title: str, body: str, *, snippet: bool = True) -> str:
+    script = '<script src="/kwai.js"></script>' if snippet else ""
+    return (f'<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+            f"<title>{title}</title>{script}</head><body>{body}</body></html>")
+
+
+# The classic field is type="text" so that the snippet's own trimming is what is tested
+# (an <input type="email"> already strips the value).
+_CLASSIC_CHECKOUT = """<form class="checkout woocommerce-checkout" method="post" action="/checkout/done">
+<input type="text" id="billing_email" name="billing_email">
+<button type="submit" id="place_order">Place order</button></form>"""
+_BLOCK_CHECKOUT = """<div class="wc-block-checkout"><input type="email" id="email">
+<button type="button" class="wc-block-components-checkout-place-order-button"><span>Place Order</span></button></div>"""
+_PIXEL_SANDBOX = """<script>
+window.pixelHandlers = {};
+window.analytics = {subscribe: function (name, handler) {
+  (window.pixelHandlers[name] = window.pixelHandlers[name] || []).push(handler); }};
+window.browser = {
+  cookie: {get: function (name) {
+    var found = document.cookie.split(/;\\s*/).filter(function (c) { return c.indexOf(name + "=") === 0; })[0];
+    return Promise.resolve(found ? found.slice(name.length + 1) : ""); }},
+  localStorage: {getItem: function (key) { return Promise.resolve(window.localStorage.getItem(key)); }}
+};
+window.firePixelEvent = function (name, event) {
+  return Promise.all((window.pixelHandlers[name] || []).map(function (h) { return h(event); })); };
+</script><script src="/pixel.js"></script>"""
+
+_PAGES = {
+    "/": _page("Home", "<h1>Shop</h1>"),
+    "/products/x": _page("Product X", "<h1>Product X</h1>"),
+    "/blank": _page("Blank", "<p>no snippet</p>", snippet=False),
+    "/checkout/": _page("Checkout", _CLASSIC_CHECKOUT),
+    "/checkout-block/": _page("Checkout", _BLOCK_CHECKOUT),
+    "/pixel-test": _page("Custom pixel", _PIXEL_SANDBOX, snippet=False),
+}
+_ORDER_RECEIVED = _page("Order received", "<h1>Order received</h1>")
