@@ -1,0 +1,156 @@
+"""The command line against real databases and the fake Kwai over loopback."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+import cli
+from adapters.base import Conversion
+from bridge.db import make_engine, migrate
+from bridge.outbox import Outbox
+from kwai.events import KwaiEvent
+from tests.conftest import fixture_bytes
+from tests.fake_kwai import FakeKwai
+from tests.serving import Served, bridge_env, store_entry, write_stores
+
+NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def env(tmp_path, database_url):
+    stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme"),
+                                                      store_entry("woocommerce", "woo")])
+    return {"KWAI_BRIDGE_DATABASE_URL": database_url, "KWAI_BRIDGE_STORES": str(stores),
+            "KWAI_BRIDGE_PUBLIC_URL": "https://bridge.example.com"}
+
+
+def invoke(env, *args):
+    return CliRunner().invoke(cli.main, list(args), env=env, catch_exceptions=False)
+
+
+def outbox_for(url: str) -> Outbox:
+    engine = make_engine(url)
+    migrate(engine)
+    return Outbox(engine)
+
+
+def queue(outbox: Outbox, *keys: str, click_id: str | None = "clk", delivery: str = "d1") -> None:
+    outbox.accept(store_id="acme", platform="shopify", topic="orders/paid", delivery_key=delivery,
+                  received_at=NOW, body=b"{}", headers={},
+                  conversions=[Conversion(event=KwaiEvent(
+                      event_name="EVENT_PURCHASE", event_time=NOW, third_party="shopify",
+                      idempotency_key=key, click_id=click_id), click_source="attribute") for key in keys])
+
+
+def test_stores_check_prints_every_url(env):
+    result = invoke(env, "stores", "check")
+    assert result.exit_code == 0, result.output
+    assert "https://bridge.example.com/webhooks/shopify/acme" in result.output
+    assert "https://bridge.example.com/webhooks/woocommerce/woo" in result.output
+
+
+def test_stores_check_names_the_store_and_field(env, tmp_path):
+    broken = store_entry("shopify", "acme")
+    del broken["pixel_id"]
+    write_stores(tmp_path / "stores.toml", [broken])
+    result = invoke(env, "stores", "check")
+    assert result.exit_code == 1
+    assert 'store "acme"' in result.output and "pixel_id" in result.output
+
+
+def test_migrate_then_commands_run(env):
+    result = invoke(env, "migrate")
+    assert result.exit_code == 0 and "schema at version" in result.output
+
+
+@pytest.mark.postgres
+def test_postgres_commands_refuse_an_old_schema(tmp_path, postgres_url):
+    stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
+    env = {"KWAI_BRIDGE_DATABASE_URL": postgres_url, "KWAI_BRIDGE_STORES": str(stores)}
+    for args in (["worker", "--once"], ["events", "list"]):
+        result = invoke(env, *args)
+        assert result.exit_code == 1
+        assert "kwai-bridge migrate" in result.output
+
+
+def test_events_list_json_shape_and_filters(env):
+    outbox = outbox_for(env["KWAI_BRIDGE_DATABASE_URL"])
+    queue(outbox, "order:1:EVENT_PURCHASE", "order:2:EVENT_PURCHASE")
+    queue(outbox, "order:3:EVENT_PURCHASE", click_id=None, delivery="d2")
+    result = invoke(env, "events", "list", "--json")
+    rows = json.loads(result.output)
+    assert {r["business_key"] for r in rows} == {f"order:{i}:EVENT_PURCHASE" for i in (1, 2, 3)}
+    assert set(rows[0]) == {"id", "store", "platform", "event_name", "business_key", "status", "click_source",
+                            "attempts", "next_attempt_at", "last_result", "last_error", "skip_reason",
+                            "value", "currency", "created_at", "sent_at"}
+    only = json.loads(invoke(env, "events", "list", "--json", "--status", "unattributed").output)
+    assert [r["business_key"] for r in only] == ["order:3:EVENT_PURCHASE"]
+    text = invoke(env, "events", "list").output
+    assert "pending 2" in text and "unattributed 1" in text
+
+
+def test_worker_once_send_test_event_and_replay(env):
+    outbox = outbox_for(env["KWAI_BRIDGE_DATABASE_URL"])
+    queue(outbox, "order:1:EVENT_PURCHASE", "order:2:EVENT_PURCHASE")
+    with FakeKwai() as kwai:
+        env = {**env, "KWAI_BRIDGE_KWAI_ENDPOINT": kwai.base_url}
+        kwai.fail_next(2, result_code=10005)
+        result = invoke(env, "worker", "--once")
+        assert json.loads(result.output.strip().splitlines()[-1]) == {"dead": 2}
+        replayed = invoke(env, "events", "replay", "--store", "acme", "--result", "10005")
+        assert "2 event(s) back to pending" in replayed.output
+        result = invoke(env, "worker", "--once")
+        assert json.loads(result.output.strip().splitlines()[-1]) == {"sent": 2}
+
+        sent = invoke(env, "send-test-event", "--store", "acme", "--clickid", "TEST-CLICK")
+        assert sent.exit_code == 0, sent.output
+        last = kwai.received[-1].fields
+        assert (last["clickid"], last["trackFlag"], last["event_name"], last["third_party"]) == \
+            ("TEST-CLICK", True, "EVENT_PURCHASE", "shopify")
+        kwai.fail_next(1, result_code=10006)
+        refused = invoke(env, "send-test-event", "--store", "woo", "--clickid", "X", "--event", "EVENT_ADD_TO_CART")
+        assert refused.exit_code == 1 and "10006" in refused.output
+        assert kwai.received[-1].fields["third_party"] == "woocommerce"
+    assert invoke(env, "send-test-event", "--store", "nope", "--clickid", "X").exit_code == 1
+
+
+def test_deliveries_reprocess_converts_failed_bodies(env):
+    outbox = outbox_for(env["KWAI_BRIDGE_DATABASE_URL"])
+    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+    order.update(test=False, financial_status="paid")
+    body = json.dumps(order).encode()
+    headers = {"x-shopify-topic": "orders/paid", "x-shopify-shop-domain": "acme.myshopify.com",
+               "x-shopify-webhook-id": "w1"}
+    outbox.accept(store_id="acme", platform="shopify", topic="orders/paid", delivery_key="w1",
+                  received_at=NOW - timedelta(hours=1), body=body, headers=headers, conversions=[],
+                  outcome="failed", error="RuntimeError: a fault since fixed")
+    result = invoke(env, "deliveries", "reprocess", "--since", (NOW - timedelta(days=1)).date().isoformat())
+    assert json.loads(result.output) == {"failed": 0, "reprocessed": 1, "skipped": 0}
+    names = sorted(r.event_name for r in outbox.list_events())
+    assert names == ["EVENT_PURCHASE"]
+    again = invoke(env, "deliveries", "reprocess")
+    assert json.loads(again.output)["reprocessed"] == 0, "a reprocessed delivery is not converted twice"
+
+
+def test_serve_without_stores_file_still_serves_and_says_why(tmp_path, sqlite_url):
+    env = bridge_env(database_url=sqlite_url, stores=tmp_path / "missing.toml")
+    served = Served(env, workers=1).start()
+    try:
+        ready = requests.get(f"{served.url}/readyz", timeout=5)
+        assert ready.status_code == 503
+        assert "stores.example.toml" in " ".join(ready.json()["problems"])
+    finally:
+        served.__exit__(None, None, None)
+    assert "deploy/stores.example.toml" in served.output()
+
+
+def test_serve_prints_each_webhook_url(tmp_path, sqlite_url):
+    stores = write_stores(tmp_path / "stores.toml", [store_entry("shopline", "line")])
+    env = bridge_env(database_url=sqlite_url, stores=stores)
+    served = Served(env, workers=1).start()
+    served.__exit__(None, None, None)
+    assert f"http://localhost:{served.port}/webhooks/shopline/line" in served.output()
