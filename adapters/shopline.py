@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from adapters import common
+from adapters import common, shopify_like
 from adapters.base import (
     Conversion, ConversionOptions, Notification, SignatureError, WebhookRequest, check_secrets,
     matches_any, require_header,
@@ -46,7 +46,7 @@ def verify(request: WebhookRequest, *, secrets: Sequence[str]) -> None:
 # https://developer.shopline.com/docs/apps/api-instructions-for-use/webhooks/overview
 def parse(request: WebhookRequest) -> Notification:
     """The verified delivery as a Notification; PayloadError unless the body is a JSON object."""
-    return common.parse_shopify_like(
+    return shopify_like.parse_shopify_like(
         request, platform=NAME, topic_header=TOPIC_HEADER, shop_header=SHOP_HEADER,
         id_header=DELIVERY_HEADER, privacy_topics=PRIVACY_TOPICS,
     )
@@ -54,7 +54,7 @@ def parse(request: WebhookRequest) -> Notification:
 
 def to_conversions(notification: Notification, *, options: ConversionOptions) -> list[Conversion]:
     """The Kwai events a notification yields for a store with `options` ([] when none)."""
-    return common.to_conversions(notification, options=options, topics=TOPICS)
+    return shopify_like.to_conversions(notification, options=options, topics=TOPICS)
 
 
 def delivery_key(request: WebhookRequest, notification: Notification) -> str:
