@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from adapters.base import Conversion
-from bridge.db import DELIVERY_OUTCOMES, EVENT_STATUSES, deliveries, events, high_water, reading
+from bridge.db import (
+    DELIVERY_OUTCOMES, EVENT_STATUSES, deliveries, event_identifiers, events, high_water, reading,
+)
 from kwai.events import KwaiEvent
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,25 @@ class AcceptResult:
     created: int
 
 
+@dataclass(frozen=True)
+class Finish:
+    """The outcome of one attempt, as `Outbox.finish_many` records it."""
+
+    event_id: int
+    status: str  # sent | pending (retry at next_attempt_at) | dead | held
+    now: datetime
+    error: str | None = None
+    response: str | None = None
+    result: int | None = None
+    next_attempt_at: datetime | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"b_id": self.event_id, "b_status": self.status, "b_now": self.now,
+                "b_next": self.next_attempt_at if self.status == "pending" else None,
+                "b_sent": self.now if self.status == "sent" else None,
+                "b_error": _cut(self.error), "b_response": _cut(self.response), "b_result": self.result}
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
@@ -119,6 +142,30 @@ class Outbox:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._local = threading.local()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the `mark_*` and `hold_store` calls made inside, in this thread, in one
+        transaction: one commit (one fsync on SQLite) for many outcomes."""
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self.engine.begin() as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
 
     # -- the webhook path ------------------------------------------------------------
     def accept(
@@ -185,8 +232,20 @@ class Outbox:
                 .on_conflict_do_nothing(index_elements=["store_id", "business_key"])
                 .returning(events.c.id)
             ).scalar_one_or_none()
-            created += inserted is not None
+            if inserted is not None:
+                created += 1
+                self._index_identifiers(conn, inserted, store_id, conversion.identifiers)
         return created
+
+    @staticmethod
+    def _index_identifiers(conn: Connection, event_id: int, store_id: str,
+                           identifiers: Mapping[str, str]) -> None:
+        # The same identifiers as the JSON column, one row each, for indexed look-ups
+        # (late binding, privacy requests).
+        rows = [{"event_id": event_id, "store_id": store_id, "kind": kind, "value": value}
+                for kind, value in identifiers.items() if value]
+        if rows:
+            conn.execute(event_identifiers.insert(), rows)
 
     def _passes_high_water(self, conn: Connection, store_id: str, key: str, count: int) -> bool:
         # One upsert: a row comes back only when `count` beats the stored count, so two
@@ -207,7 +266,7 @@ class Outbox:
         if limit <= 0:
             return []
         c = events.c
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             expired = list(conn.execute(
                 select(c.id, c.lease_owner).where(c.status == "sending", c.lease_until <= now)
                 .order_by(c.lease_until, c.id).limit(limit)
@@ -256,47 +315,57 @@ class Outbox:
             where.append(events.c.lease_owner == owner)
         return where
 
-    def _finish(self, event_id: int, owner: str, values: dict[str, Any]) -> bool:
-        # Every mark closes one attempt, so `attempts` counts the sends tried.
-        with self.engine.begin() as conn:
-            return conn.execute(
-                update(events).where(*self._leased(event_id, owner))
-                .values(attempts=events.c.attempts + 1, lease_until=None, **values)
-            ).rowcount == 1
+    def finish_many(self, finishes: Sequence["Finish"], *, owner: str = "") -> int:
+        """Record the outcome of many attempts with one statement; return how many rows
+        were still ours (`sending`, and leased to `owner` when given) and so changed."""
+        if not finishes:
+            return 0
+        c = events.c
+        where = [c.id == bindparam("b_id"), c.status == "sending"]
+        if owner:
+            where.append(c.lease_owner == owner)
+        # Every finish closes one attempt, so `attempts` counts the sends tried.
+        stmt = update(events).where(*where).values(
+            attempts=c.attempts + 1, lease_until=None, status=bindparam("b_status"),
+            next_attempt_at=bindparam("b_next"), sent_at=bindparam("b_sent"),
+            updated_at=bindparam("b_now"), last_error=bindparam("b_error"),
+            last_response=bindparam("b_response"), last_result=bindparam("b_result"),
+        )
+        params = [f.params() for f in finishes]
+        with self._writing() as conn:
+            return conn.execute(stmt, params).rowcount
+
+    def _finish(self, finish: "Finish", owner: str) -> bool:
+        return self.finish_many([finish], owner=owner) == 1
 
     def mark_sent(self, event_id: int, *, now: datetime, response: str, owner: str = "") -> bool:
         """Record a delivery Kwai accepted; False when the row is no longer ours to mark."""
-        return self._finish(event_id, owner, dict(
-            status="sent", sent_at=now, updated_at=now, next_attempt_at=None,
-            last_response=_cut(response)))
+        return self._finish(Finish(event_id, "sent", now, response=response, result=1), owner)
 
     def mark_retry(self, event_id: int, *, now: datetime, next_attempt_at: datetime, error: str,
                    response: str | None, result: int | None = None, owner: str = "") -> bool:
         """Record a failed attempt and schedule the next one."""
-        return self._finish(event_id, owner, dict(
-            status="pending", next_attempt_at=next_attempt_at, updated_at=now,
-            last_error=_cut(error), last_response=_cut(response), last_result=result))
+        return self._finish(Finish(event_id, "pending", now, error=error, response=response, result=result,
+                                   next_attempt_at=next_attempt_at), owner)
 
     def mark_dead(self, event_id: int, *, now: datetime, error: str, response: str | None,
                   result: int | None = None, owner: str = "") -> bool:
         """Record a failure that will not be retried (kept for replay)."""
-        return self._finish(event_id, owner, dict(
-            status="dead", next_attempt_at=None, updated_at=now,
-            last_error=_cut(error), last_response=_cut(response), last_result=result))
+        return self._finish(Finish(event_id, "dead", now, error=error, response=response, result=result), owner)
 
     def mark_held(self, event_id: int, *, now: datetime, error: str, response: str | None,
                   result: int | None, owner: str = "") -> bool:
         """Park an event whose store needs attention (credentials); replay sends it later."""
-        return self._finish(event_id, owner, dict(
-            status="held", next_attempt_at=None, updated_at=now,
-            last_error=_cut(error), last_response=_cut(response), last_result=result))
+        return self._finish(Finish(event_id, "held", now, error=error, response=response, result=result), owner)
 
-    def hold_store(self, store_id: str, *, now: datetime, error: str) -> int:
-        """Park every pending event of a store; return how many."""
-        with self.engine.begin() as conn:
+    def hold_store(self, store_id: str, *, now: datetime, error: str, result: int | None = None) -> int:
+        """Park every pending event of a store (recording Kwai's `result` that caused
+        it, so that `replay --result` finds them all); return how many."""
+        with self._writing() as conn:
             return conn.execute(
                 update(events).where(events.c.store_id == store_id, events.c.status == "pending")
-                .values(status="held", next_attempt_at=None, last_error=_cut(error), updated_at=now)
+                .values(status="held", next_attempt_at=None, last_error=_cut(error), last_result=result,
+                        updated_at=now)
             ).rowcount
 
     def replay(self, *, now: datetime, event_id: int | None = None, store_id: str | None = None,

@@ -10,13 +10,14 @@ import logging
 import os
 import socket
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from datetime import datetime, timezone
 from random import Random
 from typing import Callable
 
 from bridge.config import StoreConfig, StoreRegistry
-from bridge.outbox import EventRow, Outbox
+from bridge.outbox import EventRow, Finish, Outbox
 from bridge.retry import next_attempt_at
 from kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, SendResult
 from kwai.events import EventError
@@ -24,6 +25,7 @@ from kwai.events import EventError
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+TOKEN_REFUSED = "access token refused by Kwai (10006)"
 
 
 def utcnow() -> datetime:
@@ -61,68 +63,62 @@ class Dispatcher:
                 return False
             return refused is not None
 
-    def _hold_store(self, store: StoreConfig, row: EventRow, result: SendResult) -> None:
+    def _hold_store(self, store: StoreConfig, row: EventRow, result: SendResult) -> Finish:
         now = self.clock()
         with self._lock:
             first = store.id not in self._refused_tokens
             self._refused_tokens[store.id] = store.access_token
-        self.outbox.mark_held(row.id, now=now, error="access token refused by Kwai (10006)",
-                              response=result.body, result=10006, owner=self.owner)
-        held = self.outbox.hold_store(store.id, now=now, error="access token refused by Kwai (10006)")
+        held = self.outbox.hold_store(store.id, now=now, error=TOKEN_REFUSED, result=10006)
         if first:
             log.error("store %s: Kwai refused the access token (10006); %d pending event(s) held. "
                       "Fix access_token in the stores file, reload, then run "
                       "`kwai-bridge events replay --store %s --result 10006`.", store.id, held + 1, store.id)
+        return Finish(row.id, "held", now, error=TOKEN_REFUSED, response=result.body, result=10006)
 
-    def process(self, row: EventRow) -> str:
-        """Send one claimed row and record the outcome; returns the status it ended in."""
+    def attempt(self, row: EventRow) -> Callable[[], Finish]:
+        """Send one claimed row (in a sender thread); return how to decide its outcome,
+        which the loop records for every ready row in one transaction (`_settle`)."""
         store = self.registry.stores.get(row.store_id)
-        now = self.clock()
         if store is None:
-            self.outbox.mark_held(row.id, now=now, error=f"store {row.store_id} is not configured",
-                                  response="", result=None, owner=self.owner)
-            return "held"
+            return partial(Finish, row.id, "held", self.clock(), error=f"store {row.store_id} is not configured")
         if self._token_refused(store):
-            self.outbox.mark_held(row.id, now=now, error="access token refused by Kwai (10006)",
-                                  response="", result=10006, owner=self.owner)
-            return "held"
+            return partial(Finish, row.id, "held", self.clock(), error=TOKEN_REFUSED, result=10006)
         try:
             result = self._send(row, store)
         except EventError as exc:
-            self.outbox.mark_dead(row.id, now=self.clock(), error=str(exc), response="", owner=self.owner)
             log.error("event %s (%s): refused before sending: %s", row.id, row.store_id, exc)
-            return "dead"
-        return self._record(row, store, result)
+            return partial(Finish, row.id, "dead", self.clock(), error=str(exc))
+        return partial(self._decide, row, store, result)
 
-    def _record(self, row: EventRow, store: StoreConfig, result: SendResult) -> str:
+    def process(self, row: EventRow) -> str:
+        """Send one claimed row and record its outcome; return the status it ended in."""
+        finish = self.attempt(row)()
+        self.outbox.finish_many([finish], owner=self.owner)
+        return finish.status
+
+    def _decide(self, row: EventRow, store: StoreConfig, result: SendResult) -> Finish:
         now = self.clock()
         outcome = result.outcome
         if isinstance(outcome, Delivered):
-            self.outbox.mark_sent(row.id, now=now, response=result.body, owner=self.owner)
-            return "sent"
+            return Finish(row.id, "sent", now, response=result.body, result=1)
         if isinstance(outcome, Rejected):
             if outcome.token_refused:
-                self._hold_store(store, row, result)
-                return "held"
-            self.outbox.mark_dead(row.id, now=now, error=f"Kwai rejected ({outcome.code}): {outcome.message}",
-                                  response=result.body, result=outcome.code, owner=self.owner)
+                return self._hold_store(store, row, result)
             log.warning("event %s (%s): rejected by Kwai with %s", row.id, row.store_id, outcome.code)
-            return "dead"
+            return Finish(row.id, "dead", now, error=f"Kwai rejected ({outcome.code}): {outcome.message}",
+                          response=result.body, result=outcome.code)
         if isinstance(outcome, RetryLater):
             attempts = row.attempts + 1
             when = next_attempt_at(attempts, now=now, rng=self.rng, retry_after=outcome.retry_after)
             if when is None:
-                self.outbox.mark_dead(row.id, now=now, error=f"gave up after {attempts} attempts: {outcome.reason}",
-                                      response=result.body, owner=self.owner)
                 log.warning("event %s (%s): dead after %d attempts", row.id, row.store_id, attempts)
-                return "dead"
-            self.outbox.mark_retry(row.id, now=now, next_attempt_at=when, error=outcome.reason,
-                                   response=result.body, owner=self.owner)
-            return "pending"
+                return Finish(row.id, "dead", now, error=f"gave up after {attempts} attempts: {outcome.reason}",
+                              response=result.body)
+            return Finish(row.id, "pending", now, error=outcome.reason, response=result.body,
+                          next_attempt_at=when)
         assert isinstance(outcome, Dead)
-        self.outbox.mark_dead(row.id, now=now, error=outcome.reason, response=result.body, owner=self.owner)
         log.warning("event %s (%s): dead: %s", row.id, row.store_id, outcome.reason)
-        return "dead"
+        return Finish(row.id, "dead", now, error=outcome.reason, response=result.body)
 
     # -- the loop -------------------------------------------------------------------
     def run(self, *, stop: threading.Event | None = None, once: bool = False,
@@ -132,34 +128,62 @@ class Dispatcher:
         stop = stop or threading.Event()
         tally: dict[str, int] = {}
         in_flight: set[Future] = set()
+        done: set[Future] = set()
+        # Claimed rows may queue in the pool beyond its threads, so that a sender never
+        # waits for the loop; the lease covers that short wait.
+        capacity = 2 * self.concurrency
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="kwai-send") as pool:
             while True:
-                if not stop.is_set():
-                    free = self.concurrency - len(in_flight)
-                    rows = self.outbox.claim_due(now=self.clock(), limit=free,
-                                                 lease_seconds=self.lease_seconds, owner=self.owner) if free else []
-                    in_flight.update(pool.submit(self.process, row) for row in rows)
-                else:
-                    rows = []
+                want = 0 if stop.is_set() else capacity - len(in_flight)
+                rows = self._settle(done, tally, claim=want)
+                in_flight.update(pool.submit(self.attempt, row) for row in rows)
                 if not in_flight:
                     if once or stop.is_set():
                         break
                     stop.wait(poll_interval)
+                    done = set()
                     continue
-                # A full pool waits for a free slot; otherwise look for new due rows
-                # at least every poll interval.
-                full = len(in_flight) >= self.concurrency or stop.is_set()
+                # At capacity, wait for a sender; otherwise look for newly due rows at
+                # least every poll interval.
+                full = len(in_flight) >= capacity or stop.is_set()
                 done, in_flight = _wait(in_flight, timeout=None if full else poll_interval)
-                for fut in done:
-                    try:
-                        status = fut.result()
-                    except Exception:  # a storage fault: the lease expires and the row comes back
-                        log.exception("dispatch failed; the event returns when its lease expires")
-                        status = "error"
-                    tally[status] = tally.get(status, 0) + 1
         return tally
+
+    def _settle(self, done: set[Future], tally: dict[str, int], *, claim: int) -> list[EventRow]:
+        """Record every finished attempt and claim up to `claim` due rows, in one
+        transaction: on SQLite each commit is an fsync, and one per event would cap
+        throughput far below what Kwai can take."""
+        recorders = []
+        for fut in done:
+            try:
+                recorders.append(fut.result())
+            except Exception:  # a fault of ours: the lease expires and the row comes back
+                log.exception("sending an event failed unexpectedly; it returns when its lease expires")
+                tally["error"] = tally.get("error", 0) + 1
+        try:
+            with self.outbox.batch():
+                finishes = [decide() for decide in recorders]
+                self.outbox.finish_many(finishes, owner=self.owner)
+                rows = self.outbox.claim_due(now=self.clock(), limit=claim, lease_seconds=self.lease_seconds,
+                                             owner=self.owner) if claim > 0 else []
+        except Exception:  # a storage fault: the leases expire and the rows come back
+            log.exception("recording %d outcome(s) failed; those events return when their lease expires",
+                          len(recorders))
+            tally["error"] = tally.get("error", 0) + len(recorders)
+            return []
+        for finish in finishes:
+            tally[finish.status] = tally.get(finish.status, 0) + 1
+        return rows
+
+
+#: Once one send has finished, how long to let others finish too, so that one commit
+#: records several outcomes (a few milliseconds against Kwai's round trip).
+GATHER_SECONDS = 0.003
 
 
 def _wait(futures: set[Future], timeout: float | None) -> tuple[set[Future], set[Future]]:
     done, pending = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+    if done and pending:
+        more, pending = wait(pending, timeout=GATHER_SECONDS, return_when=ALL_COMPLETED)
+        done |= more
     return set(done), set(pending)
