@@ -14,7 +14,10 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from adapters.base import WebhookRequest
+from bridge import clicks
+from bridge.attribution import Attribution, ClickStore
 from bridge.pipeline import Answer, Pipeline
+from bridge.privacy import Privacy
 from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
     app.config["CLOCK"] = clock or (lambda: datetime.now(timezone.utc))
     app.extensions["kwai_bridge.runtime"] = runtime
     app.extensions["kwai_bridge.pipeline"] = build_pipeline(runtime)
+    clicks.install(app, attribution=build_attribution(runtime),
+                   clock=lambda: app.config["CLOCK"]().timestamp())
     if runtime.settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -99,5 +104,10 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
     return app
 
 
+def build_attribution(runtime: Runtime) -> Attribution:
+    return Attribution(ClickStore(runtime.engine), runtime.outbox)
+
+
 def build_pipeline(runtime: Runtime) -> Pipeline:
-    return Pipeline(registry=runtime.registry, outbox=runtime.outbox)
+    return Pipeline(registry=runtime.registry, outbox=runtime.outbox,
+                    resolver=build_attribution(runtime).resolve, privacy=Privacy(runtime.engine))

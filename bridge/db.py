@@ -12,6 +12,7 @@ made here drop (without closing) their pooled connections in a child automatical
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -24,16 +25,19 @@ from typing import Callable, Iterator
 from sqlalchemy import (
     BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer,
     LargeBinary, MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint,
-    create_engine, event, inspect, select, text,
+    create_engine, event, exists, inspect, select, text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.types import TypeDecorator
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 BUSY_TIMEOUT_MS = 5000
+#: Events read per batch when migration 2 fills `event_identifiers`.
+_BACKFILL_BATCH = 500
 # Any constant will do; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 0x6B776169  # "kwai"
 # Execution option asking for a plain (deferred) BEGIN on SQLite: see `reading()`.
@@ -139,6 +143,33 @@ high_water = Table(
     PrimaryKeyConstraint("store_id", "key", name="pk_high_water"),
 )
 
+#: What attribution can find an event by (`Conversion.identifiers`), one row per kind,
+#: so that a click can be matched to events with an index instead of scanning JSON.
+event_identifiers = Table(
+    "event_identifiers", metadata,
+    Column("event_id", _ID, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("store_id", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("value", String, nullable=False),
+    PrimaryKeyConstraint("event_id", "kind", name="pk_event_identifiers"),
+    Index("ix_event_identifiers_lookup", "store_id", "kind", "value"),
+)
+
+#: The click store: per store and shopper identifier, the latest Kwai click id and when it
+#: was clicked. `order_key` is kept with an `order_id` entry (WooCommerce's order key).
+clicks = Table(
+    "clicks", metadata,
+    Column("store_id", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("value", String, nullable=False),
+    Column("click_id", String, nullable=False),
+    Column("clicked_at", UTCDateTime, nullable=False),
+    Column("order_key", String),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("store_id", "kind", "value", name="pk_clicks"),
+    Index("ix_clicks_store_clicked_at", "store_id", "clicked_at"),
+)
+
 
 # -- engines -------------------------------------------------------------------------
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
@@ -235,9 +266,44 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[deliveries, events, high_water], checkfirst=True)
 
 
+def _v2(conn: Connection) -> None:
+    # The click store and the identifier index, then the index filled from the events
+    # already stored (their identifiers JSON), in batches; rows already there are kept.
+    metadata.create_all(conn, tables=[event_identifiers, clicks], checkfirst=True)
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
+    e, ei = events.c, event_identifiers.c
+    last = 0
+    while True:
+        rows = conn.execute(
+            select(e.id, e.store_id, e.identifiers)
+            .where(e.id > last, e.identifiers.is_not(None), ~exists().where(ei.event_id == e.id))
+            .order_by(e.id).limit(_BACKFILL_BATCH)
+        ).all()
+        if not rows:
+            return
+        values = [
+            {"event_id": row.id, "store_id": row.store_id, "kind": kind, "value": value}
+            for row in rows for kind, value in _identifier_items(row.identifiers)
+        ]
+        if values:
+            conn.execute(insert(event_identifiers).values(values).on_conflict_do_nothing())
+        last = rows[-1].id
+
+
+def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
+    """(kind, value) pairs of an events.identifiers JSON text; anything else is skipped."""
+    try:
+        found = json.loads(raw) if raw else {}
+    except ValueError:
+        return []
+    if not isinstance(found, dict):
+        return []
+    return [(k, v) for k, v in found.items() if isinstance(k, str) and isinstance(v, str) and v]
+
+
 #: Append-only: (version, function). Each function must be safe to run on a database
 #: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
-MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1),)
+MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1), (2, _v2))
 
 
 def _current(conn: Connection) -> int | None:

@@ -15,6 +15,7 @@ import click
 
 from bridge.config import ConfigError
 from bridge.db import SchemaError, make_engine, migrate as run_migrations
+from bridge.attribution import ClickStore
 from bridge.runtime import Runtime
 
 log = logging.getLogger("kwai_bridge")
@@ -90,6 +91,10 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)
+            if child is not None:
+                # SIGHUP makes gunicorn start fresh workers, which read the stores file
+                # again; pass it on so that the dispatcher reloads it too.
+                self.cfg.set("on_reload", lambda arbiter: child.send_signal(signal.SIGHUP))
 
         def load(self):
             from server import create_app
@@ -134,8 +139,11 @@ def _prune_loop(runtime: Runtime, stop: threading.Event) -> None:
     s = runtime.settings
     while not stop.is_set():
         try:
-            pruned = runtime.outbox.prune(now=_utcnow(), body_days=s.body_retention_days,
+            now = _utcnow()
+            pruned = runtime.outbox.prune(now=now, body_days=s.body_retention_days,
                                           sent_days=s.sent_retention_days)
+            pruned["clicks"] = ClickStore(runtime.engine).prune(
+                now=now, windows={st.id: st.click_window_days for st in runtime.registry.stores})
             if any(pruned.values()):
                 log.info("retention: %s", pruned)
         except Exception:
@@ -176,4 +184,4 @@ def stores_check() -> None:
     click.echo(f"{len(loaded)} store(s) valid")
 
 
-from cli import records  # noqa: E402,F401  (registers events, deliveries, send-test-event, privacy)
+from cli import attribution, privacy, records  # noqa: E402,F401  (they register their commands)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,7 +18,8 @@ from bridge.outbox import Outbox
 from kwai.events import KwaiEvent
 from tests.conftest import fixture_bytes
 from tests.fake_kwai import FakeKwai
-from tests.serving import Served, bridge_env, store_entry, write_stores
+from tests.serving import SECRETS, SHOPS, Served, bridge_env, store_entry, write_stores
+from tests.signing import headers_for
 
 NOW = datetime.now(timezone.utc)
 
@@ -154,3 +158,25 @@ def test_serve_prints_each_webhook_url(tmp_path, sqlite_url):
     served = Served(env, workers=1).start()
     served.__exit__(None, None, None)
     assert f"http://localhost:{served.port}/webhooks/shopline/line" in served.output()
+
+
+def test_sighup_reloads_the_stores_file_without_a_restart(tmp_path, sqlite_url):
+    stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
+    env = bridge_env(database_url=sqlite_url, stores=stores)
+    body = fixture_bytes("shopify/shopify_orders_create.json")
+    with Served(env, workers=1, extra_args=["--with-worker"]) as served:
+        def post(store_id: str) -> int:
+            headers = headers_for("shopify", "orders/create", shop=SHOPS["shopify"], secret=SECRETS["shopify"],
+                                  body=body)
+            return requests.post(f"{served.url}/webhooks/shopify/{store_id}", data=body, headers=headers,
+                                 timeout=10).status_code
+
+        assert post("newshop") == 404
+        write_stores(stores, [store_entry("shopify", "acme"), store_entry("shopify", "newshop",
+                                                                          shop="other.myshopify.com")])
+        os.kill(served.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while post("newshop") == 404 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert post("newshop") == 401, "the new store is known (the shop header names another shop)"
+        assert post("acme") == 200

@@ -71,7 +71,7 @@ def test_two_processes_migrating_at_once_both_succeed(database_url):
 
 
 def test_ensure_schema_refuses_an_empty_database_and_writes_nothing(engine):
-    with pytest.raises(SchemaError, match=r"version 0 \(empty\), this release needs 1: run `kwai-bridge migrate`"):
+    with pytest.raises(SchemaError, match=rf"version 0 \(empty\), this release needs {db.SCHEMA_VERSION}: run `kwai-bridge migrate`"):
         ensure_schema(engine, auto_migrate=False)
     assert schema_state(engine) == (None, SCHEMA_VERSION)
     assert "events" not in inspect(engine).get_table_names()
@@ -81,7 +81,7 @@ def test_ensure_schema_refuses_an_old_schema(engine):
     migrate(engine)
     with engine.begin() as conn:
         conn.execute(db.schema_version.update().values(version=0))
-    with pytest.raises(SchemaError, match=r"at version 0, this release needs 1: run `kwai-bridge migrate`"):
+    with pytest.raises(SchemaError, match=rf"at version 0, this release needs {db.SCHEMA_VERSION}: run `kwai-bridge migrate`"):
         ensure_schema(engine, auto_migrate=False)
     ensure_schema(engine, auto_migrate=True)
     assert schema_state(engine) == (SCHEMA_VERSION, SCHEMA_VERSION)

@@ -1,0 +1,47 @@
+"""`kwai-bridge attribution`: where events' click ids came from, and click-store upkeep."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli import _runtime, _since, _utcnow, main
+
+
+@main.group()
+def attribution() -> None:
+    """Click-id attribution."""
+
+
+@attribution.command("report")
+@click.option("--store", "store_id", help="one store only")
+@click.option("--since", help="ISO date: events received at or after it (default: all)")
+@click.option("--json", "as_json", is_flag=True, help='{event name: {"sources": {source: n}, "unattributed": n}}')
+def attribution_report(store_id: str | None, since: str | None, as_json: bool) -> None:
+    """Per event name, events by the source of their click id, and those unattributed."""
+    from bridge.attribution import report
+
+    runtime = _runtime()
+    found = report(runtime.engine, store_id=store_id, since=_since(since))
+    if as_json:
+        click.echo(json.dumps(found, indent=2, sort_keys=True))
+        return
+    if not found:
+        click.echo("no events")
+        return
+    for name, entry in found.items():
+        attributed = sum(entry["sources"].values())
+        click.echo(f"{name}: {attributed} attributed, {entry['unattributed']} unattributed")
+        for source, count in sorted(entry["sources"].items(), key=lambda item: (-item[1], item[0])):
+            click.echo(f"  {source:<28} {count:>8}")
+
+
+@attribution.command("prune")
+def attribution_prune() -> None:
+    """Delete click-store entries older than their store's click_window_days."""
+    from bridge.attribution import ClickStore
+
+    runtime = _runtime()
+    windows = {store.id: store.click_window_days for store in runtime.registry.stores}
+    done = ClickStore(runtime.engine).prune(now=_utcnow(), windows=windows)
+    click.echo(f"{done} expired click(s) deleted")

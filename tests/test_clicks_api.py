@@ -1,0 +1,281 @@
+"""`POST /clicks/<store_id>` and the snippet routes through Flask's test client, over a
+real database; the rate limit runs on an injected clock."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from bridge.attribution import ClickStore
+from bridge.clicks import CLICK_BODY_LIMIT, STATIC, RateLimiter
+from bridge.db import make_engine, migrate
+from server import create_app
+from tests.serving import store_entry, write_stores
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+SHOP_ORIGIN = "https://acme.myshopify.com"
+STOREFRONT = "https://www.acme.com"
+LOCAL_STOREFRONT = "http://127.0.0.1:8123"
+FOREIGN = "https://evil.example"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app_for(tmp_path, database_url, clock):
+    def build(**settings_):
+        stores = [store_entry("shopify", "acme", storefront_domains=["www.acme.com", LOCAL_STOREFRONT],
+                              click_params=["click_id", "</script><script>alert(1)//"]),
+                  store_entry("woocommerce", "woo")]
+        config = {"DATABASE_URL": database_url, "STORES": str(write_stores(tmp_path / "stores.toml", stores)),
+                  **settings_}
+        migrate(make_engine(database_url))
+        return create_app(config, clock=clock)
+    return build
+
+
+@pytest.fixture
+def client(app_for):
+    return app_for().test_client()
+
+
+def clicks_of(client, store_id="acme", **identifiers):
+    engine = client.application.extensions["kwai_bridge.runtime"].engine
+    found = ClickStore(engine).lookup(store_id, identifiers, since=T0 - timedelta(days=1))
+    return {kind: click.click_id for kind, click in found.items()}
+
+
+def post(client, body, *, origin=None, addr="198.51.100.1", headers=None):
+    headers = {**({"Origin": origin} if origin else {}), **(headers or {})}
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post("/clicks/acme", data=data, headers=headers, content_type="application/json",
+                       environ_base={"REMOTE_ADDR": addr})
+
+
+# -- accepted --------------------------------------------------------------------------------
+def test_a_click_is_stored_and_answered_202(client):
+    answer = post(client, {"click_id": "Kw+1/=", "cart_token": "c1-7f3a9e", "checkout_token": "chk-5"})
+    assert answer.status_code == 202 and answer.json == {"status": "stored"}
+    assert clicks_of(client, cart_token="c1-7f3a9e", checkout_token="chk-5") == {
+        "cart_token": "Kw+1/=", "checkout_token": "Kw+1/="}
+
+
+def test_clear_email_and_phone_are_hashed_at_once_and_never_kept_nor_logged(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    answer = post(client, {"click_id": "C1", "email": "  John.Doe@Example.COM ", "phone": "+55 (11) 91234-5678"})
+    assert answer.status_code == 202, answer.json
+    email = hashlib.sha256(b"john.doe@example.com").hexdigest()
+    phone = hashlib.sha256(b"5511912345678").hexdigest()
+    assert clicks_of(client, email_sha256=email, phone_sha256=phone) == {"email_sha256": "C1", "phone_sha256": "C1"}
+    engine = client.application.extensions["kwai_bridge.runtime"].engine
+    with engine.connect() as conn:
+        dump = repr(conn.exec_driver_sql("SELECT * FROM clicks").all()).lower()
+    assert "john" not in dump and "91234" not in dump
+    assert "john" not in caplog.text.lower() and "91234" not in caplog.text
+
+
+def test_upper_case_hashes_are_stored_lower_case(client):
+    assert post(client, {"click_id": "C1", "email_sha256": "AB" * 32}).status_code == 202
+    assert clicks_of(client, email_sha256="ab" * 32) == {"email_sha256": "C1"}
+
+
+# -- refused ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("body, field", [
+    ({"cart_token": "c1"}, "click_id"),
+    ({"click_id": "C1"}, "_schema"),
+    ({"click_id": "C1", "cart_token": "c1", "referrer": "x"}, "referrer"),
+    ({"click_id": 123, "cart_token": "c1"}, "click_id"),
+    ({"click_id": "C1", "cart_token": ["c1"]}, "cart_token"),
+    ({"click_id": "C1", "order_id": 727}, "order_id"),
+    ({"click_id": "", "cart_token": "c1"}, "click_id"),
+    ({"click_id": "C 1", "cart_token": "c1"}, "click_id"),
+    ({"click_id": "C1", "email_sha256": "not-a-hash"}, "email_sha256"),
+    ({"click_id": "C1", "email": "no-at-sign"}, "email"),
+    ({"click_id": "C1", "email": "a@b.c", "email_sha256": "a" * 64}, "email"),
+    ({"click_id": "C1", "phone": "call me"}, "phone"),
+    ({"click_id": "C1", "order_key": "wc_order_x"}, "order_key"),
+    ({"click_id": None, "cart_token": "c1"}, "click_id"),
+])
+def test_a_wrong_body_is_400_with_the_reason(client, body, field):
+    answer = post(client, body)
+    assert answer.status_code == 400
+    assert answer.json["status"] == "invalid click"
+    assert field in answer.json["errors"], answer.json
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"click_id=C1&cart_token=c1", "not JSON"),
+    (b'["C1", "c1"]', "not an object"),
+    (b"\xff\xfe", "not JSON"),
+    (b"", "not JSON"),
+    (b'{"click_id": NaN, "cart_token": "c1"}', "not JSON"),
+])
+def test_a_body_that_is_not_a_json_object_is_400(client, raw, reason):
+    answer = post(client, raw)
+    assert answer.status_code == 400 and reason in answer.json["status"]
+
+
+def test_a_body_over_the_limit_is_413_and_stores_nothing(client):
+    answer = post(client, {"click_id": "C1", "cart_token": "t" * CLICK_BODY_LIMIT})
+    assert answer.status_code == 413
+    assert answer.json == {"status": "body larger than the limit"}
+    assert post(client, {"click_id": "C1", "cart_token": "t" * 500}).status_code == 202
+
+
+def test_unknown_store_is_404(client):
+    answer = client.post("/clicks/nope", json={"click_id": "C1", "cart_token": "c1"})
+    assert answer.status_code == 404
+    assert client.options("/clicks/nope", headers={"Origin": SHOP_ORIGIN}).status_code == 404
+
+
+# -- rate limit ---------------------------------------------------------------------------------
+def test_rate_limit_per_client_with_recovery(client, clock):
+    body = {"click_id": "C1", "cart_token": "c1"}
+    assert [post(client, body).status_code for _ in range(60)] == [202] * 60
+    refused = post(client, body)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert post(client, body, addr="198.51.100.2").status_code == 202  # another client is not held back
+    clock.advance(1)  # 120 a minute: two more tokens a second
+    assert [post(client, body).status_code for _ in range(3)] == [202, 202, 429]
+    clock.advance(60)
+    assert [post(client, body).status_code for _ in range(60)] == [202] * 60
+
+
+def test_rate_limit_takes_the_client_address_through_the_trusted_proxy(app_for):
+    client = app_for(TRUSTED_PROXIES="1").test_client()
+    body = {"click_id": "C1", "cart_token": "c1"}
+
+    def via_proxy(shopper: str) -> int:
+        return post(client, body, addr="10.0.0.2", headers={"X-Forwarded-For": shopper}).status_code
+
+    assert [via_proxy("203.0.113.7") for _ in range(61)][-2:] == [202, 429]
+    assert via_proxy("203.0.113.8") == 202
+
+
+def test_a_storefront_pace_never_meets_the_limit():
+    now = [0.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    for _ in range(600):  # one request a second for ten minutes, plus a burst of 30
+        assert limiter.take("shopper") == 0
+        now[0] += 1.0
+    assert all(limiter.take("shopper") == 0 for _ in range(30))
+
+
+# -- CORS -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("origin", [SHOP_ORIGIN, STOREFRONT, LOCAL_STOREFRONT])
+def test_cors_preflight_and_post_for_the_store_origins(client, origin):
+    preflight = client.options("/clicks/acme", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == origin
+    assert preflight.headers["Access-Control-Allow-Methods"] == "POST"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "Content-Type"
+    assert "Origin" in preflight.headers["Vary"]
+    answer = post(client, {"click_id": "C1", "cart_token": "c1"}, origin=origin)
+    assert answer.status_code == 202
+    assert answer.headers["Access-Control-Allow-Origin"] == origin
+
+
+def test_a_foreign_origin_gets_no_cors_and_stores_nothing(client):
+    preflight = client.options("/clicks/acme", headers={"Origin": FOREIGN, "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    answer = post(client, {"click_id": "C1", "cart_token": "c1"}, origin=FOREIGN)
+    assert answer.status_code == 403 and "Access-Control-Allow-Origin" not in answer.headers
+    assert clicks_of(client, cart_token="c1") == {}
+    other_store = client.options("/clicks/woo", headers={"Origin": SHOP_ORIGIN})
+    assert "Access-Control-Allow-Origin" not in other_store.headers
+
+
+def test_refusals_to_an_allowed_origin_still_carry_cors(client):
+    too_big = post(client, {"click_id": "C1", "cart_token": "t" * CLICK_BODY_LIMIT}, origin=STOREFRONT)
+    wrong = post(client, {"click_id": "C1"}, origin=STOREFRONT)
+    assert (too_big.status_code, wrong.status_code) == (413, 400)
+    assert too_big.headers["Access-Control-Allow-Origin"] == wrong.headers["Access-Control-Allow-Origin"] == STOREFRONT
+
+
+# -- the snippet -------------------------------------------------------------------------------------
+def _settings_of(script: str, target: str = "window") -> dict:
+    line, _, _ = script.partition("\n")
+    assert line.startswith(f"{target}.KWAI_BRIDGE = ") and line.endswith(";")
+    return json.loads(line[len(f"{target}.KWAI_BRIDGE = "):-1])
+
+
+@pytest.mark.parametrize("path, target, source", [
+    ("/snippet/acme.js", "window", "snippet.js"),
+    ("/snippet/acme/pixel.js", "self", "shopify-pixel.js"),
+])
+def test_the_snippet_is_served_with_its_settings_and_is_cacheable(client, path, target, source):
+    answer = client.get(path)
+    assert answer.status_code == 200
+    assert answer.mimetype == "application/javascript"
+    assert answer.headers["Cache-Control"] == "public, max-age=300"
+    script = answer.get_data(as_text=True)
+    assert _settings_of(script, target) == {
+        "endpoint": "http://localhost/clicks/acme", "platform": "shopify",
+        "clickParams": ["click_id", "</script><script>alert(1)//"], "windowDays": 30, "consentMode": False}
+    assert "</script>" not in script.partition("\n")[0]
+    assert script.endswith((STATIC / source).read_text())
+    etag = answer.headers["ETag"]
+    again = client.get(path, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.get_data() == b""
+
+
+def test_the_snippet_endpoint_uses_the_public_url(app_for):
+    client = app_for(PUBLIC_URL="https://bridge.example.com").test_client()
+    assert _settings_of(client.get("/snippet/woo.js").get_data(as_text=True))["endpoint"] == \
+        "https://bridge.example.com/clicks/woo"
+
+
+@pytest.mark.parametrize("path", ["/snippet/nope.js", "/snippet/nope/pixel.js"])
+def test_the_snippet_of_an_unknown_store_is_404(client, path):
+    assert client.get(path).status_code == 404
+
+
+# -- fuzzing -----------------------------------------------------------------------------------------
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=80),
+                    st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(),
+                                                                               max_size=2))
+_KEYS = st.sampled_from(["click_id", "cart_token", "checkout_token", "order_id", "order_key", "customer_id",
+                         "email_sha256", "phone_sha256", "email", "phone", "other", ""])
+
+
+@pytest.fixture
+def fuzz_client(tmp_path, sqlite_url, clock):
+    stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
+    migrate(make_engine(sqlite_url))
+    app = create_app({"DATABASE_URL": sqlite_url, "STORES": str(stores)}, clock=clock)
+    app.extensions["kwai_bridge.click_limiter"] = RateLimiter(clock=lambda: 0.0, burst=10**9)
+    return app.test_client()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(st.dictionaries(_KEYS, _VALUES, max_size=6).map(lambda d: json.dumps(d).encode()),
+                      st.binary(max_size=300)))
+def test_fuzzed_bodies_never_give_a_5xx(fuzz_client, body):
+    answer = post(fuzz_client, body)
+    assert answer.status_code in (202, 400), answer.get_data()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(min_value=CLICK_BODY_LIMIT + 1, max_value=200_000), byte=st.binary(min_size=1, max_size=1))
+def test_oversized_bodies_are_413(fuzz_client, size, byte):
+    assert post(fuzz_client, byte * size).status_code == 413
