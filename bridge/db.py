@@ -11,11 +11,13 @@ made here drop (without closing) their pooled connections in a child automatical
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from contextlib import contextmanager
@@ -200,7 +202,8 @@ def _sqlite_engine(parsed, synchronous: str) -> Engine:
         raise ValueError("SQLite needs a file path (sqlite:///path/to/file.db)")
     if sqlite3.sqlite_version_info < (3, 35):
         raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or newer is needed")
-    engine = create_engine(parsed)
+    lock_path = os.path.abspath(parsed.database) + "-writer.lock"
+    engine = create_engine(parsed, connect_args={"factory": _WriterLockedConnection})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -217,10 +220,76 @@ def _sqlite_engine(parsed, synchronous: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        deferred = conn.get_execution_options().get(_DEFERRED, False)
-        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(_DEFERRED, False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        dbapi_connection = conn.connection.dbapi_connection
+        dbapi_connection.acquire_writer_lock(lock_path)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            dbapi_connection.release_writer_lock()
+            raise
 
     return engine
+
+
+_held_here = threading.local()
+
+
+class _WriterLockedConnection(sqlite3.Connection):
+    """A SQLite connection whose write transactions queue on an advisory file lock.
+
+    SQLite's own busy handler retries a locked database after sleeping 1, 2, 5, 10 ms
+    and longer; with several gunicorn workers and the dispatcher writing, those sleeps,
+    not the work, set the pace. A process blocked in `flock` wakes as soon as the holder
+    lets go (measured: 0.74 of the minimal durable receiver's rate against 0.45 without
+    it). The lock is taken before BEGIN IMMEDIATE and released after COMMIT or ROLLBACK;
+    the kernel releases it when a holder dies. Holders are short write transactions, so
+    the wait is not bounded by a timeout; a thread that already holds the lock through
+    another connection is refused at once instead of waiting for itself.
+    """
+
+    _lock_fd: int | None = None
+
+    def acquire_writer_lock(self, path: str) -> None:
+        if self._lock_fd is not None:
+            return
+        if getattr(_held_here, "count", 0):
+            raise sqlite3.OperationalError(
+                "database is locked: this thread is already inside a write transaction")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+        _held_here.count = getattr(_held_here, "count", 0) + 1
+
+    def release_writer_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+            _held_here.count -= 1
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.release_writer_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.release_writer_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release_writer_lock()
 
 
 def _set_wal(cursor: sqlite3.Cursor) -> None:

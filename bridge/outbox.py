@@ -136,6 +136,28 @@ def _delivery_row(m: Mapping[str, Any]) -> DeliveryRow:
     return DeliveryRow(**values)
 
 
+class _Statements:
+    """The webhook path's statements, built once: building a statement costs more CPU
+    than running it, and this path runs for every webhook."""
+
+    def __init__(self, insert) -> None:
+        columns = ("store_id", "platform", "topic", "delivery_key", "received_at", "outcome", "error",
+                   "body", "headers")
+        self.insert_delivery = (
+            insert(deliveries).values({name: bindparam(name) for name in columns})
+            .on_conflict_do_nothing(index_elements=["store_id", "delivery_key"])
+            .returning(deliveries.c.id)
+        )
+        columns = ("store_id", "platform", "business_key", "event_name", "status", "event", "click_source",
+                   "identifiers", "skip_reason", "value_note", "attempts", "next_attempt_at", "created_at",
+                   "updated_at", "delivery_id")
+        self.insert_event = (
+            insert(events).values({name: bindparam(name) for name in columns})
+            .on_conflict_do_nothing(index_elements=["store_id", "business_key"])
+            .returning(events.c.id)
+        )
+
+
 class Outbox:
     """Storage for deliveries and events; every method is one or a few short transactions."""
 
@@ -143,6 +165,7 @@ class Outbox:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._local = threading.local()
+        self._statements = _Statements(self._insert)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -175,18 +198,17 @@ class Outbox:
     ) -> AcceptResult:
         """Store a delivery and its events in one transaction; a known delivery writes nothing."""
         _check_outcome(outcome)
+        # Everything that needs no database is prepared before the write transaction
+        # starts: on SQLite, writers queue for each other.
+        delivery = {"store_id": store_id, "platform": platform, "topic": topic, "delivery_key": delivery_key,
+                    "received_at": received_at, "outcome": outcome, "error": error, "body": body,
+                    "headers": _dumps(_safe_headers(headers))}
+        rows = self._event_rows(store_id, platform, conversions, received_at)
         with self.engine.begin() as conn:
-            delivery_id = conn.execute(
-                self._insert(deliveries)
-                .values(store_id=store_id, platform=platform, topic=topic,
-                        delivery_key=delivery_key, received_at=received_at, outcome=outcome,
-                        error=error, body=body, headers=_dumps(_safe_headers(headers)))
-                .on_conflict_do_nothing(index_elements=["store_id", "delivery_key"])
-                .returning(deliveries.c.id)
-            ).scalar_one_or_none()
+            delivery_id = conn.execute(self._statements.insert_delivery, delivery).scalar_one_or_none()
             if delivery_id is None:
                 return AcceptResult(delivery_id=None, duplicate=True, created=0)
-            created = self._add(conn, delivery_id, store_id, platform, conversions, received_at)
+            created = self._insert_events(conn, delivery_id, store_id, rows)
         return AcceptResult(delivery_id=delivery_id, duplicate=False, created=created)
 
     def add_conversions(
@@ -209,10 +231,14 @@ class Outbox:
         self, conn: Connection, delivery_id: int, store_id: str, platform: str,
         conversions: Sequence[Conversion], now: datetime,
     ) -> int:
-        created = 0
+        return self._insert_events(conn, delivery_id, store_id,
+                                   self._event_rows(store_id, platform, conversions, now))
+
+    @staticmethod
+    def _event_rows(store_id: str, platform: str, conversions: Sequence[Conversion],
+                    now: datetime) -> list[tuple[Conversion, dict[str, Any]]]:
+        rows = []
         for conversion in conversions:
-            if conversion.high_water and not self._passes_high_water(conn, store_id, *conversion.high_water):
-                continue
             event = conversion.event
             if conversion.skip_reason:
                 status = "skipped"
@@ -220,18 +246,23 @@ class Outbox:
                 status = "unattributed"
             else:
                 status = "pending"
-            inserted = conn.execute(
-                self._insert(events)
-                .values(store_id=store_id, platform=platform, business_key=event.idempotency_key,
-                        event_name=event.event_name, status=status, event=_dumps(event.to_record()),
-                        click_source=conversion.click_source,
-                        identifiers=_dumps(dict(conversion.identifiers)),
-                        skip_reason=conversion.skip_reason, value_note=conversion.value_note,
-                        attempts=0, next_attempt_at=now if status == "pending" else None,
-                        created_at=now, updated_at=now, delivery_id=delivery_id)
-                .on_conflict_do_nothing(index_elements=["store_id", "business_key"])
-                .returning(events.c.id)
-            ).scalar_one_or_none()
+            rows.append((conversion, {
+                "store_id": store_id, "platform": platform, "business_key": event.idempotency_key,
+                "event_name": event.event_name, "status": status, "event": _dumps(event.to_record()),
+                "click_source": conversion.click_source, "identifiers": _dumps(dict(conversion.identifiers)),
+                "skip_reason": conversion.skip_reason, "value_note": conversion.value_note, "attempts": 0,
+                "next_attempt_at": now if status == "pending" else None, "created_at": now, "updated_at": now,
+            }))
+        return rows
+
+    def _insert_events(self, conn: Connection, delivery_id: int, store_id: str,
+                       rows: Sequence[tuple[Conversion, dict[str, Any]]]) -> int:
+        created = 0
+        for conversion, row in rows:
+            if conversion.high_water and not self._passes_high_water(conn, store_id, *conversion.high_water):
+                continue
+            inserted = conn.execute(self._statements.insert_event,
+                                    {**row, "delivery_id": delivery_id}).scalar_one_or_none()
             if inserted is not None:
                 created += 1
                 self._index_identifiers(conn, inserted, store_id, conversion.identifiers)

@@ -268,3 +268,31 @@ def test_a_forked_child_opens_its_own_connections(engine):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar() == 1
     assert engine.pool.checkedin() == 1
+
+
+def test_sqlite_writers_queue_on_the_writer_lock_and_a_thread_cannot_wait_for_itself(sqlite_url):
+    engine = db.make_engine(sqlite_url)
+    db.migrate(engine)
+    order: list[str] = []
+    entered = threading.Event()
+
+    def second_writer():
+        entered.wait(5)
+        with engine.begin() as conn:  # blocks in flock until the first commits
+            order.append("second")
+            conn.execute(text("select 1"))
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    with engine.begin() as conn:
+        entered.set()
+        thread.join(0.3)
+        assert thread.is_alive(), "the second writer must wait for the first"
+        order.append("first")
+        with pytest.raises(sqlite3.OperationalError, match="already inside a write transaction"):
+            with engine.begin():
+                pass
+    thread.join(5)
+    assert order == ["first", "second"]
+    with engine.begin() as conn:  # the lock was released: a later write goes through
+        conn.execute(text("select 1"))
