@@ -101,11 +101,13 @@ class Finish:
     result: int | None = None
     next_attempt_at: datetime | None = None
 
-    def params(self) -> dict[str, Any]:
-        return {"b_id": self.event_id, "b_status": self.status, "b_now": self.now,
-                "b_next": self.next_attempt_at if self.status == "pending" else None,
-                "b_sent": self.now if self.status == "sent" else None,
-                "b_error": _cut(self.error), "b_response": _cut(self.response), "b_result": self.result}
+    def values_key(self) -> tuple[tuple[str, Any], ...]:
+        """The column values this outcome writes, hashable so that alike ones group."""
+        return (("status", self.status), ("updated_at", self.now),
+                ("next_attempt_at", self.next_attempt_at if self.status == "pending" else None),
+                ("sent_at", self.now if self.status == "sent" else None),
+                ("last_error", _cut(self.error)), ("last_response", _cut(self.response)),
+                ("last_result", self.result))
 
 
 def _dumps(value: Any) -> str:
@@ -155,6 +157,22 @@ class _Statements:
             insert(events).values({name: bindparam(name) for name in columns})
             .on_conflict_do_nothing(index_elements=["store_id", "business_key"])
             .returning(events.c.id)
+        )
+        # The dispatcher's claim: the same three statements on every pass.
+        c = events.c
+        self.expired = (
+            select(c.id, c.lease_owner).where(c.status == "sending", c.lease_until <= bindparam("now"))
+            .order_by(c.lease_until, c.id).limit(bindparam("lim")).with_for_update(skip_locked=True)
+        )
+        self.due = (
+            select(c.id).where(c.status == "pending", c.next_attempt_at <= bindparam("now"))
+            .order_by(c.next_attempt_at, c.id).limit(bindparam("lim")).with_for_update(skip_locked=True)
+        )
+        self.lease = (
+            update(events).where(c.id.in_(bindparam("ids", expanding=True)))
+            .values(status="sending", lease_until=bindparam("until"), lease_owner=bindparam("owner"),
+                    updated_at=bindparam("now"))
+            .returning(*events.c)
         )
 
 
@@ -296,28 +314,16 @@ class Outbox:
         """Lease up to `limit` due events (expired leases first, then oldest due) to `owner`."""
         if limit <= 0:
             return []
-        c = events.c
+        q = self._statements
         with self._writing() as conn:
-            expired = list(conn.execute(
-                select(c.id, c.lease_owner).where(c.status == "sending", c.lease_until <= now)
-                .order_by(c.lease_until, c.id).limit(limit)
-                .with_for_update(skip_locked=True)
-            ))
+            expired = list(conn.execute(q.expired, {"now": now, "lim": limit}))
             ids = [row.id for row in expired]
             if len(ids) < limit:
-                ids += conn.execute(
-                    select(c.id).where(c.status == "pending", c.next_attempt_at <= now)
-                    .order_by(c.next_attempt_at, c.id).limit(limit - len(ids))
-                    .with_for_update(skip_locked=True)
-                ).scalars().all()
+                ids += conn.execute(q.due, {"now": now, "lim": limit - len(ids)}).scalars().all()
             if not ids:
                 return []
-            rows = conn.execute(
-                update(events).where(c.id.in_(ids))
-                .values(status="sending", lease_until=now + timedelta(seconds=lease_seconds),
-                        lease_owner=owner, updated_at=now)
-                .returning(*events.c)
-            ).mappings().all()
+            rows = conn.execute(q.lease, {"ids": ids, "until": now + timedelta(seconds=lease_seconds),
+                                          "owner": owner, "now": now}).mappings().all()
         if expired:
             log.warning(
                 "recovered %d events whose lease had expired: ids %s (previous owners %s)",
@@ -347,24 +353,26 @@ class Outbox:
         return where
 
     def finish_many(self, finishes: Sequence["Finish"], *, owner: str = "") -> int:
-        """Record the outcome of many attempts with one statement; return how many rows
-        were still ours (`sending`, and leased to `owner` when given) and so changed."""
-        if not finishes:
-            return 0
+        """Record the outcome of many attempts; return how many rows were still ours
+        (`sending`, and leased to `owner` when given) and so changed.
+
+        Alike outcomes (the same status, time, answer and error: typically every event
+        Kwai accepted in one dispatcher pass) share one UPDATE ... WHERE id IN (...).
+        """
+        groups: dict[tuple, list[int]] = {}
+        for finish in finishes:
+            groups.setdefault(finish.values_key(), []).append(finish.event_id)
         c = events.c
-        where = [c.id == bindparam("b_id"), c.status == "sending"]
-        if owner:
-            where.append(c.lease_owner == owner)
-        # Every finish closes one attempt, so `attempts` counts the sends tried.
-        stmt = update(events).where(*where).values(
-            attempts=c.attempts + 1, lease_until=None, status=bindparam("b_status"),
-            next_attempt_at=bindparam("b_next"), sent_at=bindparam("b_sent"),
-            updated_at=bindparam("b_now"), last_error=bindparam("b_error"),
-            last_response=bindparam("b_response"), last_result=bindparam("b_result"),
-        )
-        params = [f.params() for f in finishes]
+        changed = 0
         with self._writing() as conn:
-            return conn.execute(stmt, params).rowcount
+            for key, ids in groups.items():
+                where = [c.id.in_(ids), c.status == "sending"]
+                if owner:
+                    where.append(c.lease_owner == owner)
+                # Every finish closes one attempt, so `attempts` counts the sends tried.
+                changed += conn.execute(update(events).where(*where).values(
+                    attempts=c.attempts + 1, lease_until=None, **dict(key))).rowcount
+        return changed
 
     def _finish(self, finish: "Finish", owner: str) -> bool:
         return self.finish_many([finish], owner=owner) == 1

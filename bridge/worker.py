@@ -63,8 +63,7 @@ class Dispatcher:
                 return False
             return refused is not None
 
-    def _hold_store(self, store: StoreConfig, row: EventRow, result: SendResult) -> Finish:
-        now = self.clock()
+    def _hold_store(self, store: StoreConfig, row: EventRow, result: SendResult, now: datetime) -> Finish:
         with self._lock:
             first = store.id not in self._refused_tokens
             self._refused_tokens[store.id] = store.access_token
@@ -75,35 +74,34 @@ class Dispatcher:
                       "`kwai-bridge events replay --store %s --result 10006`.", store.id, held + 1, store.id)
         return Finish(row.id, "held", now, error=TOKEN_REFUSED, response=result.body, result=10006)
 
-    def attempt(self, row: EventRow) -> Callable[[], Finish]:
+    def attempt(self, row: EventRow) -> Callable[[datetime], Finish]:
         """Send one claimed row (in a sender thread); return how to decide its outcome,
         which the loop records for every ready row in one transaction (`_settle`)."""
         store = self.registry.stores.get(row.store_id)
         if store is None:
-            return partial(Finish, row.id, "held", self.clock(), error=f"store {row.store_id} is not configured")
+            return partial(Finish, row.id, "held", error=f"store {row.store_id} is not configured")
         if self._token_refused(store):
-            return partial(Finish, row.id, "held", self.clock(), error=TOKEN_REFUSED, result=10006)
+            return partial(Finish, row.id, "held", error=TOKEN_REFUSED, result=10006)
         try:
             result = self._send(row, store)
         except EventError as exc:
             log.error("event %s (%s): refused before sending: %s", row.id, row.store_id, exc)
-            return partial(Finish, row.id, "dead", self.clock(), error=str(exc))
+            return partial(Finish, row.id, "dead", error=str(exc))
         return partial(self._decide, row, store, result)
 
     def process(self, row: EventRow) -> str:
         """Send one claimed row and record its outcome; return the status it ended in."""
-        finish = self.attempt(row)()
+        finish = self.attempt(row)(self.clock())
         self.outbox.finish_many([finish], owner=self.owner)
         return finish.status
 
-    def _decide(self, row: EventRow, store: StoreConfig, result: SendResult) -> Finish:
-        now = self.clock()
+    def _decide(self, row: EventRow, store: StoreConfig, result: SendResult, now: datetime) -> Finish:
         outcome = result.outcome
         if isinstance(outcome, Delivered):
             return Finish(row.id, "sent", now, response=result.body, result=1)
         if isinstance(outcome, Rejected):
             if outcome.token_refused:
-                return self._hold_store(store, row, result)
+                return self._hold_store(store, row, result, now)
             log.warning("event %s (%s): rejected by Kwai with %s", row.id, row.store_id, outcome.code)
             return Finish(row.id, "dead", now, error=f"Kwai rejected ({outcome.code}): {outcome.message}",
                           response=result.body, result=outcome.code)
@@ -162,9 +160,10 @@ class Dispatcher:
                 tally["error"] = tally.get("error", 0) + 1
         try:
             with self.outbox.batch():
-                finishes = [decide() for decide in recorders]
+                now = self.clock()  # one time for the batch, so that alike outcomes share a statement
+                finishes = [decide(now) for decide in recorders]
                 self.outbox.finish_many(finishes, owner=self.owner)
-                rows = self.outbox.claim_due(now=self.clock(), limit=claim, lease_seconds=self.lease_seconds,
+                rows = self.outbox.claim_due(now=now, limit=claim, lease_seconds=self.lease_seconds,
                                              owner=self.owner) if claim > 0 else []
         except Exception:  # a storage fault: the leases expire and the rows come back
             log.exception("recording %d outcome(s) failed; those events return when their lease expires",
