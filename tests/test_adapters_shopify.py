@@ -14,7 +14,7 @@ from adapters import shopify
 from adapters.base import ConversionOptions, PayloadError, SignatureError, WebhookRequest
 from adapters.common import PrivacyRequest
 from kwai.events import Content
-from kwai.wire import post_body
+from tests.adapter_helpers import delivery, sha, wire
 from tests.conftest import fixture_bytes
 from tests.signing import headers_for
 
@@ -34,25 +34,11 @@ def changed(name: str, **changes) -> dict:
     return payload
 
 
-def deliver(topic: str, payload: dict | bytes, options: ConversionOptions = ConversionOptions()):
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = WebhookRequest.build(headers_for("shopify", topic, shop=SHOP, secret=SECRET, body=body), body)
-    shopify.verify(request, secrets=[SECRET])
-    notification = shopify.parse(request)
-    return notification, shopify.to_conversions(notification, options=options)
+deliver = delivery(shopify, shop=SHOP, secret=SECRET)
 
 
 def convert(topic, payload, options=ConversionOptions()):
     return deliver(topic, payload, options)[1]
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def wire(event) -> tuple[dict, dict]:
-    body = post_body(event, pixel_id="px", access_token="tok", track_flag=False)
-    return body, json.loads(body.pop("properties"), parse_float=Decimal)
 
 
 WIRE_BASE = {"access_token": "tok", "pixelId": "px", "testFlag": False, "trackFlag": False,

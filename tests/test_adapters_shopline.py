@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -15,7 +14,7 @@ from adapters import shopline
 from adapters.base import ConversionOptions, SignatureError, WebhookRequest
 from adapters.common import PrivacyRequest
 from kwai.events import Content
-from kwai.wire import post_body
+from tests.adapter_helpers import delivery, sha, wire
 from tests.conftest import fixture_bytes
 from tests.signing import headers_for, sign
 
@@ -42,25 +41,11 @@ def changed(path: str, **changes) -> dict:
     return payload
 
 
-def deliver(topic, payload, options=ConversionOptions()):
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = WebhookRequest.build(headers_for("shopline", topic, shop=SHOP, secret=SECRET, body=body), body)
-    shopline.verify(request, secrets=[SECRET])
-    notification = shopline.parse(request)
-    return notification, shopline.to_conversions(notification, options=options)
+deliver = delivery(shopline, shop=SHOP, secret=SECRET)
 
 
 def convert(topic, payload, options=ConversionOptions()):
     return deliver(topic, payload, options)[1]
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def wire(event) -> tuple[dict, dict]:
-    body = post_body(event, pixel_id="px", access_token="tok", track_flag=False)
-    return body, json.loads(body.pop("properties"), parse_float=Decimal)
 
 
 # -- signatures ---------------------------------------------------------------------------

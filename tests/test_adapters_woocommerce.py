@@ -13,7 +13,7 @@ import pytest
 from adapters import woocommerce
 from adapters.base import ConversionOptions, PayloadError, SignatureError, WebhookRequest
 from kwai.events import Content
-from kwai.wire import post_body
+from tests.adapter_helpers import delivery, sha, wire
 from tests.conftest import fixture_bytes
 from tests.signing import headers_for, ping_headers, sign
 
@@ -41,25 +41,11 @@ def with_meta(*pairs, **changes) -> dict:
     return payload
 
 
-def deliver(topic, payload, options=ConversionOptions()):
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = WebhookRequest.build(headers_for("woocommerce", topic, shop=SITE, secret=SECRET, body=body), body)
-    woocommerce.verify(request, secrets=[SECRET])
-    notification = woocommerce.parse(request)
-    return notification, woocommerce.to_conversions(notification, options=options)
+deliver = delivery(woocommerce, shop=SITE, secret=SECRET)
 
 
 def convert(topic, payload, options=ConversionOptions()):
     return deliver(topic, payload, options)[1]
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def wire(event) -> tuple[dict, dict]:
-    body = post_body(event, pixel_id="px", access_token="tok", track_flag=False)
-    return body, json.loads(body.pop("properties"), parse_float=Decimal)
 
 
 # -- signatures -----------------------------------------------------------------------------
