@@ -31,6 +31,7 @@ def event_json(row: EventRow) -> dict:
         "last_result": row.last_result,
         "last_error": row.last_error,
         "skip_reason": row.skip_reason,
+        "value_note": row.value_note,
         "value": None if row.event.value is None else str(row.event.value),
         "currency": row.event.currency,
         "created_at": _iso(row.created_at),

@@ -90,9 +90,11 @@ def test_events_list_json_shape_and_filters(env):
     assert {r["business_key"] for r in rows} == {f"order:{i}:EVENT_PURCHASE" for i in (1, 2, 3)}
     assert set(rows[0]) == {"id", "store", "platform", "event_name", "business_key", "status", "click_source",
                             "attempts", "next_attempt_at", "last_result", "last_error", "skip_reason",
-                            "value", "currency", "created_at", "sent_at"}
+                            "value_note", "value", "currency", "created_at", "sent_at"}
     only = json.loads(invoke(env, "events", "list", "--json", "--status", "unattributed").output)
     assert [r["business_key"] for r in only] == ["order:3:EVENT_PURCHASE"]
+    assert json.loads(invoke(env, "events", "list", "--json", "--store", "woo").output) == []
+    assert len(json.loads(invoke(env, "events", "list", "--json", "--store", "acme").output)) == 3
     text = invoke(env, "events", "list").output
     assert "pending 2" in text and "unattributed 1" in text
 
@@ -105,8 +107,11 @@ def test_worker_once_send_test_event_and_replay(env):
         kwai.fail_next(2, result_code=10005)
         result = invoke(env, "worker", "--once")
         assert json.loads(result.output.strip().splitlines()[-1]) == {"dead": 2}
+        assert "0 event(s)" in invoke(env, "events", "replay", "--store", "woo").output
+        first = min(r.id for r in outbox.list_events())
+        assert "1 event(s) back to pending" in invoke(env, "events", "replay", "--id", str(first)).output
         replayed = invoke(env, "events", "replay", "--store", "acme", "--result", "10005")
-        assert "2 event(s) back to pending" in replayed.output
+        assert "1 event(s) back to pending" in replayed.output
         result = invoke(env, "worker", "--once")
         assert json.loads(result.output.strip().splitlines()[-1]) == {"sent": 2}
 
@@ -132,6 +137,8 @@ def test_deliveries_reprocess_converts_failed_bodies(env):
     outbox.accept(store_id="acme", platform="shopify", topic="orders/paid", delivery_key="w1",
                   received_at=NOW - timedelta(hours=1), body=body, headers=headers, conversions=[],
                   outcome="failed", error="RuntimeError: a fault since fixed")
+    other_store = invoke(env, "deliveries", "reprocess", "--store", "woo")
+    assert json.loads(other_store.output)["reprocessed"] == 0
     result = invoke(env, "deliveries", "reprocess", "--since", (NOW - timedelta(days=1)).date().isoformat())
     assert json.loads(result.output) == {"failed": 0, "reprocessed": 1, "skipped": 0}
     names = sorted(r.event_name for r in outbox.list_events())
@@ -180,3 +187,21 @@ def test_sighup_reloads_the_stores_file_without_a_restart(tmp_path, sqlite_url):
             time.sleep(0.2)
         assert post("newshop") == 401, "the new store is known (the shop header names another shop)"
         assert post("acme") == 200
+
+
+def test_serve_with_worker_delivers_what_it_receives(tmp_path, sqlite_url):
+    """What `make run` starts: the web workers and the dispatcher together."""
+    stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
+    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+    order.update(test=False, financial_status="paid",
+                 note_attributes=[{"name": "kwai_click_id", "value": "run-click"}])
+    body = json.dumps(order).encode()
+    with FakeKwai() as kwai:
+        env = bridge_env(database_url=sqlite_url, stores=stores, kwai_url=kwai.base_url)
+        with Served(env, workers=1, extra_args=["--with-worker"]) as served:
+            headers = headers_for("shopify", "orders/paid", shop=SHOPS["shopify"], secret=SECRETS["shopify"],
+                                  body=body)
+            answer = requests.post(f"{served.url}/webhooks/shopify/acme", data=body, headers=headers, timeout=10)
+            assert answer.status_code == 200
+            assert kwai.wait_for(1, timeout=20), "the dispatcher started by serve sent nothing"
+        assert [r.fields["clickid"] for r in kwai.successes()] == ["run-click"]

@@ -134,3 +134,33 @@ def test_conversion_fault_is_stored_as_failed_and_answered_200(client):
     assert answer.status_code == 200 and answer.json["status"] == "failed"
     failed = outbox_of(client).deliveries_for_reprocess(since=EPOCH)
     assert len(failed) == 1 and failed[0].body == body
+
+
+SHOP_HEADERS = {"shopify": "X-Shopify-Shop-Domain", "shopline": "X-Shopline-Shop-Domain",
+                "woocommerce": "X-WC-Webhook-Source"}
+STORE_IDS = {"shopify": "acme", "shopline": "line", "woocommerce": "woo"}
+SAMPLE = {"shopify": ("orders/create", "shopify/shopify_orders_create.json"),
+          "shopline": ("orders/create", "shopline/shopline_orders_create.DERIVED_FROM_SDK.json"),
+          "woocommerce": ("order.created", "woocommerce/woocommerce_order_created.json")}
+
+
+@pytest.mark.parametrize("platform", ["shopify", "shopline", "woocommerce"])
+@pytest.mark.parametrize("case", ["wrong shop header", "missing shop header", "wrong secret", "tampered"])
+def test_every_platform_refuses_what_is_not_its_store(client, platform, case):
+    topic, sample = SAMPLE[platform]
+    body = fixture_bytes(sample)
+    secret = "not-the-secret" if case == "wrong secret" else SECRETS[platform]
+    headers = headers_for(platform, topic, shop=SHOPS[platform], secret=secret, body=body)
+    if case == "wrong shop header":
+        headers[SHOP_HEADERS[platform]] = "https://evil.example/" if platform == "woocommerce" else "evil.example.com"
+    elif case == "missing shop header":
+        del headers[SHOP_HEADERS[platform]]
+    elif case == "tampered":
+        body = body.replace(b"1", b"2", 1)
+    answer = client.post(f"/webhooks/{platform}/{STORE_IDS[platform]}", data=body, headers=headers)
+    # One app secret signs every store of a Shopify or Shopline app, so the shop header must
+    # name the store; a WooCommerce secret belongs to one webhook, so its signature suffices.
+    signature_only = platform == "woocommerce" and case in ("wrong shop header", "missing shop header")
+    assert answer.status_code == (200 if signature_only else 401), answer.json
+    stored = outbox_of(client).list_events()
+    assert (len(stored) == 2) if signature_only else (stored == [])  # a paid Woo order: placed + purchase
