@@ -4,8 +4,10 @@ a customer's data request.
 Deliveries do not record their customer: they are reached through the events they
 produced (`events.delivery_id`), and events through their identifiers (order ids,
 customer id, e-mail and phone hashes), following cart and checkout tokens found on the
-customer's own events. Redaction nulls raw bodies, drops events' identifiers (the
-events stay, for counting) and deletes click-store entries.
+customer's own events. A delivery that produced no event (an ignored topic, a failed
+conversion, a repeat of an order already counted) is found by searching the kept raw
+bodies for the customer's ids and tokens. Redaction nulls raw bodies, drops events'
+identifiers (the events stay, for counting) and deletes click-store entries.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import LargeBinary, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from adapters.common import PrivacyRequest
@@ -25,6 +27,8 @@ from bridge.db import clicks, deliveries, event_identifiers, events, reading
 log = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
+#: Identifier kinds that appear in clear in webhook bodies (hashes do not).
+CLEAR_KINDS = frozenset({"customer_id", "order_id", "cart_token", "checkout_token"})
 #: Rounds of following identifiers from the customer's events to the events sharing them.
 _ROUNDS = 4
 
@@ -106,9 +110,29 @@ class Privacy:
                     d.id.in_(delivery_ids), d.body.is_not(None)).values(body=None)).rowcount
                 conn.execute(update(events).where(e.id.in_(sorted(ids))).values(identifiers=None))
                 conn.execute(delete(event_identifiers).where(event_identifiers.c.event_id.in_(sorted(ids))))
+            bodies += self._null_bodies_mentioning(conn, store_id, known)
             removed = conn.execute(delete(clicks).where(
                 c.store_id == store_id, _matching(c.kind, c.value, known))).rowcount
         return Redacted(events=len(ids), bodies=bodies, clicks=removed)
+
+    @staticmethod
+    def _null_bodies_mentioning(conn: Connection, store_id: str, known: set[Pair]) -> int:
+        # Ids and tokens appear in clear in the bodies (hashes do not). A short number may
+        # also match another one: nulling too many bodies only costs reprocessing.
+        needles = sorted({value.encode() for kind, value in known if kind in CLEAR_KINDS and len(value) >= 3})
+        if not needles:
+            return 0
+        d = deliveries.c
+        found = []
+        for i, needle in enumerate(needles):
+            name = f"needle_{i}"
+            if conn.dialect.name == "postgresql":
+                found.append(text(f"position(:{name} in deliveries.body) > 0")
+                             .bindparams(bindparam(name, needle, type_=LargeBinary)))
+            else:
+                found.append(func.instr(d.body, bindparam(name, needle, type_=LargeBinary)) > 0)
+        return conn.execute(update(deliveries).where(
+            d.store_id == store_id, d.body.is_not(None), or_(*found)).values(body=None)).rowcount
 
     def redact_shop(self, store_id: str) -> Redacted:
         """Remove everything personal held for a store: bodies, identifiers, clicks."""

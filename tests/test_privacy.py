@@ -101,6 +101,29 @@ def test_customer_redaction_removes_what_is_held_about_that_customer_only(app, p
 
 
 @pytest.mark.parametrize("platform", ["shopify", "shopline"])
+def test_customer_redaction_reaches_bodies_that_produced_no_event(app, platform):
+    client = app.test_client()
+    populate(client, platform)
+    unpaid = {**order(777, customer_id=191167, email="john@example.com", cart_token=None),
+              "financial_status": "pending"}
+    other = {**order(888, customer_id=999, email="b@example.com", cart_token=None), "financial_status": "pending"}
+    for payload in (unpaid, other):
+        assert send(client, platform, "orders/updated", payload)["status"] == "ignored"
+    engine = app.extensions["kwai_bridge.runtime"].engine
+    d = db.deliveries.c
+
+    def kept(order_id: int) -> bool:
+        with engine.connect() as conn:
+            bodies = conn.execute(select(d.body).where(d.store_id == STORE_OF[platform], d.outcome == "ignored"))
+            return any(b is not None and f'"id": {order_id}'.encode() in b for (b,) in bodies)
+
+    assert kept(777) and kept(888)
+    send(client, platform, TOPICS[platform][0], REDACT)
+    assert not kept(777), "the customer's ignored delivery still holds its body"
+    assert kept(888), "another customer's body was removed"
+
+
+@pytest.mark.parametrize("platform", ["shopify", "shopline"])
 def test_shop_redaction_removes_everything_of_that_store(app, platform):
     client = app.test_client()
     populate(client, "shopify")
