@@ -3,6 +3,7 @@ loopback stand-ins of a shop and of the bridge's click endpoint (tests/storefron
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any, Callable, Iterator
 
@@ -252,3 +253,21 @@ def test_without_settings_the_snippet_does_nothing(page: Any, shop: Storefront, 
     assert page.evaluate("typeof window.kwaiBridge") == "undefined"
     assert kept(page) == (None, None)
     assert (shop.cart_updates, recorder.bodies()) == ([], [])
+
+
+@pytest.mark.parametrize("init, sent", [
+    (None, False),  # consent unknown: in consent mode that is a no
+    ({"customerPrivacy": {"marketingAllowed": False}}, False),
+    ({"customerPrivacy": {"marketingAllowed": True}}, True),
+])
+def test_shopify_custom_pixel_in_consent_mode_sends_only_with_marketing_consent(
+        page: Any, shop: Storefront, recorder: ClicksRecorder, init: dict | None, sent: bool):
+    shop.settings["consentMode"] = True
+    page.goto(shop.url + "/blank")
+    page.evaluate(STORE_CLICK, ["Pix+1", 1])
+    if init is not None:
+        page.add_init_script(f"window.init = {json.dumps(init)};")
+    page.goto(shop.url + "/pixel-test")
+    page.evaluate("event => window.firePixelEvent('checkout_completed', event)", CHECKOUT_COMPLETED)
+    expected = [{"click_id": "Pix+1", "checkout_token": "chk-5e1d", "order_id": "820982911946154508"}]
+    assert recorder.bodies() == (expected if sent else [])

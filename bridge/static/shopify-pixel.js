@@ -32,8 +32,9 @@
 
     // Shopify runs a custom pixel only with the permissions the merchant chose; in
     // consent mode this also follows the visitor's marketing choice as it changes.
-    var marketing = !(config.consentMode === true && initial && initial.customerPrivacy &&
-      initial.customerPrivacy.marketingAllowed === false);
+    // In consent mode an unknown choice counts as no.
+    var marketing = config.consentMode !== true || Boolean(initial && initial.customerPrivacy &&
+      initial.customerPrivacy.marketingAllowed === true);
     if (privacy && typeof privacy.subscribe === "function") {
       privacy.subscribe("visitorConsentCollected", function (event) {
         var state = event && event.customerPrivacy;
