@@ -11,6 +11,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -81,6 +82,21 @@ class EventRow:
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """A row leased for sending: what a sender needs, the event still as stored."""
+
+    id: int
+    store_id: str
+    attempts: int
+    record: str
+
+    @cached_property
+    def event(self) -> KwaiEvent:
+        # Parsed by the sender thread that asks, not by the loop that claims.
+        return KwaiEvent.from_record(json.loads(self.record))
+
+
+@dataclass(frozen=True)
 class AcceptResult:
     """What `accept` did: the new delivery's id (None for a duplicate) and events created."""
 
@@ -101,13 +117,15 @@ class Finish:
     result: int | None = None
     next_attempt_at: datetime | None = None
 
-    def values_key(self) -> tuple[tuple[str, Any], ...]:
-        """The column values this outcome writes, hashable so that alike ones group."""
-        return (("status", self.status), ("updated_at", self.now),
-                ("next_attempt_at", self.next_attempt_at if self.status == "pending" else None),
-                ("sent_at", self.now if self.status == "sent" else None),
-                ("last_error", _cut(self.error)), ("last_response", _cut(self.response)),
-                ("last_result", self.result))
+    #: The columns an outcome writes, in the order of `values()`.
+    COLUMNS = ("status", "updated_at", "next_attempt_at", "sent_at", "last_error", "last_response",
+               "last_result")
+
+    def values(self) -> tuple[Any, ...]:
+        """The values this outcome writes (in COLUMNS order), hashable so that alike ones group."""
+        return (self.status, self.now, self.next_attempt_at if self.status == "pending" else None,
+                self.now if self.status == "sent" else None, _cut(self.error), _cut(self.response),
+                self.result)
 
 
 def _dumps(value: Any) -> str:
@@ -138,42 +156,116 @@ def _delivery_row(m: Mapping[str, Any]) -> DeliveryRow:
     return DeliveryRow(**values)
 
 
+class _Prepared:
+    """An INSERT compiled once for the engine's dialect and run on the driver's cursor.
+
+    The webhook path holds the write lock (on SQLite, every writer's) while it inserts;
+    going through the SQL expression layer costs more CPU per statement than SQLite
+    takes to run it. Values are converted by the columns' own bind processors (the
+    same conversion the expression layer applies) before the transaction starts.
+    """
+
+    def __init__(self, stmt, table, dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.names = tuple(compiled.binds)
+        self.positional = compiled.positiontup is not None
+        if self.positional:
+            self.names = tuple(compiled.positiontup)
+        processors = {name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                      for name in self.names}
+        self.processors = {name: f for name, f in processors.items() if f is not None}
+
+    def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """`values` converted for the driver (done outside the transaction)."""
+        bound = dict(values)
+        for name, process in self.processors.items():
+            if name in bound:
+                bound[name] = process(bound[name])
+        return bound
+
+    def params(self, bound: Mapping[str, Any]) -> tuple | Mapping[str, Any]:
+        return tuple(bound[name] for name in self.names) if self.positional else bound
+
+    def returning(self, cursor, bound: Mapping[str, Any]) -> Any:
+        """Run with `bound` values; the first RETURNING value, None when no row came back."""
+        cursor.execute(self.sql, self.params(bound))
+        rows = cursor.fetchall()
+        return rows[0][0] if rows else None
+
+    def many(self, cursor, rows: Sequence[Mapping[str, Any]]) -> None:
+        cursor.executemany(self.sql, [self.params(row) for row in rows])
+
+
 class _Statements:
     """The webhook path's statements, built once: building a statement costs more CPU
     than running it, and this path runs for every webhook."""
 
-    def __init__(self, insert) -> None:
+    def __init__(self, insert, dialect) -> None:
         columns = ("store_id", "platform", "topic", "delivery_key", "received_at", "outcome", "error",
                    "body", "headers")
-        self.insert_delivery = (
+        self.insert_delivery = _Prepared(
             insert(deliveries).values({name: bindparam(name) for name in columns})
             .on_conflict_do_nothing(index_elements=["store_id", "delivery_key"])
-            .returning(deliveries.c.id)
-        )
+            .returning(deliveries.c.id), deliveries, dialect)
         columns = ("store_id", "platform", "business_key", "event_name", "status", "event", "click_source",
                    "identifiers", "skip_reason", "value_note", "attempts", "next_attempt_at", "created_at",
                    "updated_at", "delivery_id")
-        self.insert_event = (
+        self.insert_event = _Prepared(
             insert(events).values({name: bindparam(name) for name in columns})
             .on_conflict_do_nothing(index_elements=["store_id", "business_key"])
-            .returning(events.c.id)
-        )
+            .returning(events.c.id), events, dialect)
+        columns = ("event_id", "store_id", "kind", "value")
+        self.insert_identifiers = _Prepared(
+            insert(event_identifiers).values({name: bindparam(name) for name in columns}),
+            event_identifiers, dialect)
+        # One upsert: a row comes back only when `count` beats the stored count, so two
+        # concurrent deliveries of the same cart cannot both pass the same mark.
+        stmt = insert(high_water).values(store_id=bindparam("store_id"), key=bindparam("key"),
+                                         count=bindparam("count"))
+        self.high_water = _Prepared(stmt.on_conflict_do_update(
+            index_elements=["store_id", "key"],
+            set_={"count": stmt.excluded["count"]},
+            where=high_water.c["count"] < stmt.excluded["count"],
+        ).returning(high_water.c["count"]), high_water, dialect)
         # The dispatcher's claim: the same three statements on every pass.
         c = events.c
         self.expired = (
             select(c.id, c.lease_owner).where(c.status == "sending", c.lease_until <= bindparam("now"))
             .order_by(c.lease_until, c.id).limit(bindparam("lim")).with_for_update(skip_locked=True)
         )
-        self.due = (
-            select(c.id).where(c.status == "pending", c.next_attempt_at <= bindparam("now"))
-            .order_by(c.next_attempt_at, c.id).limit(bindparam("lim")).with_for_update(skip_locked=True)
-        )
-        self.lease = (
+        lease = (
             update(events).where(c.id.in_(bindparam("ids", expanding=True)))
             .values(status="sending", lease_until=bindparam("until"), lease_owner=bindparam("owner"),
                     updated_at=bindparam("now"))
-            .returning(*events.c)
         )
+        # Due rows are chosen and leased by one statement (one round trip less per pass):
+        # the sub-select locks what it picks, so two dispatchers never take the same row.
+        # MATERIALIZED makes PostgreSQL run it once: inlined into a join it may be
+        # rescanned and its LIMIT no longer bounds the rows leased.
+        picked = (
+            select(c.id).where(c.status == "pending", c.next_attempt_at <= bindparam("now"))
+            .order_by(c.next_attempt_at, c.id).limit(bindparam("lim")).with_for_update(skip_locked=True)
+        ).cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
+        lease_due = (
+            update(events).add_cte(picked).where(c.id.in_(select(picked.c.id)), c.status == "pending")
+            .values(status="sending", lease_until=bindparam("until"), lease_owner=bindparam("owner"),
+                    updated_at=bindparam("now"))
+        )
+        self.lease = lease.returning(*events.c)
+        self.lease_due = lease_due.returning(*events.c)
+        # The dispatcher's own claim reads back only what a sender needs (and the due
+        # time, to keep the oldest first).
+        sending = (c.id, c.store_id, c.attempts, c.event, c.next_attempt_at)
+        self.lease_for_sending = lease.returning(*sending)
+        self.lease_due_for_sending = lease_due.returning(*sending)
+        # The dispatcher's outcome: one statement per kind of outcome, rows by id.
+        finish = update(events).values(
+            attempts=c.attempts + 1, lease_until=None,
+            **{name: bindparam(name) for name in Finish.COLUMNS})
+        ours = (c.id.in_(bindparam("ids", expanding=True)), c.status == "sending")
+        self.finish = finish.where(*ours)
+        self.finish_owned = finish.where(*ours, c.lease_owner == bindparam("owner"))
 
 
 class Outbox:
@@ -183,7 +275,7 @@ class Outbox:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._local = threading.local()
-        self._statements = _Statements(self._insert)
+        self._statements = _Statements(self._insert, engine.dialect)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -218,15 +310,21 @@ class Outbox:
         _check_outcome(outcome)
         # Everything that needs no database is prepared before the write transaction
         # starts: on SQLite, writers queue for each other.
-        delivery = {"store_id": store_id, "platform": platform, "topic": topic, "delivery_key": delivery_key,
-                    "received_at": received_at, "outcome": outcome, "error": error, "body": body,
-                    "headers": _dumps(_safe_headers(headers))}
+        q = self._statements
+        delivery = q.insert_delivery.bind({
+            "store_id": store_id, "platform": platform, "topic": topic, "delivery_key": delivery_key,
+            "received_at": received_at, "outcome": outcome, "error": error, "body": body,
+            "headers": _dumps(_safe_headers(headers))})
         rows = self._event_rows(store_id, platform, conversions, received_at)
         with self.engine.begin() as conn:
-            delivery_id = conn.execute(self._statements.insert_delivery, delivery).scalar_one_or_none()
-            if delivery_id is None:
-                return AcceptResult(delivery_id=None, duplicate=True, created=0)
-            created = self._insert_events(conn, delivery_id, store_id, rows)
+            cursor = conn.connection.cursor()
+            try:
+                delivery_id = q.insert_delivery.returning(cursor, delivery)
+                if delivery_id is None:
+                    return AcceptResult(delivery_id=None, duplicate=True, created=0)
+                created = self._insert_events(cursor, delivery_id, store_id, rows)
+            finally:
+                cursor.close()
         return AcceptResult(delivery_id=delivery_id, duplicate=False, created=created)
 
     def add_conversions(
@@ -249,12 +347,18 @@ class Outbox:
         self, conn: Connection, delivery_id: int, store_id: str, platform: str,
         conversions: Sequence[Conversion], now: datetime,
     ) -> int:
-        return self._insert_events(conn, delivery_id, store_id,
-                                   self._event_rows(store_id, platform, conversions, now))
+        rows = self._event_rows(store_id, platform, conversions, now)
+        cursor = conn.connection.cursor()
+        try:
+            return self._insert_events(cursor, delivery_id, store_id, rows)
+        finally:
+            cursor.close()
 
-    @staticmethod
-    def _event_rows(store_id: str, platform: str, conversions: Sequence[Conversion],
-                    now: datetime) -> list[tuple[Conversion, dict[str, Any]]]:
+    def _event_rows(self, store_id: str, platform: str, conversions: Sequence[Conversion],
+                    now: datetime) -> list[tuple[Conversion, dict[str, Any], list[dict[str, Any]]]]:
+        """Per conversion: the event row and its identifier rows, converted for the driver
+        (the ids that link them are filled in inside the transaction)."""
+        q = self._statements
         rows = []
         for conversion in conversions:
             event = conversion.event
@@ -264,73 +368,90 @@ class Outbox:
                 status = "unattributed"
             else:
                 status = "pending"
-            rows.append((conversion, {
+            identifiers = conversion.identifiers
+            row = q.insert_event.bind({
                 "store_id": store_id, "platform": platform, "business_key": event.idempotency_key,
                 "event_name": event.event_name, "status": status, "event": _dumps(event.to_record()),
-                "click_source": conversion.click_source, "identifiers": _dumps(dict(conversion.identifiers)),
+                "click_source": conversion.click_source, "identifiers": _dumps(dict(identifiers)),
                 "skip_reason": conversion.skip_reason, "value_note": conversion.value_note, "attempts": 0,
                 "next_attempt_at": now if status == "pending" else None, "created_at": now, "updated_at": now,
-            }))
+            })
+            # The same identifiers as the JSON column, one row each, for indexed look-ups
+            # (late binding, privacy requests).
+            index = [q.insert_identifiers.bind({"store_id": store_id, "kind": kind, "value": value})
+                     for kind, value in identifiers.items() if value]
+            rows.append((conversion, row, index))
         return rows
 
-    def _insert_events(self, conn: Connection, delivery_id: int, store_id: str,
-                       rows: Sequence[tuple[Conversion, dict[str, Any]]]) -> int:
+    def _insert_events(self, cursor, delivery_id: int, store_id: str,
+                       rows: Sequence[tuple[Conversion, dict[str, Any], list[dict[str, Any]]]]) -> int:
+        q = self._statements
         created = 0
-        for conversion, row in rows:
-            if conversion.high_water and not self._passes_high_water(conn, store_id, *conversion.high_water):
+        for conversion, row, index in rows:
+            if conversion.high_water and not self._passes_high_water(cursor, store_id, *conversion.high_water):
                 continue
-            inserted = conn.execute(self._statements.insert_event,
-                                    {**row, "delivery_id": delivery_id}).scalar_one_or_none()
+            row["delivery_id"] = delivery_id
+            inserted = q.insert_event.returning(cursor, row)
             if inserted is not None:
                 created += 1
-                self._index_identifiers(conn, inserted, store_id, conversion.identifiers)
+                self._index_identifiers(cursor, inserted, index)
         return created
 
-    @staticmethod
-    def _index_identifiers(conn: Connection, event_id: int, store_id: str,
-                           identifiers: Mapping[str, str]) -> None:
-        # The same identifiers as the JSON column, one row each, for indexed look-ups
-        # (late binding, privacy requests).
-        rows = [{"event_id": event_id, "store_id": store_id, "kind": kind, "value": value}
-                for kind, value in identifiers.items() if value]
-        if rows:
-            conn.execute(event_identifiers.insert(), rows)
+    def _index_identifiers(self, cursor, event_id: int, index: list[dict[str, Any]]) -> None:
+        if index:
+            for row in index:
+                row["event_id"] = event_id
+            self._statements.insert_identifiers.many(cursor, index)
 
-    def _passes_high_water(self, conn: Connection, store_id: str, key: str, count: int) -> bool:
-        # One upsert: a row comes back only when `count` beats the stored count, so two
-        # concurrent deliveries of the same cart cannot both pass the same mark.
-        stmt = self._insert(high_water).values(store_id=store_id, key=key, count=count)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["store_id", "key"],
-            set_={"count": stmt.excluded["count"]},
-            where=high_water.c["count"] < stmt.excluded["count"],
-        ).returning(high_water.c["count"])
-        return conn.execute(stmt).first() is not None
+    def _passes_high_water(self, cursor, store_id: str, key: str, count: int) -> bool:
+        q = self._statements.high_water
+        return q.returning(cursor, q.bind({"store_id": store_id, "key": key, "count": count})) is not None
 
     # -- the dispatcher ----------------------------------------------------------------
     def claim_due(
         self, *, now: datetime, limit: int, lease_seconds: float, owner: str = "",
     ) -> list[EventRow]:
         """Lease up to `limit` due events (expired leases first, then oldest due) to `owner`."""
+        q = self._statements
+        return [_event_row(row._mapping) for row in
+                self._claim(q.lease, q.lease_due, now=now, limit=limit, lease_seconds=lease_seconds,
+                            owner=owner)]
+
+    def claim_for_sending(
+        self, *, now: datetime, limit: int, lease_seconds: float, owner: str = "",
+    ) -> list["Claimed"]:
+        """`claim_due` for the dispatcher: the same leases, read back as `Claimed` rows
+        whose event is parsed only when a sender asks for it."""
+        q = self._statements
+        return [Claimed(*row[:4]) for row in
+                self._claim(q.lease_for_sending, q.lease_due_for_sending, now=now, limit=limit,
+                            lease_seconds=lease_seconds, owner=owner)]
+
+    def _claim(self, lease, lease_due, *, now: datetime, limit: int, lease_seconds: float,
+               owner: str) -> list:
+        """Lease expired rows by id with `lease`, then due ones with `lease_due` (both
+        UPDATE ... RETURNING, id first); return the rows they return in claim order."""
         if limit <= 0:
             return []
         q = self._statements
+        values = {"until": now + timedelta(seconds=lease_seconds), "owner": owner, "now": now}
         with self._writing() as conn:
-            expired = list(conn.execute(q.expired, {"now": now, "lim": limit}))
-            ids = [row.id for row in expired]
-            if len(ids) < limit:
-                ids += conn.execute(q.due, {"now": now, "lim": limit - len(ids)}).scalars().all()
-            if not ids:
-                return []
-            rows = conn.execute(q.lease, {"ids": ids, "until": now + timedelta(seconds=lease_seconds),
-                                          "owner": owner, "now": now}).mappings().all()
+            expired = conn.execute(q.expired, {"now": now, "lim": limit}).all()
+            rows = []
+            if expired:
+                rows = conn.execute(lease, {**values, "ids": [row[0] for row in expired]}).all()
+                order = {row[0]: i for i, row in enumerate(expired)}
+                rows.sort(key=lambda row: order[row[0]])
+            if len(rows) < limit:
+                due = conn.execute(lease_due, {**values, "lim": limit - len(rows)}).all()
+                due.sort(key=lambda row: (row.next_attempt_at, row.id))
+                rows += due
         if expired:
             log.warning(
                 "recovered %d events whose lease had expired: ids %s (previous owners %s)",
                 len(expired), [r.id for r in expired], sorted({r.lease_owner or "" for r in expired}),
             )
-        order = {event_id: i for i, event_id in enumerate(ids)}
-        return sorted((_event_row(m) for m in rows), key=lambda r: order[r.id])
+        return rows
 
     def extend_lease(self, event_ids: Sequence[int], *, now: datetime, lease_seconds: float,
                      owner: str = "") -> int:
@@ -361,17 +482,17 @@ class Outbox:
         """
         groups: dict[tuple, list[int]] = {}
         for finish in finishes:
-            groups.setdefault(finish.values_key(), []).append(finish.event_id)
-        c = events.c
+            groups.setdefault(finish.values(), []).append(finish.event_id)
+        # Prebuilt statements: building one costs more CPU than running it.
+        stmt = self._statements.finish_owned if owner else self._statements.finish
         changed = 0
         with self._writing() as conn:
-            for key, ids in groups.items():
-                where = [c.id.in_(ids), c.status == "sending"]
+            for values, ids in groups.items():
+                params = dict(zip(Finish.COLUMNS, values), ids=ids)
                 if owner:
-                    where.append(c.lease_owner == owner)
+                    params["owner"] = owner
                 # Every finish closes one attempt, so `attempts` counts the sends tried.
-                changed += conn.execute(update(events).where(*where).values(
-                    attempts=c.attempts + 1, lease_until=None, **dict(key))).rowcount
+                changed += conn.execute(stmt, params).rowcount
         return changed
 
     def _finish(self, finish: "Finish", owner: str) -> bool:

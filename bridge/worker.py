@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
 from datetime import datetime, timezone
 from random import Random
-from typing import Callable
+from typing import Callable, Union
 
 from bridge.config import StoreConfig, StoreRegistry
-from bridge.outbox import EventRow, Finish, Outbox
+from bridge.outbox import Claimed, EventRow, Finish, Outbox
 from bridge.retry import next_attempt_at
 from kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, SendResult
 from kwai.events import EventError
@@ -25,6 +25,8 @@ from kwai.events import EventError
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+#: A leased row: the dispatcher's own claim, or a full outbox row (`process`).
+Leased = Union[Claimed, EventRow]
 TOKEN_REFUSED = "access token refused by Kwai (10006)"
 
 
@@ -51,7 +53,7 @@ class Dispatcher:
         self._lock = threading.Lock()
 
     # -- one event ------------------------------------------------------------------
-    def _send(self, row: EventRow, store: StoreConfig) -> SendResult:
+    def _send(self, row: Leased, store: StoreConfig) -> SendResult:
         return self.client.send(row.event, pixel_id=store.pixel_id, access_token=store.access_token,
                                 track_flag=store.test_mode, method=store.send_method)
 
@@ -63,7 +65,7 @@ class Dispatcher:
                 return False
             return refused is not None
 
-    def _hold_store(self, store: StoreConfig, row: EventRow, result: SendResult, now: datetime) -> Finish:
+    def _hold_store(self, store: StoreConfig, row: Leased, result: SendResult, now: datetime) -> Finish:
         with self._lock:
             first = store.id not in self._refused_tokens
             self._refused_tokens[store.id] = store.access_token
@@ -74,7 +76,7 @@ class Dispatcher:
                       "`kwai-bridge events replay --store %s --result 10006`.", store.id, held + 1, store.id)
         return Finish(row.id, "held", now, error=TOKEN_REFUSED, response=result.body, result=10006)
 
-    def attempt(self, row: EventRow) -> Callable[[datetime], Finish]:
+    def attempt(self, row: Leased) -> Callable[[datetime], Finish]:
         """Send one claimed row (in a sender thread); return how to decide its outcome,
         which the loop records for every ready row in one transaction (`_settle`)."""
         store = self.registry.stores.get(row.store_id)
@@ -89,13 +91,13 @@ class Dispatcher:
             return partial(Finish, row.id, "dead", error=str(exc))
         return partial(self._decide, row, store, result)
 
-    def process(self, row: EventRow) -> str:
+    def process(self, row: Leased) -> str:
         """Send one claimed row and record its outcome; return the status it ended in."""
         finish = self.attempt(row)(self.clock())
         self.outbox.finish_many([finish], owner=self.owner)
         return finish.status
 
-    def _decide(self, row: EventRow, store: StoreConfig, result: SendResult, now: datetime) -> Finish:
+    def _decide(self, row: Leased, store: StoreConfig, result: SendResult, now: datetime) -> Finish:
         outcome = result.outcome
         if isinstance(outcome, Delivered):
             return Finish(row.id, "sent", now, response=result.body, result=1)
@@ -125,46 +127,45 @@ class Dispatcher:
         nothing is due. Returns how many events ended in each status."""
         stop = stop or threading.Event()
         tally: dict[str, int] = {}
-        in_flight: set[Future] = set()
-        done: set[Future] = set()
-        # Claimed rows may queue in the pool beyond its threads, so that a sender never
-        # waits for the loop; the lease covers that short wait.
-        capacity = 2 * self.concurrency
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="kwai-send") as pool:
+        done: list[Recorder | None] = []
+        # Claimed rows may queue for the senders beyond their number, so that a sender
+        # never waits for the loop, and each pass (a fixed cost of statements) records
+        # and claims many rows; the lease covers that short wait.
+        capacity = 4 * self.concurrency
+        senders = _Senders(self.attempt, self.concurrency)
+        try:
             while True:
-                want = 0 if stop.is_set() else capacity - len(in_flight)
-                rows = self._settle(done, tally, claim=want)
-                in_flight.update(pool.submit(self.attempt, row) for row in rows)
-                if not in_flight:
+                want = 0 if stop.is_set() else capacity - senders.in_flight
+                senders.submit(self._settle(done, tally, claim=want))
+                if not senders.in_flight:
                     if once or stop.is_set():
                         break
                     stop.wait(poll_interval)
-                    done = set()
+                    done = []
                     continue
                 # At capacity, wait for a sender; otherwise look for newly due rows at
                 # least every poll interval.
-                full = len(in_flight) >= capacity or stop.is_set()
-                done, in_flight = _wait(in_flight, timeout=None if full else poll_interval)
+                full = senders.in_flight >= capacity or stop.is_set()
+                done = senders.collect(timeout=None if full else poll_interval)
+        finally:
+            senders.close()
         return tally
 
-    def _settle(self, done: set[Future], tally: dict[str, int], *, claim: int) -> list[EventRow]:
+    def _settle(self, done: list[Recorder | None], tally: dict[str, int], *, claim: int) -> list[Claimed]:
         """Record every finished attempt and claim up to `claim` due rows, in one
         transaction: on SQLite each commit is an fsync, and one per event would cap
-        throughput far below what Kwai can take."""
-        recorders = []
-        for fut in done:
-            try:
-                recorders.append(fut.result())
-            except Exception:  # a fault of ours: the lease expires and the row comes back
-                log.exception("sending an event failed unexpectedly; it returns when its lease expires")
-                tally["error"] = tally.get("error", 0) + 1
+        throughput far below what Kwai can take. `None` in `done` is an attempt that
+        failed unexpectedly (a fault of ours): its lease expires and the row comes back."""
+        recorders = [decide for decide in done if decide is not None]
+        if len(recorders) < len(done):
+            tally["error"] = tally.get("error", 0) + len(done) - len(recorders)
         try:
             with self.outbox.batch():
                 now = self.clock()  # one time for the batch, so that alike outcomes share a statement
                 finishes = [decide(now) for decide in recorders]
                 self.outbox.finish_many(finishes, owner=self.owner)
-                rows = self.outbox.claim_due(now=now, limit=claim, lease_seconds=self.lease_seconds,
-                                             owner=self.owner) if claim > 0 else []
+                rows = self.outbox.claim_for_sending(now=now, limit=claim, lease_seconds=self.lease_seconds,
+                                                     owner=self.owner) if claim > 0 else []
         except Exception:  # a storage fault: the leases expire and the rows come back
             log.exception("recording %d outcome(s) failed; those events return when their lease expires",
                           len(recorders))
@@ -179,10 +180,64 @@ class Dispatcher:
 #: records several outcomes (a few milliseconds against Kwai's round trip).
 GATHER_SECONDS = 0.003
 
+Recorder = Callable[[datetime], Finish]
 
-def _wait(futures: set[Future], timeout: float | None) -> tuple[set[Future], set[Future]]:
-    done, pending = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-    if done and pending:
-        more, pending = wait(pending, timeout=GATHER_SECONDS, return_when=ALL_COMPLETED)
-        done |= more
-    return set(done), set(pending)
+
+class _Senders:
+    """`count` threads that run `attempt` on submitted rows and collect what it returns.
+
+    A plain queue and one condition rather than an executor's futures: the loop is one
+    thread sharing the GIL with every sender, and a future per event (its lock, its
+    waiters, a `wait` over the whole set on each pass) was CPU taken from the senders.
+    """
+
+    def __init__(self, attempt: Callable[[Claimed], Recorder], count: int) -> None:
+        self._attempt = attempt
+        self._todo: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
+        self._ready = threading.Condition(threading.Lock())
+        self._done: list[Recorder | None] = []
+        self.in_flight = 0  # submitted and not yet collected; changed under _ready
+        self._threads = [threading.Thread(target=self._work, name=f"kwai-send_{n}", daemon=True)
+                         for n in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, rows: list[Claimed]) -> None:
+        if not rows:
+            return
+        with self._ready:
+            self.in_flight += len(rows)
+        for row in rows:
+            self._todo.put(row)
+
+    def _work(self) -> None:
+        while (row := self._todo.get()) is not None:
+            try:
+                decide: Recorder | None = self._attempt(row)
+            except Exception:
+                log.exception("sending an event failed unexpectedly; it returns when its lease expires")
+                decide = None
+            with self._ready:
+                self._done.append(decide)
+                # Wake the loop for the first result and for the last one, not for each.
+                if len(self._done) == 1 or len(self._done) == self.in_flight:
+                    self._ready.notify()
+
+    def collect(self, timeout: float | None) -> list[Recorder | None]:
+        """Wait up to `timeout` for an attempt to finish, then up to GATHER_SECONDS for
+        the others in flight; return (and forget) every finished one."""
+        with self._ready:
+            if not self._done:
+                self._ready.wait(timeout)
+            if self._done and len(self._done) < self.in_flight:
+                self._ready.wait(GATHER_SECONDS)
+            done, self._done = self._done, []
+            self.in_flight -= len(done)
+        return done
+
+    def close(self) -> None:
+        """Let the senders finish what was submitted, then stop them."""
+        for _ in self._threads:
+            self._todo.put(None)
+        for thread in self._threads:
+            thread.join()

@@ -128,14 +128,16 @@ def _json_text(item: Any) -> str:
     here is small (dicts, lists, str, int, Decimal), so it is written directly.
     """
     if isinstance(item, dict):
-        return "{" + ",".join(
-            json.dumps(str(key), ensure_ascii=False) + ":" + _json_text(val) for key, val in item.items()
-        ) + "}"
+        return "{" + ",".join(_encode(str(key)) + ":" + _json_text(val) for key, val in item.items()) + "}"
     if isinstance(item, (list, tuple)):
         return "[" + ",".join(_json_text(val) for val in item) + "]"
     if isinstance(item, Decimal):
         return _decimal_text(item, "price")
-    return json.dumps(item, ensure_ascii=False, allow_nan=False)
+    return _encode(item)
+
+
+# One encoder for every leaf: `json.dumps` with non-default options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def _query_text(item: Any) -> str:
