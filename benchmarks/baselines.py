@@ -13,7 +13,7 @@ import hmac
 import os
 import sqlite3
 
-from flask import Flask, g, request
+from flask import Flask, request
 
 
 def bare_app() -> Flask:
@@ -33,14 +33,18 @@ def durable_app() -> Flask:
     path = os.environ["BENCH_SQLITE_PATH"]
     synchronous = os.environ.get("KWAI_BRIDGE_SQLITE_SYNCHRONOUS", "FULL")
 
+    opened: dict[int, sqlite3.Connection] = {}
+
     def db() -> sqlite3.Connection:
-        if "db" not in g:
-            conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+        # One connection per worker process, opened on its first request.
+        conn = opened.get(os.getpid())
+        if conn is None:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
             conn.execute("pragma journal_mode=wal")
             conn.execute(f"pragma synchronous={synchronous}")
             conn.execute("create table if not exists inbox (id text primary key, body blob)")
-            g.db = conn
-        return g.db
+            opened[os.getpid()] = conn
+        return conn
 
     @app.post("/webhooks/<platform>/<store>")
     def receive(platform: str, store: str):
