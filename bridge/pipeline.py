@@ -84,12 +84,17 @@ class Pipeline:
 
     # -- the request path -----------------------------------------------------------
     def handle(self, platform: str, store_id: str | None, request: WebhookRequest, *, now: datetime) -> Answer:
+        adapter = adapters.REGISTRY.get(platform)
+        if store_id is None and adapter is not None and adapter.is_ping(request):
+            # WooCommerce's ping carries no header naming the site: on the shared route it
+            # cannot be matched to a store, and it must get exactly 200 all the same.
+            log.info("%s webhook ping answered on the shared route", platform)
+            return Answer(200, "pong")
         found = self.find_store(platform, store_id, request)
         if isinstance(found, Answer):
             log.info("webhook refused: %s %s (%s)", platform, store_id or "-", found.message)
             return found
         store = found
-        adapter = adapters.REGISTRY[platform]
         if adapter.is_ping(request):
             log.info("store %s: webhook ping answered", store.id)
             return Answer(200, "pong")
@@ -136,14 +141,17 @@ class Pipeline:
 
     def _privacy(self, store: StoreConfig, adapter, notification: Notification, key: str, now: datetime) -> Answer:
         request = adapter.privacy_request(notification)
+        # The duty first, then the record of the delivery: if the duty fails the answer is
+        # a 5xx and the platform's retry does it (redaction is idempotent), rather than a
+        # recorded delivery whose retry would be dropped as a duplicate.
+        if request is not None and self.privacy is not None:
+            self.privacy.apply(store, request, now=now)
         result = self.outbox.accept(
             store_id=store.id, platform=notification.platform, topic=notification.topic,
             delivery_key=key, received_at=now, body=b"", headers={}, conversions=(), outcome="privacy",
         )
         if result.duplicate:
             return Answer(200, "duplicate")
-        if request is not None and self.privacy is not None:
-            self.privacy.apply(store, request, now=now)
         log.info("store %s: privacy topic %s handled", store.id, notification.topic)
         return Answer(200, "privacy", {"topic": notification.topic})
 

@@ -194,3 +194,24 @@ def test_redaction_is_seen_by_a_later_export(app, database_url, tmp_path, monkey
     monkeypatch.setenv("KWAI_BRIDGE_STORES", str(tmp_path / "stores.toml"))
     done = CliRunner().invoke(cli.main, ["privacy", "export", "--store", "acme", "--customer", "191167"])
     assert json.loads(done.output)["events"] == [] and json.loads(done.output)["clicks"] == []
+
+
+def test_a_failed_redaction_is_not_recorded_so_the_platform_retry_does_it(app):
+    client = app.test_client()
+    populate(client, "shopify")
+    pipeline = app.extensions["kwai_bridge.pipeline"]
+    working = pipeline.privacy
+
+    class Broken:
+        def apply(self, *args, **kwargs):
+            raise RuntimeError("database went away")
+
+    pipeline.privacy = Broken()
+    body = json.dumps(REDACT).encode()
+    headers = headers_for("shopify", "customers/redact", shop=SHOPS["shopify"], secret=SECRETS["shopify"], body=body)
+    app.testing = False  # answer as in production: a 500, not a raised exception
+    assert client.post("/webhooks/shopify/acme", data=body, headers=headers).status_code == 500
+    pipeline.privacy = working
+    retry = client.post("/webhooks/shopify/acme", data=body, headers=headers)
+    assert retry.status_code == 200 and retry.json["status"] == "privacy"
+    assert held(app, "acme")["clicks"] == ["B:cart_token"], "the retry did the redaction"

@@ -108,10 +108,10 @@ def test_signed_but_not_json_is_400(client):
     assert outbox_of(client).list_events() == []
 
 
-def test_woocommerce_ping_gets_exactly_200_and_nothing_stored(client):
+@pytest.mark.parametrize("url", ["/webhooks/woocommerce/woo", "/webhooks/woocommerce"])
+def test_woocommerce_ping_gets_exactly_200_and_nothing_stored(client, url):
     body = fixture_bytes("woocommerce/woocommerce_ping_body.DERIVED_FROM_CODE.txt")
-    answer = client.post("/webhooks/woocommerce/woo", data=body,
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    answer = client.post(url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert answer.status_code == 200
     assert outbox_of(client).list_events() == []
 
