@@ -24,8 +24,10 @@ test: $(STAMP)
 
 ## Benchmarks (not part of `make test`): dispatch throughput and webhook ingest.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/dispatch.py
-	$(BIN)/python benchmarks/ingest.py
+	status=0; \
+	$(BIN)/python benchmarks/dispatch.py || status=1; \
+	$(BIN)/python benchmarks/ingest.py || status=1; \
+	exit $$status
 
 ## The whole flow offline on loopback: fake Kwai, signed webhooks, dispatcher.
 demo: $(STAMP)
