@@ -226,7 +226,8 @@ def _sqlite_engine(parsed, synchronous: str) -> Engine:
         dbapi_connection = conn.connection.dbapi_connection
         dbapi_connection.acquire_writer_lock(lock_path)
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Straight to the driver: this runs for every write, under the writer lock.
+            dbapi_connection.execute("BEGIN IMMEDIATE")
         except BaseException:
             dbapi_connection.release_writer_lock()
             raise
