@@ -1,0 +1,306 @@
+"""The outbox: deliveries received and the Kwai events derived from them.
+
+Every write is one short transaction. A webhook is accepted (delivery + events) at
+once or not at all; the dispatcher claims due events under a lease, so a dispatcher
+that dies mid-send loses nothing: its rows come back when the lease runs out.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, Iterator, Mapping, Sequence
+
+from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from adapters.base import Conversion
+from bridge.db import EVENT_STATUSES, deliveries, events, reading
+from bridge.outbox.dispatch import Dispatching
+from bridge.outbox.rows import (
+    PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
+    _delivery_row, _dumps, _event_row, _safe_headers,
+)
+from bridge.outbox.statements import _Statements
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RESPONSE_LIMIT", "AcceptResult", "Claimed", "DeliveryRow", "EventRow", "Finish", "Outbox",
+           "UnknownDelivery"]
+
+
+class Outbox(Dispatching):
+    """Storage for deliveries and events; every method is one or a few short transactions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._local = threading.local()
+        self._statements = _Statements(self._insert, engine.dialect)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the `mark_*` and `hold_store` calls made inside, in this thread, in one
+        transaction: one commit (one fsync on SQLite) for many outcomes."""
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self.engine.begin() as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    # -- the webhook path ------------------------------------------------------------
+    def accept(
+        self, *, store_id: str, platform: str, topic: str, delivery_key: str,
+        received_at: datetime, body: bytes, headers: Mapping[str, str],
+        conversions: Sequence[Conversion], outcome: str = "queued", error: str | None = None,
+    ) -> AcceptResult:
+        """Store a delivery and its events in one transaction; a known delivery writes nothing."""
+        _check_outcome(outcome)
+        # Everything that needs no database is prepared before the write transaction
+        # starts: on SQLite, writers queue for each other.
+        q = self._statements
+        delivery = q.insert_delivery.bind({
+            "store_id": store_id, "platform": platform, "topic": topic, "delivery_key": delivery_key,
+            "received_at": received_at, "outcome": outcome, "error": error, "body": body,
+            "headers": _dumps(_safe_headers(headers))})
+        rows = self._event_rows(store_id, platform, conversions, received_at)
+        with self.engine.begin() as conn:
+            cursor = conn.connection.cursor()
+            try:
+                delivery_id = q.insert_delivery.returning(cursor, delivery)
+                if delivery_id is None:
+                    return AcceptResult(delivery_id=None, duplicate=True, created=0)
+                created = self._insert_events(cursor, delivery_id, store_id, rows)
+            finally:
+                cursor.close()
+        return AcceptResult(delivery_id=delivery_id, duplicate=False, created=created)
+
+    def add_conversions(
+        self, delivery_id: int, *, store_id: str, platform: str,
+        conversions: Sequence[Conversion], outcome: str, error: str | None = None,
+        now: datetime,
+    ) -> int:
+        """Add events to a stored delivery and set its outcome (reprocessing); return events created."""
+        _check_outcome(outcome)
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                update(deliveries).where(deliveries.c.id == delivery_id)
+                .values(outcome=outcome, error=error)
+            ).rowcount
+            if not found:
+                raise UnknownDelivery(f"no delivery {delivery_id}")
+            return self._add(conn, delivery_id, store_id, platform, conversions, now)
+
+    def _add(
+        self, conn: Connection, delivery_id: int, store_id: str, platform: str,
+        conversions: Sequence[Conversion], now: datetime,
+    ) -> int:
+        rows = self._event_rows(store_id, platform, conversions, now)
+        cursor = conn.connection.cursor()
+        try:
+            return self._insert_events(cursor, delivery_id, store_id, rows)
+        finally:
+            cursor.close()
+
+    def _event_rows(self, store_id: str, platform: str, conversions: Sequence[Conversion],
+                    now: datetime) -> list[tuple[Conversion, dict[str, Any], list[dict[str, Any]]]]:
+        """Per conversion: the event row and its identifier rows, converted for the driver
+        (the ids that link them are filled in inside the transaction)."""
+        q = self._statements
+        rows = []
+        for conversion in conversions:
+            event = conversion.event
+            if conversion.skip_reason:
+                status = "skipped"
+            elif event.click_id is None:
+                status = "unattributed"
+            else:
+                status = "pending"
+            identifiers = conversion.identifiers
+            row = q.insert_event.bind({
+                "store_id": store_id, "platform": platform, "business_key": event.idempotency_key,
+                "event_name": event.event_name, "status": status, "event": _dumps(event.to_record()),
+                "click_source": conversion.click_source, "identifiers": _dumps(dict(identifiers)),
+                "skip_reason": conversion.skip_reason, "value_note": conversion.value_note, "attempts": 0,
+                "next_attempt_at": now if status == "pending" else None, "created_at": now, "updated_at": now,
+            })
+            # The same identifiers as the JSON column, one row each, for indexed look-ups
+            # (late binding, privacy requests).
+            index = [q.insert_identifiers.bind({"store_id": store_id, "kind": kind, "value": value})
+                     for kind, value in identifiers.items() if value]
+            rows.append((conversion, row, index))
+        return rows
+
+    def _insert_events(self, cursor, delivery_id: int, store_id: str,
+                       rows: Sequence[tuple[Conversion, dict[str, Any], list[dict[str, Any]]]]) -> int:
+        q = self._statements
+        created = 0
+        for conversion, row, index in rows:
+            if conversion.high_water and not self._passes_high_water(cursor, store_id, *conversion.high_water):
+                continue
+            row["delivery_id"] = delivery_id
+            inserted = q.insert_event.returning(cursor, row)
+            if inserted is not None:
+                created += 1
+                self._index_identifiers(cursor, inserted, index)
+        return created
+
+    def _index_identifiers(self, cursor, event_id: int, index: list[dict[str, Any]]) -> None:
+        if index:
+            for row in index:
+                row["event_id"] = event_id
+            self._statements.insert_identifiers.many(cursor, index)
+
+    def _passes_high_water(self, cursor, store_id: str, key: str, count: int) -> bool:
+        q = self._statements.high_water
+        return q.returning(cursor, q.bind({"store_id": store_id, "key": key, "count": count})) is not None
+
+    # -- attribution -----------------------------------------------------------------
+    def attach_click(self, store_id: str, *, event_ids: Sequence[int], click_id: str,
+                     source: str, now: datetime) -> int:
+        """Give unattributed events a click id and queue them; return how many."""
+        if not event_ids:
+            return 0
+        c = events.c
+        done = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(c.id, c.event).where(c.store_id == store_id, c.status == "unattributed",
+                                            c.id.in_(list(event_ids)))
+                .with_for_update()
+            ).all()
+            for row in rows:
+                record = json.loads(row.event)
+                record["click_id"] = click_id
+                done += conn.execute(
+                    update(events).where(c.id == row.id, c.status == "unattributed")
+                    .values(event=_dumps(record), click_source=source, status="pending",
+                            next_attempt_at=now, updated_at=now)
+                ).rowcount
+        return done
+
+    def unattributed_since(self, store_id: str, *, since: datetime) -> list[EventRow]:
+        """Events of a store still waiting for a click id, created at or after `since`."""
+        return self._events(events.c.store_id == store_id, events.c.status == "unattributed",
+                            events.c.created_at >= since, order=events.c.id)
+
+    # -- reading ---------------------------------------------------------------------
+    def _events(self, *where, order, limit: int | None = None, offset: int = 0) -> list[EventRow]:
+        stmt = select(events).where(*where).order_by(order).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with reading(self.engine) as conn:
+            return [_event_row(m) for m in conn.execute(stmt).mappings()]
+
+    def list_events(self, *, status: str | None = None, store_id: str | None = None,
+                    limit: int = 100, offset: int = 0) -> list[EventRow]:
+        """Events, newest first, optionally of one status and one store."""
+        where = []
+        if status is not None:
+            where.append(events.c.status == status)
+        if store_id is not None:
+            where.append(events.c.store_id == store_id)
+        return self._events(*where, order=events.c.id.desc(), limit=limit, offset=offset)
+
+    def get_event(self, event_id: int) -> EventRow | None:
+        found = self._events(events.c.id == event_id, order=events.c.id)
+        return found[0] if found else None
+
+    def counts(self, *, store_id: str | None = None) -> dict[str, int]:
+        """Number of events in each status (every status present, zeros included)."""
+        stmt = select(events.c.status, func.count()).group_by(events.c.status)
+        if store_id is not None:
+            stmt = stmt.where(events.c.store_id == store_id)
+        result = dict.fromkeys(EVENT_STATUSES, 0)
+        with reading(self.engine) as conn:
+            result.update({status: n for status, n in conn.execute(stmt)})
+        return result
+
+    def due_count(self, now: datetime) -> int:
+        """Events a claim at `now` could take (due pending rows and expired leases)."""
+        c = events.c
+        with reading(self.engine) as conn:
+            return conn.execute(
+                select(func.count()).select_from(events).where(
+                    ((c.status == "pending") & (c.next_attempt_at <= now))
+                    | ((c.status == "sending") & (c.lease_until <= now)))
+            ).scalar_one()
+
+    def next_due_at(self) -> datetime | None:
+        """When the next event becomes claimable (a pending row falls due or a lease ends)."""
+        c = events.c
+        with reading(self.engine) as conn:
+            times = [
+                conn.execute(select(func.min(c.next_attempt_at)).where(c.status == "pending")).scalar(),
+                conn.execute(select(func.min(c.lease_until)).where(c.status == "sending")).scalar(),
+            ]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
+
+    def deliveries_for_reprocess(self, *, since: datetime, store_id: str | None = None) -> list[DeliveryRow]:
+        """Failed deliveries received at or after `since` whose body is still kept."""
+        c = deliveries.c
+        stmt = select(deliveries).where(c.outcome == "failed", c.body.is_not(None), c.received_at >= since)
+        if store_id is not None:
+            stmt = stmt.where(c.store_id == store_id)
+        with reading(self.engine) as conn:
+            return [_delivery_row(m) for m in conn.execute(stmt.order_by(c.id)).mappings()]
+
+    def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
+        with reading(self.engine) as conn:
+            m = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().first()
+        return None if m is None else _delivery_row(m)
+
+    # -- housekeeping ----------------------------------------------------------------
+    def prune(self, *, now: datetime, body_days: int = 7, sent_days: int = 30) -> dict[str, int]:
+        """Drop old bodies, old sent and skipped events, and old deliveries no unsent event needs."""
+        body_cutoff = now - timedelta(days=body_days)
+        cutoff = now - timedelta(days=sent_days)
+        d, e = deliveries.c, events.c
+        bodies = self._batched(
+            select(d.id).where(d.body.is_not(None), d.received_at < body_cutoff),
+            lambda ids: update(deliveries).where(d.id.in_(ids)).values(body=None))
+        done = self._batched(
+            select(e.id).where(and_(e.status == "sent", e.sent_at < cutoff)
+                               | and_(e.status == "skipped", e.updated_at < cutoff)),
+            lambda ids: delete(events).where(e.id.in_(ids)))
+        still_needed = exists().where(e.delivery_id == d.id, e.status != "sent")
+        keys = self._batched(
+            select(d.id).where(d.received_at < cutoff, ~still_needed),
+            lambda ids: delete(deliveries).where(d.id.in_(ids)))
+        if bodies or done or keys:
+            log.info("pruned %d bodies, %d events, %d deliveries", bodies, done, keys)
+        return {"bodies": bodies, "events": done, "deliveries": keys}
+
+    def _batched(self, select_ids, change) -> int:
+        # Short transactions: the webhook path never waits long for the write lock.
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = conn.execute(select_ids.limit(PRUNE_BATCH)).scalars().all()
+                if ids:
+                    conn.execute(change(ids))
+            total += len(ids)
+            if len(ids) < PRUNE_BATCH:
+                return total
+
+    def ping(self) -> None:
+        """Raise when the database does not answer (readiness)."""
+        with reading(self.engine) as conn:
+            conn.execute(select(1)).scalar_one()
