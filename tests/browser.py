@@ -73,3 +73,20 @@ def browser_page(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser_page: Any) -> Iterator[Any]:
+    """The browser page; a console message, a refused CORS request or an uncaught script
+    error shows up as noise and fails the test."""
+    noise: list[str] = []
+    browser_page.on("console", lambda message: noise.append(f"console.{message.type}: {message.text}"))
+    browser_page.on("pageerror", lambda error: noise.append(f"uncaught: {error}"))
+    yield browser_page
+    assert noise == []
+
+
+def visit(page: Any, url: str) -> None:
+    """Load `url` and wait until the snippet's requests on that page have finished."""
+    page.goto(url)
+    page.evaluate("window.kwaiBridge && window.kwaiBridge.settled()")

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.browser import browser_page  # noqa: F401
+from tests.browser import browser_page, page, visit  # noqa: F401 (fixtures)
 from tests.storefront import STATIC, ClicksRecorder, Storefront
 
 pytestmark = pytest.mark.browser
@@ -53,22 +53,6 @@ def shop(open_shop: Callable[[str], Storefront]) -> Storefront:
 @pytest.fixture
 def woo(open_shop: Callable[[str], Storefront]) -> Storefront:
     return open_shop("woocommerce")
-
-
-@pytest.fixture
-def page(browser_page: Any) -> Iterator[Any]:  # noqa: F811 (the fixture imported above)
-    """The browser page; the snippet must not log nor throw while the test runs."""
-    noise: list[str] = []
-    browser_page.on("console", lambda message: noise.append(f"console.{message.type}: {message.text}"))
-    browser_page.on("pageerror", lambda error: noise.append(f"uncaught: {error}"))
-    yield browser_page
-    assert noise == []
-
-
-def visit(page: Any, url: str) -> None:
-    """Load `url` and wait until the snippet's requests on that page have finished."""
-    page.goto(url)
-    page.evaluate("window.kwaiBridge && window.kwaiBridge.settled()")
 
 
 def kept(page: Any) -> tuple[str | None, str | None]:

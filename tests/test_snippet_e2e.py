@@ -20,7 +20,7 @@ from bridge.attribution import ClickStore
 from bridge.worker import Dispatcher
 from kwai.client import KwaiClient
 from server import create_app
-from tests.browser import browser_page  # noqa: F401
+from tests.browser import browser_page, page, visit  # noqa: F401 (fixtures)
 from tests.conftest import fixture_bytes
 from tests.fake_kwai import FakeKwai
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
@@ -115,21 +115,6 @@ def world(tmp_path, sqlite_url) -> Iterator[tuple[Bridge, BridgedStorefront, Bri
     yield bridge, shop, woo
     for closing in (shop, woo, bridge):
         closing.close()
-
-
-@pytest.fixture
-def page(browser_page: Any) -> Iterator[Any]:  # noqa: F811 (the fixture imported above)
-    """The browser page; a refused CORS request or a script error shows up as noise."""
-    noise: list[str] = []
-    browser_page.on("console", lambda message: noise.append(f"console.{message.type}: {message.text}"))
-    browser_page.on("pageerror", lambda error: noise.append(f"uncaught: {error}"))
-    yield browser_page
-    assert noise == []
-
-
-def visit(page: Any, url: str) -> None:
-    page.goto(url)
-    page.evaluate("window.kwaiBridge && window.kwaiBridge.settled()")
 
 
 def cookie(page: Any) -> str | None:
