@@ -51,6 +51,8 @@ class Dispatcher:
         # store id -> the access token Kwai refused; cleared when the token changes.
         self._refused_tokens: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Stores of the rows last claimed that have events held for 10006 in the database.
+        self._held_in_db: frozenset[str] = frozenset()
 
     # -- one event ------------------------------------------------------------------
     def _send(self, row: Leased, store: StoreConfig) -> SendResult:
@@ -62,8 +64,10 @@ class Dispatcher:
             refused = self._refused_tokens.get(store.id)
             if refused is not None and refused != store.access_token:
                 del self._refused_tokens[store.id]
-                return False
-            return refused is not None
+                refused = None
+        # Held by another dispatcher, or by this one before a restart: until the operator
+        # replays, the held rows say so.
+        return refused is not None or store.id in self._held_in_db
 
     def _hold_store(self, store: StoreConfig, row: Leased, result: SendResult, now: datetime) -> Finish:
         with self._lock:
@@ -166,6 +170,8 @@ class Dispatcher:
                 self.outbox.finish_many(finishes, owner=self.owner)
                 rows = self.outbox.claim_for_sending(now=now, limit=claim, lease_seconds=self.lease_seconds,
                                                      owner=self.owner) if claim > 0 else []
+                if rows:
+                    self._held_in_db = frozenset(self.outbox.held_stores({row.store_id for row in rows}))
         except Exception:  # a storage fault: the leases expire and the rows come back
             log.exception("recording %d outcome(s) failed; those events return when their lease expires",
                           len(recorders))

@@ -200,3 +200,22 @@ def test_expired_lease_returns_the_event(setup, kwai):
     assert dispatcher.run(once=True) == {}, "leased by another worker"
     clock.advance(61)
     assert dispatcher.run(once=True) == {"sent": 1}
+
+
+def test_a_hold_is_kept_by_a_second_dispatcher_and_after_a_restart(setup, kwai):
+    outbox, dispatcher, clock, registry, stores = setup()
+    kwai.accepted_tokens = {"good-token"}
+    accept(outbox, purchase("1"))
+    assert dispatcher.run(once=True) == {"held": 1}
+    refused = len(kwai.received)
+    accept(outbox, purchase("2"), key="d2")
+    # A dispatcher that did not see the 10006 itself (another process, or this one
+    # restarted) reads the hold from the held rows and spends no request.
+    fresh = Dispatcher(outbox=outbox, registry=registry, client=dispatcher.client, concurrency=4,
+                       lease_seconds=60, clock=clock, rng=Random(3), owner="second")
+    assert fresh.run(once=True) == {"held": 1}
+    assert len(kwai.received) == refused
+    write_stores(stores, [store_entry("shopify", "acme", access_token="good-token")])
+    assert registry.reload()
+    assert outbox.replay(now=clock.now, store_id="acme", result=10006) == 2
+    assert fresh.run(once=True) == {"sent": 2}

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from bridge.db import events
 from bridge.outbox.rows import Claimed, EventRow, Finish, _cut, _event_row
@@ -139,6 +139,16 @@ class Dispatching:
                 .values(status="held", next_attempt_at=None, last_error=_cut(error), last_result=result,
                         updated_at=now)
             ).rowcount
+
+    def held_stores(self, store_ids: Iterable[str], *, result: int = 10006) -> set[str]:
+        """Which of `store_ids` have events held for Kwai's `result` (a refused token)."""
+        wanted = sorted(set(store_ids))
+        if not wanted:
+            return set()
+        c = events.c
+        with self._writing() as conn:
+            return set(conn.execute(select(c.store_id).distinct().where(
+                c.store_id.in_(wanted), c.status == "held", c.last_result == result)).scalars())
 
     def replay(self, *, now: datetime, event_id: int | None = None, store_id: str | None = None,
                result: int | None = None) -> int:
