@@ -77,6 +77,15 @@ def database_url(request, tmp_path):
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture
+def kwai():
+    """A fake Kwai Event API on loopback (tests/fake_kwai.py), checking every request."""
+    from tests.fake_kwai import FakeKwai
+
+    with FakeKwai() as fake:
+        yield fake
+
+
 def fixture_bytes(relpath: str) -> bytes:
     """The exact bytes of a sample under tests/fixtures/ (copied verbatim from shared/samples)."""
     return (FIXTURES / relpath).read_bytes()

@@ -17,7 +17,6 @@ from bridge.retry import RETRY_SCHEDULE
 from bridge.worker import Dispatcher
 from kwai.client import KwaiClient
 from kwai.events import Content, KwaiEvent
-from tests.fake_kwai import FakeKwai
 from tests.serving import store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -45,12 +44,6 @@ def purchase(order_id: str, *, click_id: str | None = "CLICK.abc+/=", value: str
         content_id="p1", quantity=2,
     )
     return Conversion(event=event, click_source="attribute" if click_id else None)
-
-
-@pytest.fixture
-def kwai():
-    with FakeKwai() as fake:
-        yield fake
 
 
 @pytest.fixture

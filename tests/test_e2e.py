@@ -11,7 +11,6 @@ import pytest
 import requests
 
 from tests.conftest import fixture_bytes
-from tests.fake_kwai import FakeKwai
 from tests.serving import SECRETS, SHOPS, Served, bridge_env, run_cli, store_entry, write_stores
 from tests.signing import headers_for
 
@@ -29,12 +28,6 @@ def paid_shopify_order(order_id: int, click_id: str) -> bytes:
 def post(url: str, platform: str, topic: str, body: bytes, **kw) -> requests.Response:
     headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body, **kw)
     return requests.post(url, data=body, headers=headers, timeout=10)
-
-
-@pytest.fixture
-def kwai():
-    with FakeKwai() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -17,14 +17,12 @@ from datetime import datetime, timedelta, timezone
 from random import Random
 from typing import Callable
 
-import pytest
 
 from bridge.db import make_engine, migrate
 from bridge.worker import Dispatcher
 from kwai.client import KwaiClient
 from server import create_app
 from tests.conftest import fixture_bytes
-from tests.fake_kwai import FakeKwai
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
@@ -225,12 +223,6 @@ JOURNEYS: tuple[Callable[[World], None], ...] = (
     one_visit, later_visit, express_checkout, woo_percent_encoded, abandoned_resumed, boleto_paid_later,
     two_ad_clicks, no_kwai_click,
 )
-
-
-@pytest.fixture
-def kwai():
-    with FakeKwai() as fake:
-        yield fake
 
 
 def test_journeys_are_attributed_right(tmp_path, database_url, kwai, capsys):

@@ -36,12 +36,6 @@ class Clock:
 
 
 @pytest.fixture
-def kwai():
-    with FakeKwai() as fake:
-        yield fake
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

@@ -96,12 +96,6 @@ class Bridge:
 
 
 @pytest.fixture
-def kwai() -> Iterator[FakeKwai]:
-    with FakeKwai() as fake:
-        yield fake
-
-
-@pytest.fixture
 def world(tmp_path, sqlite_url) -> Iterator[tuple[Bridge, BridgedStorefront, BridgedStorefront]]:
     shop = BridgedStorefront(endpoint="http://127.0.0.1:9/unused", platform="shopify")
     woo = BridgedStorefront(endpoint="http://127.0.0.1:9/unused", platform="woocommerce")
