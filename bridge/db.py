@@ -1,9 +1,10 @@
 """The database: engines for SQLite and PostgreSQL, the tables, and versioned migrations.
 
 One code path serves both backends (SQLAlchemy Core). SQLite runs in WAL mode with
-`synchronous=FULL` by default and opens every transaction with `BEGIN IMMEDIATE`, so
-several processes (web workers and a dispatcher) queue on the write lock instead of
-failing with "database is locked" when a read transaction tries to upgrade.
+FULL durability by default (every commit is on disk before it returns) and opens every
+write transaction with `BEGIN IMMEDIATE`, so several processes (web workers and a
+dispatcher) queue on the write lock instead of failing with "database is locked" when
+a read transaction tries to upgrade.
 
 Forking: an engine must not share pooled connections with a forked child. Engines
 made here drop (without closing) their pooled connections in a child automatically;
@@ -213,7 +214,11 @@ def _sqlite_engine(parsed, synchronous: str) -> Engine:
         try:
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             _set_wal(cursor)
-            cursor.execute(f"PRAGMA synchronous={sync}")
+            # FULL is SQLite's NORMAL plus a sync of the WAL after every commit; the
+            # connection does that sync itself, after letting go of the writer lock.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            if sync == "FULL":
+                dbapi_connection.sync_after_commit(os.path.abspath(parsed.database) + "-wal")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
@@ -252,6 +257,7 @@ class _WriterLockedConnection(sqlite3.Connection):
     """
 
     _lock_fd: int | None = None
+    _wal_path: str | None = None
 
     def acquire_writer_lock(self, path: str) -> None:
         if self._lock_fd is not None:
@@ -274,11 +280,27 @@ class _WriterLockedConnection(sqlite3.Connection):
             os.close(fd)  # closing the descriptor releases the flock
             _held_here.count -= 1
 
+    def sync_after_commit(self, wal_path: str) -> None:
+        """Make every write commit durable: sync the WAL file once the commit is written."""
+        self._wal_path = wal_path
+
     def commit(self) -> None:
+        wrote = self._lock_fd is not None
         try:
             super().commit()
         finally:
             self.release_writer_lock()
+        if wrote and self._wal_path is not None:
+            # SQLite's FULL does this sync inside COMMIT, while every other writer waits;
+            # done here, once the lock is free, the next writer's work overlaps it, and
+            # syncs of several writers that land together cost the disk one flush. The
+            # commit has been written to the WAL, and a checkpoint that copies it away
+            # first syncs it, so once this returns the transaction survives a power cut.
+            fd = os.open(self._wal_path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
 
     def rollback(self) -> None:
         try:

@@ -173,7 +173,9 @@ def test_a_relative_sqlite_path_is_relative_to_the_working_directory(tmp_path, m
     assert (tmp_path / "relative.db").exists()
 
 
-@pytest.mark.parametrize("asked, expected", [(None, 2), ("FULL", 2), ("NORMAL", 1), ("normal", 1)])
+# SQLite's own setting is NORMAL either way: FULL adds the sync of the WAL after each
+# commit, which the connection does itself (see the next test).
+@pytest.mark.parametrize("asked, expected", [(None, 1), ("FULL", 1), ("NORMAL", 1), ("normal", 1)])
 def test_sqlite_pragmas_are_set_on_every_connection(sqlite_url, asked, expected):
     engine = make_engine(sqlite_url) if asked is None else make_engine(sqlite_url, sqlite_synchronous=asked)
     # two connections at once: both were set up, not just the first
@@ -183,6 +185,47 @@ def test_sqlite_pragmas_are_set_on_every_connection(sqlite_url, asked, expected)
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+
+
+@pytest.mark.parametrize("asked, syncs", [(None, True), ("FULL", True), ("NORMAL", False)])
+def test_sqlite_full_syncs_the_wal_after_each_write_commit_outside_the_writer_lock(
+        sqlite_url, monkeypatch, asked, syncs):
+    path = sqlite_url.removeprefix("sqlite:///")
+    engine = make_engine(sqlite_url) if asked is None else make_engine(sqlite_url, sqlite_synchronous=asked)
+    migrate(engine)
+    synced = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd):
+        # What is synced, whether the commit is already in that file, and whether the
+        # next writer could already start.
+        other = _other_writer(path)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            lock_free = True
+        except sqlite3.OperationalError:
+            lock_free = False
+        finally:
+            other.close()
+        synced.append((os.fstat(fd).st_ino, lock_free))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with db.reading(engine) as conn:  # a read commits nothing: nothing to sync
+        conn.execute(select(func.count()).select_from(db.high_water)).scalar_one()
+    assert synced == []
+    with engine.begin() as conn:
+        conn.execute(db.high_water.insert().values(store_id="s", key="k", count=1))
+        assert synced == []  # not before the commit
+    wal = os.stat(path + "-wal").st_ino
+    assert synced == ([(wal, True)] if syncs else [])
+    with pytest.raises(RuntimeError):
+        with engine.begin() as conn:
+            conn.execute(db.high_water.insert().values(store_id="s", key="k2", count=1))
+            raise RuntimeError("rolled back")
+    assert len(synced) == (1 if syncs else 0)  # a rollback has nothing to make durable
     engine.dispose()
 
 
