@@ -5,7 +5,6 @@ is only ever called by the dispatcher.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from adapters.base import WebhookRequest
 from bridge import clicks
 from bridge.attribution import Attribution, ClickStore
+from bridge.jsontext import compact
 from bridge.pipeline import Answer, Pipeline
 from bridge.privacy import Privacy
 from bridge.runtime import Runtime
@@ -34,8 +34,7 @@ def _now() -> datetime:
 def _answer(answer: Answer) -> Response:
     # The same compact, key-sorted JSON as `jsonify`, without its per-call provider and
     # argument handling: this runs for every webhook.
-    text = json.dumps(answer.body(), separators=(",", ":"), sort_keys=True) + "\n"
-    return Response(text, status=answer.status, mimetype="application/json")
+    return Response(compact(answer.body()) + "\n", status=answer.status, mimetype="application/json")
 
 
 @webhooks.post("/webhooks/<platform>/<store_id>")

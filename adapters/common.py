@@ -8,11 +8,12 @@ strange payload gives fewer details or a PayloadError, never a TypeError.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
+
+import orjson
 
 from adapters.base import (
     Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest, sha256_email, sha256_phone,
@@ -26,18 +27,23 @@ SIDES = ("presentment_money", "shop_money")
 
 # -- reading the request -----------------------------------------------------------------
 def load_object(body: bytes) -> dict[str, Any]:
-    """Parse `body` as a JSON object or raise PayloadError."""
+    """Parse `body` as a JSON object or raise PayloadError.
+
+    orjson parses a webhook's body in less than half the time of the standard library.
+    It is strict where the standard library is lenient, which suits a signed payload:
+    NaN and Infinity, numbers beyond a double, lone surrogates, invalid UTF-8 and
+    nesting deeper than 1,024 are refused. A leading byte order mark is skipped.
+    """
     try:
-        data = json.loads(body, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise PayloadError(f"body is not JSON ({exc.__class__.__name__})") from None
+        data = orjson.loads(body[3:] if body[:3] == _BOM else body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"body is not JSON ({exc.msg})") from None
     if not isinstance(data, dict):
         raise PayloadError(f"body is a JSON {type(data).__name__}, not an object")
     return data
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+_BOM = b"\xef\xbb\xbf"
 
 
 def header_value(request: WebhookRequest, name: str) -> str | None:

@@ -112,14 +112,23 @@ def test_any_secret_of_a_rotation_is_accepted(platform, signed_with):
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
-@pytest.mark.parametrize("body", [b"not json", b"", b"[1, 2]", b'"text"', b"null", b'{"a": NaN}', b"\xff\xfe{"],
-                         ids=["text", "empty", "array", "string", "null", "nan", "bad utf-8"])
+@pytest.mark.parametrize("body", [b"not json", b"", b"[1, 2]", b'"text"', b"null", b'{"a": NaN}', b"\xff\xfe{",
+                                  b'{"a": 1e400}', b'{"a": "\\ud800"}', b'{"a": "\xff"}', b"[" * 1100 + b"]" * 1100],
+                         ids=["text", "empty", "array", "string", "null", "nan", "bad utf-8", "beyond a double",
+                              "lone surrogate", "invalid utf-8 in a string", "too deep"])
 def test_signed_body_that_is_not_a_json_object_is_a_payload_error(platform, body):
     request = signed(platform, body=body)
     adapters.REGISTRY[platform].verify(request, secrets=[SECRET])  # the signature is right
     with pytest.raises(PayloadError) as raised:
         adapters.REGISTRY[platform].parse(request)
     assert raised.value.status_code == 400
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_signed_body_with_a_byte_order_mark_is_parsed(platform):
+    plain = adapters.REGISTRY[platform].parse(signed(platform))
+    marked = signed(platform, body=b"\xef\xbb\xbf" + signed(platform).body)
+    assert adapters.REGISTRY[platform].parse(marked).payload == plain.payload
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

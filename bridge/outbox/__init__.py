@@ -18,11 +18,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from adapters.base import Conversion
-from bridge.db import EVENT_STATUSES, deliveries, events, reading
+from bridge.db import EVENT_STATUSES, deliveries, events, reading, writing_cursor
+from bridge.jsontext import compact
 from bridge.outbox.dispatch import Dispatching
 from bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
-    _delivery_row, _dumps, _event_row, _safe_headers,
+    _delivery_row, _event_row, _safe_headers,
 )
 from bridge.outbox.statements import _Statements
 
@@ -78,17 +79,13 @@ class Outbox(Dispatching):
         delivery = q.insert_delivery.bind({
             "store_id": store_id, "platform": platform, "topic": topic, "delivery_key": delivery_key,
             "received_at": received_at, "outcome": outcome, "error": error, "body": body,
-            "headers": _dumps(_safe_headers(headers))})
+            "headers": compact(_safe_headers(headers))})
         rows = self._event_rows(store_id, platform, conversions, received_at)
-        with self.engine.begin() as conn:
-            cursor = conn.connection.cursor()
-            try:
-                delivery_id = q.insert_delivery.returning(cursor, delivery)
-                if delivery_id is None:
-                    return AcceptResult(delivery_id=None, duplicate=True, created=0)
-                created = self._insert_events(cursor, delivery_id, store_id, rows)
-            finally:
-                cursor.close()
+        with writing_cursor(self.engine) as cursor:
+            delivery_id = q.insert_delivery.returning(cursor, delivery)
+            if delivery_id is None:
+                return AcceptResult(delivery_id=None, duplicate=True, created=0)
+            created = self._insert_events(cursor, delivery_id, store_id, rows)
         return AcceptResult(delivery_id=delivery_id, duplicate=False, created=created)
 
     def add_conversions(
@@ -135,8 +132,8 @@ class Outbox(Dispatching):
             identifiers = conversion.identifiers
             row = q.insert_event.bind({
                 "store_id": store_id, "platform": platform, "business_key": event.idempotency_key,
-                "event_name": event.event_name, "status": status, "event": _dumps(event.to_record()),
-                "click_source": conversion.click_source, "identifiers": _dumps(dict(identifiers)),
+                "event_name": event.event_name, "status": status, "event": compact(event.to_record()),
+                "click_source": conversion.click_source, "identifiers": compact(dict(identifiers)),
                 "skip_reason": conversion.skip_reason, "value_note": conversion.value_note, "attempts": 0,
                 "next_attempt_at": now if status == "pending" else None, "created_at": now, "updated_at": now,
             })
@@ -190,7 +187,7 @@ class Outbox(Dispatching):
                 record["click_id"] = click_id
                 done += conn.execute(
                     update(events).where(c.id == row.id, c.status == "unattributed")
-                    .values(event=_dumps(record), click_source=source, status="pending",
+                    .values(event=compact(record), click_source=source, status="pending",
                             next_attempt_at=now, updated_at=now)
                 ).rowcount
         return done

@@ -111,10 +111,6 @@ class Finish:
                 self.result)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
 def _cut(value: str | None, limit: int = RESPONSE_LIMIT) -> str | None:
     return None if value is None else value[:limit]
 
