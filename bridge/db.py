@@ -251,8 +251,10 @@ class _WriterLockedConnection(sqlite3.Connection):
     """
 
     lock_path: str = ""
-    _lock_fd: int | None = None
+    _lock_fd: int | None = None  # the lock file, kept open with the connection
+    _locked = False
     _wal_path: str | None = None
+    _wal_fd: int | None = None
 
     def begin_write(self) -> None:
         """Queue for the writer lock, then BEGIN IMMEDIATE (straight to the driver: this
@@ -265,24 +267,21 @@ class _WriterLockedConnection(sqlite3.Connection):
             raise
 
     def acquire_writer_lock(self, path: str) -> None:
-        if self._lock_fd is not None:
+        if self._locked:
             return
         if getattr(_held_here, "count", 0):
             raise sqlite3.OperationalError(
                 "database is locked: this thread is already inside a write transaction")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._lock_fd = fd
+        if self._lock_fd is None:
+            self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._locked = True
         _held_here.count = getattr(_held_here, "count", 0) + 1
 
     def release_writer_lock(self) -> None:
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)  # closing the descriptor releases the flock
+        if self._locked:
+            self._locked = False
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             _held_here.count -= 1
 
     def sync_after_commit(self, wal_path: str) -> None:
@@ -290,7 +289,7 @@ class _WriterLockedConnection(sqlite3.Connection):
         self._wal_path = wal_path
 
     def commit(self) -> None:
-        wrote = self._lock_fd is not None
+        wrote = self._locked
         try:
             super().commit()
         finally:
@@ -301,11 +300,11 @@ class _WriterLockedConnection(sqlite3.Connection):
             # syncs of several writers that land together cost the disk one flush. The
             # commit has been written to the WAL, and a checkpoint that copies it away
             # first syncs it, so once this returns the transaction survives a power cut.
-            fd = os.open(self._wal_path, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            # SQLite removes the WAL file only when its last connection closes, so the
+            # descriptor, opened once, stays this connection's WAL.
+            if self._wal_fd is None:
+                self._wal_fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
+            os.fdatasync(self._wal_fd)
 
     def rollback(self) -> None:
         try:
@@ -318,6 +317,11 @@ class _WriterLockedConnection(sqlite3.Connection):
             super().close()
         finally:
             self.release_writer_lock()
+            for name in ("_lock_fd", "_wal_fd"):
+                fd = getattr(self, name)
+                if fd is not None:
+                    setattr(self, name, None)
+                    os.close(fd)
 
 
 def _set_wal(cursor: sqlite3.Cursor) -> None:

@@ -53,6 +53,9 @@ class Dispatcher:
         self._lock = threading.Lock()
         # Stores of the rows last claimed that have events held for 10006 in the database.
         self._held_in_db: frozenset[str] = frozenset()
+        # When expired leases and held stores were last looked for (see `_settle`).
+        self._rechecked_at: datetime | None = None
+        self._rechecked_stores: frozenset[str] = frozenset()
 
     # -- one event ------------------------------------------------------------------
     def _send(self, row: Leased, store: StoreConfig) -> SendResult:
@@ -168,10 +171,20 @@ class Dispatcher:
                 now = self.clock()  # one time for the batch, so that alike outcomes share a statement
                 finishes = [decide(now) for decide in recorders]
                 self.outbox.finish_many(finishes, owner=self.owner)
+                # Expired leases (left by a dispatcher that died) and holds placed by
+                # another dispatcher are rare: look for them once per RECHECK_SECONDS,
+                # for a store claimed for the first time, and while a claimed store is
+                # held (an operator's replay lifts it), not on every pass. Each statement
+                # is a GIL hand-over for this loop, which the sender threads wait on.
+                recheck = self._rechecked_at is None or (now - self._rechecked_at).total_seconds() >= RECHECK_SECONDS
                 rows = self.outbox.claim_for_sending(now=now, limit=claim, lease_seconds=self.lease_seconds,
-                                                     owner=self.owner) if claim > 0 else []
-                if rows:
-                    self._held_in_db = frozenset(self.outbox.held_stores({row.store_id for row in rows}))
+                                                     owner=self.owner, recover_expired=recheck) if claim > 0 else []
+                stores = frozenset(row.store_id for row in rows)
+                if rows and (recheck or not stores <= self._rechecked_stores or stores & self._held_in_db):
+                    self._held_in_db = frozenset(self.outbox.held_stores(stores | self._rechecked_stores))
+                    self._rechecked_stores |= stores
+                if recheck:
+                    self._rechecked_at = now
         except Exception:  # a storage fault: the leases expire and the rows come back
             log.exception("recording %d outcome(s) failed; those events return when their lease expires",
                           len(recorders))
@@ -181,6 +194,9 @@ class Dispatcher:
             tally[finish.status] = tally.get(finish.status, 0) + 1
         return rows
 
+
+#: How often the loop looks for expired leases and for stores held by another dispatcher.
+RECHECK_SECONDS = 1.0
 
 #: Once one send has finished, how long to let others finish too, so that one commit
 #: records several outcomes (a few milliseconds against Kwai's round trip).

@@ -14,7 +14,7 @@ from bridge.config import StoreRegistry
 from bridge.db import make_engine, migrate
 from bridge.outbox import Outbox
 from bridge.retry import RETRY_SCHEDULE
-from bridge.worker import Dispatcher
+from bridge.worker import RECHECK_SECONDS, Dispatcher
 from kwai.client import KwaiClient
 from kwai.events import Content, KwaiEvent
 from tests.serving import store_entry, write_stores
@@ -193,6 +193,19 @@ def test_expired_lease_returns_the_event(setup, kwai):
     assert dispatcher.run(once=True) == {}, "leased by another worker"
     clock.advance(61)
     assert dispatcher.run(once=True) == {"sent": 1}
+
+
+def test_a_running_dispatcher_looks_for_expired_leases_once_per_recheck_interval(setup, kwai):
+    outbox, dispatcher, clock, *_ = setup()
+    accept(outbox, purchase("1"))
+    assert dispatcher.run(once=True) == {"sent": 1}  # the first pass always looks
+    accept(outbox, purchase("2"), key="d2")
+    assert len(outbox.claim_due(now=clock.now, limit=10, lease_seconds=0.5, owner="crashed")) == 1
+    clock.advance(RECHECK_SECONDS / 2 + 0.01)  # the lease has run out, the interval has not
+    assert dispatcher.run(once=True) == {}
+    clock.advance(RECHECK_SECONDS / 2)
+    assert dispatcher.run(once=True) == {"sent": 1}
+    assert [r.fields["clickid"] for r in kwai.successes()] == ["CLICK.abc+/="] * 2
 
 
 def test_a_hold_is_kept_by_a_second_dispatcher_and_after_a_restart(setup, kwai):

@@ -31,16 +31,18 @@ class Dispatching:
 
     def claim_for_sending(
         self, *, now: datetime, limit: int, lease_seconds: float, owner: str = "",
+        recover_expired: bool = True,
     ) -> list["Claimed"]:
         """`claim_due` for the dispatcher: the same leases, read back as `Claimed` rows
-        whose event is parsed only when a sender asks for it."""
+        whose event is parsed only when a sender asks for it. With `recover_expired`
+        false, only due rows are claimed (expired leases wait for a later claim)."""
         q = self._statements
         return [Claimed(*row[:4]) for row in
                 self._claim(q.lease_for_sending, q.lease_due_for_sending, now=now, limit=limit,
-                            lease_seconds=lease_seconds, owner=owner)]
+                            lease_seconds=lease_seconds, owner=owner, recover_expired=recover_expired)]
 
     def _claim(self, lease, lease_due, *, now: datetime, limit: int, lease_seconds: float,
-               owner: str) -> list:
+               owner: str, recover_expired: bool = True) -> list:
         """Lease expired rows by id with `lease`, then due ones with `lease_due` (both
         UPDATE ... RETURNING, id first); return the rows they return in claim order."""
         if limit <= 0:
@@ -48,7 +50,7 @@ class Dispatching:
         q = self._statements
         values = {"until": now + timedelta(seconds=lease_seconds), "owner": owner, "now": now}
         with self._writing() as conn:
-            expired = conn.execute(q.expired, {"now": now, "lim": limit}).all()
+            expired = conn.execute(q.expired, {"now": now, "lim": limit}).all() if recover_expired else []
             rows = []
             if expired:
                 rows = conn.execute(lease, {**values, "ids": [row[0] for row in expired]}).all()
