@@ -9,12 +9,12 @@ not its curl example.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from marshmallow import Schema, fields, post_dump
 
 from kwai.events import EventError, KwaiEvent
@@ -121,23 +121,21 @@ def _decimal_text(amount: Decimal, what: str) -> str:
 
 
 def _json_text(item: Any) -> str:
-    """Compact JSON in which a Decimal is written as a JSON number with its exact digits.
+    """Compact JSON in which a Decimal is written as a JSON number with its exact digits
+    (going through float would turn 4.99 into 4.990000000000000213... on some paths)."""
+    try:
+        return orjson.dumps(item, default=_exact_number).decode()
+    except TypeError as exc:  # orjson.JSONEncodeError
+        if isinstance(exc.__cause__, EventError):
+            raise exc.__cause__ from None
+        # An integer beyond 64 bits, say: nothing Kwai would take.
+        raise EventError(f"properties cannot be written as JSON: {exc}") from None
 
-    The standard encoder has no hook for emitting raw number text, and going through
-    float would turn 4.99 into 4.990000000000000213... on some paths; the structure
-    here is small (dicts, lists, str, int, Decimal), so it is written directly.
-    """
-    if isinstance(item, dict):
-        return "{" + ",".join(_encode(str(key)) + ":" + _json_text(val) for key, val in item.items()) + "}"
-    if isinstance(item, (list, tuple)):
-        return "[" + ",".join(_json_text(val) for val in item) + "]"
+
+def _exact_number(item: Any) -> orjson.Fragment:
     if isinstance(item, Decimal):
-        return _decimal_text(item, "price")
-    return _encode(item)
-
-
-# One encoder for every leaf: `json.dumps` with non-default options builds a new one per call.
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+        return orjson.Fragment(_decimal_text(item, "price"))
+    raise TypeError(f"{type(item).__name__} is not JSON")
 
 
 def _query_text(item: Any) -> str:

@@ -139,6 +139,7 @@ def test_get_query_is_the_same_fields_as_text():
         (replace(BARE, third_party="magento"), CREDS, "third_party"),
         (replace(BARE, value=Decimal("NaN"), currency="BRL"), CREDS, "finite"),
         (replace(BARE, contents=(Content("x", 1, Decimal("Infinity")),)), CREDS, "finite"),
+        (replace(BARE, quantity=2**64), CREDS, "cannot be written as JSON"),
         (BARE, dict(CREDS, pixel_id=""), "pixel id"),
         (BARE, dict(CREDS, pixel_id="  "), "pixel id"),
         (BARE, dict(CREDS, access_token=""), "access token"),
