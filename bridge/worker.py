@@ -183,7 +183,7 @@ class Dispatcher:
                 if rows and (recheck or not stores <= self._rechecked_stores or stores & self._held_in_db):
                     self._held_in_db = frozenset(self.outbox.held_stores(stores | self._rechecked_stores))
                     self._rechecked_stores |= stores
-                if recheck:
+                if recheck and claim > 0:  # a pass that claims nothing looked for nothing
                     self._rechecked_at = now
         except Exception:  # a storage fault: the leases expire and the rows come back
             log.exception("recording %d outcome(s) failed; those events return when their lease expires",
