@@ -175,6 +175,14 @@ def _allowed_origin(store: StoreConfig | None) -> str | None:
     return origin if store is not None and origin and origin in store.origins() else None
 
 
+def _pixel_sandbox(store: StoreConfig) -> bool:
+    """A Shopify custom pixel runs in a sandboxed iframe without `allow-same-origin`, so
+    its requests say `Origin: null`. That tells no more than a request without an
+    Origin (accepted too: the rate limit and the body's checks apply either way), and
+    it gets no CORS headers: the pixel posts without reading the answer."""
+    return store.platform == "shopify" and (request.headers.get("Origin") or "").strip() == "null"
+
+
 @clicks_api.after_request
 def _cors(response: Response) -> Response:
     if request.path.startswith("/clicks/"):
@@ -201,7 +209,7 @@ def post_click(store_id: str) -> Response:
         return _json({"status": "too many requests"}, 429, {"Retry-After": str(int(wait) + 1)})
     if store is None:
         return _json({"status": "unknown store"}, 404)
-    if request.headers.get("Origin") and _allowed_origin(store) is None:
+    if request.headers.get("Origin") and _allowed_origin(store) is None and not _pixel_sandbox(store):
         return _json({"status": "origin not allowed"}, 403)
     request.max_content_length = CLICK_BODY_LIMIT  # larger: 413 from the app's error handler
     try:

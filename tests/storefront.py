@@ -3,7 +3,8 @@
 - `Storefront`: one origin playing a Shopify-like shop (`/`, `/products/x`, `/cart.js`,
   `/cart/update.js`) and a WooCommerce-like one (`/checkout/`, `/checkout-block/`,
   `/checkout/order-received/<id>/`), every page loading `/kwai.js` (the settings line plus
-  `bridge/static/snippet.js`); `/pixel-test` runs `shopify-pixel.js` with fake sandbox APIs.
+  `bridge/static/snippet.js`); `/pixel-test` runs `shopify-pixel.js` in a sandboxed
+  iframe, as Shopify runs a custom pixel.
 - `ClicksRecorder`: stands in for the bridge's `POST /clicks/<store_id>` on another port,
   so the snippet's requests are cross-origin as in production (CORS and preflight).
 
@@ -104,6 +105,7 @@ class ClicksRecorder:
         self.allowed_origins = set(allowed_origins)
         self.accepted: list[tuple[str, dict[str, Any]]] = []
         self.rejected: list[tuple[str, bytes]] = []
+        self.origins: list[str] = []  # the Origin header of each accepted body
         self._changed = threading.Condition()
         self._server = LoopbackServer(self.handle)
 
@@ -135,6 +137,7 @@ class ClicksRecorder:
                 self.rejected.append((match.group(1), request.body))
             else:
                 self.accepted.append((match.group(1), body))
+                self.origins.append(request.headers.get("origin", ""))
             self._changed.notify_all()
         if body is None:
             return json_response({"error": "click_id and one identifier are required"}, 400, cors)
@@ -228,18 +231,58 @@ _CLASSIC_CHECKOUT = """<form class="checkout woocommerce-checkout" method="post"
 <button type="submit" id="place_order">Place order</button></form>"""
 _BLOCK_CHECKOUT = """<div class="wc-block-checkout"><input type="email" id="email">
 <button type="button" class="wc-block-components-checkout-place-order-button"><span>Place Order</span></button></div>"""
-_PIXEL_SANDBOX = """<script>
-window.pixelHandlers = {};
-window.analytics = {subscribe: function (name, handler) {
-  (window.pixelHandlers[name] = window.pixelHandlers[name] || []).push(handler); }};
-window.browser = {
-  cookie: {get: function (name) {
+# Shopify runs a custom pixel in an iframe sandboxed with `allow-scripts` only: an opaque
+# origin (its requests say `Origin: null`) whose `browser` API reaches the top page's
+# cookies and localStorage by messages. `/pixel-test` is that top page, `/pixel-frame`
+# the sandbox; `firePixelEvent(name, event)` resolves once the pixel's handlers have.
+_PIXEL_TOP = """<iframe id="sandbox" sandbox="allow-scripts" src="/pixel-frame"></iframe>
+<script>
+(function () {
+  var frame = document.getElementById("sandbox"), pending = {}, seq = 0;
+  function readCookie(name) {
     var found = document.cookie.split(/;\\s*/).filter(function (c) { return c.indexOf(name + "=") === 0; })[0];
-    return Promise.resolve(found ? found.slice(name.length + 1) : ""); }},
-  localStorage: {getItem: function (key) { return Promise.resolve(window.localStorage.getItem(key)); }}
-};
-window.firePixelEvent = function (name, event) {
-  return Promise.all((window.pixelHandlers[name] || []).map(function (h) { return h(event); })); };
+    return found ? found.slice(name.length + 1) : "";
+  }
+  window.addEventListener("message", function (m) {
+    var d = m.data || {};
+    if (m.source !== frame.contentWindow) return;
+    if (d.kind === "storage") {
+      var value = d.area === "cookie" ? readCookie(d.name) : window.localStorage.getItem(d.name);
+      frame.contentWindow.postMessage({kind: "storage-answer", id: d.id, value: value}, "*");
+    } else if (d.kind === "done" && pending[d.id]) {
+      pending[d.id](); delete pending[d.id];
+    }
+  });
+  window.firePixelEvent = function (name, event) {
+    return new Promise(function (resolve) {
+      var id = ++seq; pending[id] = resolve;
+      frame.contentWindow.postMessage({kind: "event", id: id, name: name, event: event}, "*");
+    });
+  };
+})();
+</script>"""
+_PIXEL_FRAME = """<script>
+(function () {
+  var handlers = {}, asks = {}, seq = 0;
+  function ask(area, name) {
+    return new Promise(function (resolve) {
+      var id = ++seq; asks[id] = resolve;
+      parent.postMessage({kind: "storage", id: id, area: area, name: name}, "*");
+    });
+  }
+  self.analytics = {subscribe: function (name, handler) { (handlers[name] = handlers[name] || []).push(handler); }};
+  self.browser = {cookie: {get: function (name) { return ask("cookie", name); }},
+                  localStorage: {getItem: function (key) { return ask("localStorage", key); }}};
+  addEventListener("message", function (m) {
+    var d = m.data || {};
+    if (d.kind === "storage-answer" && asks[d.id]) { asks[d.id](d.value); delete asks[d.id]; }
+    if (d.kind === "event") {
+      Promise.all((handlers[d.name] || []).map(function (h) { return h(d.event); })).then(function () {
+        parent.postMessage({kind: "done", id: d.id}, "*");
+      });
+    }
+  });
+})();
 </script><script src="/pixel.js"></script>"""
 
 _PAGES = {
@@ -248,6 +291,7 @@ _PAGES = {
     "/blank": _page("Blank", "<p>no snippet</p>", snippet=False),
     "/checkout/": _page("Checkout", _CLASSIC_CHECKOUT),
     "/checkout-block/": _page("Checkout", _BLOCK_CHECKOUT),
-    "/pixel-test": _page("Custom pixel", _PIXEL_SANDBOX, snippet=False),
+    "/pixel-test": _page("Checkout", _PIXEL_TOP, snippet=False),
+    "/pixel-frame": _page("Custom pixel sandbox", _PIXEL_FRAME, snippet=False),
 }
 _ORDER_RECEIVED = _page("Order received", "<h1>Order received</h1>")

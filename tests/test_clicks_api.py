@@ -205,6 +205,20 @@ def test_a_foreign_origin_gets_no_cors_and_stores_nothing(client):
     assert "Access-Control-Allow-Origin" not in other_store.headers
 
 
+def test_a_shopify_pixel_sandbox_posting_as_text_from_origin_null_is_stored_without_cors(client):
+    # Shopify's custom pixel runs in an iframe sandboxed without allow-same-origin.
+    body = json.dumps({"click_id": "Pix+1", "checkout_token": "chk-5"})
+    answer = client.post("/clicks/acme", data=body, headers={"Origin": "null"}, content_type="text/plain",
+                         environ_base={"REMOTE_ADDR": "198.51.100.1"})
+    assert answer.status_code == 202 and "Access-Control-Allow-Origin" not in answer.headers
+    assert clicks_of(client, checkout_token="chk-5") == {"checkout_token": "Pix+1"}
+    # no other platform runs a pixel sandbox: there, a null origin is a foreign one
+    woo = client.post("/clicks/woo", data=json.dumps({"click_id": "W1", "order_id": "7"}),
+                      headers={"Origin": "null"}, content_type="text/plain")
+    assert woo.status_code == 403
+    assert clicks_of(client, "woo", order_id="7") == {}
+
+
 def test_refusals_to_an_allowed_origin_still_carry_cors(client):
     too_big = post(client, {"click_id": "C1", "cart_token": "t" * CLICK_BODY_LIMIT}, origin=STOREFRONT)
     wrong = post(client, {"click_id": "C1"}, origin=STOREFRONT)

@@ -229,6 +229,7 @@ def test_shopify_custom_pixel_sends_the_click_on_checkout_completed(
     else:
         assert recorder.bodies() == [{"click_id": expected, "checkout_token": "chk-5e1d",
                                       "order_id": "820982911946154508"}]
+        assert recorder.origins == ["null"]  # from the sandbox's opaque origin, as on Shopify
 
 
 def test_without_settings_the_snippet_does_nothing(page: Any, shop: Storefront, recorder: ClicksRecorder):

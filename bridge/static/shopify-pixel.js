@@ -4,7 +4,9 @@
  * Customer events) reads the click id the storefront snippet kept (localStorage
  * `kwai_click_id` {id, ts}, else cookie `_kwai_click_id`) through the sandbox's `browser`
  * API and, on `checkout_completed`, posts {click_id, checkout_token, order_id} to the
- * bridge. The bridge prepends the same settings line as for the snippet:
+ * bridge. Shopify runs custom pixels in an iframe sandboxed without `allow-same-origin`,
+ * so the request goes out with `Origin: null`, which the bridge accepts for Shopify
+ * stores. The bridge prepends the same settings line as for the snippet:
  *   window.KWAI_BRIDGE = {endpoint, platform, clickParams, windowDays, consentMode};
  * `analytics`, `browser`, `init` and `customerPrivacy` are the sandbox's own names; a
  * test page may define them as globals instead.
@@ -65,9 +67,12 @@
         var body = {click_id: id};
         if (present(token)) body.checkout_token = String(token);
         if (present(orderId)) body.order_id = String(orderId);
+        // The sandbox's origin is opaque (`Origin: null`): a simple request (text/plain,
+        // no-cors) needs no preflight, which keepalive requests cannot make; the bridge
+        // reads the JSON whatever the type, and the answer is not needed.
         return fetch(config.endpoint, {
-          method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
-          keepalive: true, mode: "cors", credentials: "omit"
+          method: "POST", headers: {"Content-Type": "text/plain"}, body: JSON.stringify(body),
+          keepalive: true, mode: "no-cors", credentials: "omit"
         });
       }).then(noop, noop);
     };
