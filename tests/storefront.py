@@ -167,6 +167,14 @@ def _click_body(raw: bytes) -> dict[str, Any] | None:
     return body if "click_id" in body and len(body) > 1 else None
 
 
+#: Each platform's storefront Ajax cart API: (read the cart, update its attributes).
+CART_PATHS = {
+    "shopify": ("/cart.js", "/cart/update.js"),
+    "shopline": ("/api/carts/ajax-cart", "/cart/update"),
+    "woocommerce": ("", ""),
+}
+
+
 class Storefront:
     """A shop origin serving the snippet with `settings` (mutable between page loads)."""
 
@@ -176,6 +184,7 @@ class Storefront:
                                          "consentMode": False, **settings}
         self.cart: dict[str, Any] = {"token": "c1-7f3a9e", "attributes": {}, "item_count": 1}
         self.cart_updates: list[dict[str, Any]] = []
+        self.refuse_cart_updates = False  # answer the cart update with a 500
         self._lock = threading.Lock()
         self._server = LoopbackServer(self.handle)
 
@@ -189,10 +198,16 @@ class Storefront:
             return self._script("snippet.js")
         if method == "GET" and path == "/pixel.js":
             return self._script("shopify-pixel.js")
-        if method == "GET" and path == "/cart.js":
+        get_cart, update_cart = CART_PATHS[self.settings["platform"]]
+        if method == "GET" and path == get_cart:
+            shopline_read = self.settings["platform"] == "shopline"
+            if shopline_read and request.headers.get("content-type") != "application/json":
+                return json_response({"message": "Content-Type must be application/json"}, 400)
             with self._lock:
                 return json_response(self.cart)
-        if method == "POST" and path == "/cart/update.js":
+        if method == "POST" and path == update_cart:
+            if self.refuse_cart_updates:
+                return json_response({"message": "cart update refused"}, 500)
             return self._update_cart(request.body)
         if method == "POST" and path == "/checkout/done":
             return Response(200, _page("Order placed", "<p>Thank you.</p>", snippet=False))

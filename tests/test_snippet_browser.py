@@ -80,6 +80,30 @@ def test_shopify_landing_keeps_click_id_and_sends_it_once(page: Any, shop: Store
     assert len(recorder.bodies()) == 1
 
 
+def test_shopline_landing_uses_shoplines_cart_api(page: Any, open_shop: Callable[[str], Storefront],
+                                                  recorder: ClicksRecorder):
+    shopline = open_shop("shopline")  # serves only Shopline's paths: /cart.js is a 404 there
+    visit(page, shopline.url + "/products/x?click_id=Sl%2B1%3D")
+    assert kept(page) == ("Sl+1=", "Sl+1=")
+    assert shopline.cart_updates == [{"attributes": {"kwai_click_id": "Sl+1="}}]
+    assert recorder.bodies() == [{"click_id": "Sl+1=", "cart_token": "c1-7f3a9e"}]
+
+
+@pytest.mark.parametrize("platform", ["shopify", "shopline"])
+def test_a_cart_that_refuses_the_attribute_still_gets_its_token_bound(
+        browser_page: Any, open_shop: Callable[[str], Storefront], recorder: ClicksRecorder, platform: str):
+    store = open_shop(platform)
+    store.refuse_cart_updates = True
+    noise: list[str] = []
+    browser_page.on("console", lambda message: noise.append(message.text))
+    browser_page.on("pageerror", lambda error: noise.append(f"uncaught: {error}"))
+    visit(browser_page, store.url + "/?click_id=Refused1")
+    assert store.cart_updates == []
+    assert recorder.bodies() == [{"click_id": "Refused1", "cart_token": "c1-7f3a9e"}]
+    # the browser's own line for the refused update, and nothing from the snippet
+    assert len(noise) == 1 and "500" in noise[0], noise
+
+
 def test_cart_already_holding_the_click_id_is_not_updated(page: Any, shop: Storefront, recorder: ClicksRecorder):
     shop.cart["attributes"]["kwai_click_id"] = "Same1"
     visit(page, shop.url + "/?click_id=Same1")

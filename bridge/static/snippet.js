@@ -26,8 +26,10 @@ try { (function (window, document) {
   var params = isArray(config.clickParams) && config.clickParams.length ? config.clickParams : ["click_id"];
   var windowMs = (Number(config.windowDays) > 0 ? Number(config.windowDays) : 30) * DAY_MS;
   var root = shopifyRoot();
-  var cartPath = config.cartPath || root + "cart.js";
-  var cartUpdatePath = config.cartUpdatePath || root + "cart/update.js";
+  // Shopline's Ajax cart API is not Shopify's: GET /api/carts/ajax-cart, POST /cart/update.
+  var shopline = config.platform === "shopline";
+  var cartPath = config.cartPath || (shopline ? "/api/carts/ajax-cart" : root + "cart.js");
+  var cartUpdatePath = config.cartUpdatePath || (shopline ? "/cart/update" : root + "cart/update.js");
   var cartAttribute = config.cartAttribute || "kwai_click_id";
   var current = null;  // the click id in force, once consent allows keeping it
   var pending = [];    // work started on this page (see kwaiBridge.settled)
@@ -160,10 +162,11 @@ try { (function (window, document) {
     return send(body).then(function () { markSent(key); });
   }
   function cartRequest(path, body) {
-    var init = {credentials: "same-origin", headers: {"Accept": "application/json"}};
+    // Shopline asks for the JSON Content-Type on reads too.
+    var init = {credentials: "same-origin",
+                headers: {"Accept": "application/json", "Content-Type": "application/json"}};
     if (body) {
       init.method = "POST";
-      init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
     return window.fetch(path, init).then(ok).then(function (response) { return response.json(); });
@@ -177,7 +180,8 @@ try { (function (window, document) {
       if (before.attributes && before.attributes[cartAttribute] === id) return before;
       var attributes = {};
       attributes[cartAttribute] = id;
-      return cartRequest(cartUpdatePath, {attributes: attributes});
+      // A cart that refuses the attribute still has its token: the click goes out with it.
+      return cartRequest(cartUpdatePath, {attributes: attributes}).then(null, function () { return before; });
     }).then(function (cart) {
       var token = (cart && cart.token) || before.token;
       if (!token) return undefined;
