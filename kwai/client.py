@@ -239,8 +239,8 @@ class KwaiClient:
         verb = method.lower()
         try:
             if verb == "post":
-                payload = wire.post_body(event, **credentials)
-                status, headers, body = self._exchange("POST", self._post_url, json=payload)
+                payload = wire.post_json(event, **credentials)
+                status, headers, body = self._exchange("POST", self._post_url, body=payload)
             elif verb == "get":
                 query = wire.get_query(event, **credentials)
                 status, headers, body = self._exchange("GET", self.base_url + "/gapi", params=query)
@@ -259,34 +259,36 @@ class KwaiClient:
         method: str,
         url: str,
         *,
-        json: dict[str, Any] | None = None,
+        body: bytes | None = None,
         params: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """Do one HTTP exchange; return (status, lower-cased headers, body) or raise TransportError."""
+        """Do one HTTP exchange (a JSON `body`, or query `params`); return (status,
+        lower-cased headers, body) or raise TransportError."""
         try:
-            if json is not None:
+            if body is not None:
                 # A JSON POST is prepared here rather than by `Session.request`, whose
-                # merging of cookies, auth, hooks and environment settings (none of which
-                # a Kwai request uses: the token is in the body) costs more CPU than the
+                # merging of auth, hooks and environment settings (none of which a Kwai
+                # request uses: the token is in the body) costs more CPU than the
                 # exchange itself on a fast network. The session still sends it: same
-                # connection pool, proxies, certificate checks and timeouts.
+                # connection pool, proxies, certificate checks, cookies and timeouts.
                 request = requests.PreparedRequest()
                 request.method = method
                 request.url = url
-                request.body = orjson.dumps(json)
                 request.headers = CaseInsensitiveDict(self._post_headers)
-                request.headers["Content-Length"] = str(len(request.body))
+                request.prepare_cookies(self._session.cookies)
+                request.body = body
+                request.headers["Content-Length"] = str(len(body))
                 response = self._session.send(request, timeout=self.timeout, allow_redirects=False)
             else:
                 response = self._session.request(
                     method, url, params=params, timeout=self.timeout, allow_redirects=False,
                 )
-            body = response.content
+            content = response.content
         except requests.RequestException as exc:
             # str(exc) would repeat the address, and the GET address holds the token.
             raise TransportError(f"{type(exc).__name__} talking to Kwai") from None
         headers = {key.lower(): item for key, item in response.headers.items()}
-        return response.status_code, headers, body
+        return response.status_code, headers, content
 
     def close(self) -> None:
         self._session.close()

@@ -72,6 +72,18 @@ def post_body(
     return _SCHEMA.dump(_outgoing(event, pixel_id, access_token, track_flag))
 
 
+def post_json(
+    event: KwaiEvent, *, pixel_id: str, access_token: str, track_flag: bool
+) -> bytes:
+    """`post_body` as the request's JSON bytes, or EventError (a string that is not valid
+    Unicode, say a lone surrogate, cannot be sent)."""
+    body = post_body(event, pixel_id=pixel_id, access_token=access_token, track_flag=track_flag)
+    try:
+        return orjson.dumps(body)
+    except TypeError as exc:  # orjson.JSONEncodeError
+        raise EventError(f"{event.idempotency_key}: the request cannot be written as JSON: {exc}") from None
+
+
 def get_query(
     event: KwaiEvent, *, pixel_id: str, access_token: str, track_flag: bool
 ) -> dict[str, str]:
@@ -144,4 +156,4 @@ def _query_text(item: Any) -> str:
     return str(item)
 
 
-__all__ = ["get_query", "post_body"]
+__all__ = ["get_query", "post_body", "post_json"]

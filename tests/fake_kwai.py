@@ -242,12 +242,13 @@ class FakeKwai:
     # -- programming and inspection -----------------------------------------------
     def fail_next(self, n: int = 1, *, status: int | None = None, result_code: int | None = None,
                   body: bytes | None = None, retry_after: float | str | None = None,
-                  drop: bool = False) -> None:
+                  location: str | None = None, drop: bool = False) -> None:
         """Answer the next `n` requests with a failure instead of checking them.
 
         Default HTTP 503; `result_code` answers HTTP 200 with that Kwai result; `body`
         answers those raw bytes (HTTP 200 unless `status`); `drop` closes the connection
-        without an answer; `retry_after` adds a Retry-After header.
+        without an answer; `retry_after` adds a Retry-After header, `location` a Location
+        header (with a 3xx `status`, a redirect).
         """
         if result_code is not None and body is not None:
             raise ValueError("give result_code or body, not both")
@@ -261,6 +262,8 @@ class FakeKwai:
         if retry_after is not None:
             text = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
             headers = (("Retry-After", text),)
+        if location is not None:
+            headers += (("Location", location),)
         canned = _Canned(status or default, body, headers, drop,
                          None if drop or (status or default) != 200 else result_code)
         with self._lock:

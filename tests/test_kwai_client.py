@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -174,6 +175,22 @@ def test_non_json_2xx(fake, client):
     sent = client.send(EVENT, **CREDS)
     assert sent.outcome == RetryLater("HTTP 200 with a body that is not JSON")
     assert sent.body == "<html>maintenance</html>"
+
+
+@pytest.mark.parametrize("method", ["post", "get"])
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_and_is_dead(fake, client, method, status):
+    fake.fail_next(1, status=status, body=b"moved", location=fake.base_url + "/elsewhere")
+    sent = client.send(EVENT, method=method, **CREDS)
+    assert sent.outcome == Dead(f"HTTP {status}: moved") and sent.status == status
+    assert len(fake.received) == 1  # the token never goes to the other address
+    assert client.send(EVENT, method=method, **CREDS).outcome == Delivered()
+
+
+def test_an_event_that_cannot_be_written_as_json_is_refused_before_sending(fake, client):
+    with pytest.raises(EventError, match="cannot be written as JSON"):
+        client.send(replace(EVENT, click_id="ck\ud800"), **CREDS)
+    assert fake.received == []
 
 
 def test_slow_answer_beyond_read_timeout(fake, client):

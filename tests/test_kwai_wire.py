@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from kwai.events import Content, EventError, KwaiEvent
-from kwai.wire import get_query, post_body
+from kwai.wire import get_query, post_body, post_json
 
 WHEN = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
 WHEN_MS = 1714564800123
@@ -157,3 +157,7 @@ def test_refusal_never_names_the_token():
     with pytest.raises(EventError) as caught:
         post_body(replace(BARE, click_id=None), **CREDS)
     assert "tok-secret" not in str(caught.value)
+
+
+def test_post_json_is_the_post_body_as_json_bytes():
+    assert json.loads(post_json(BARE, **CREDS)) == post_body(BARE, **CREDS)
