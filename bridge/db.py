@@ -203,7 +203,10 @@ def _sqlite_engine(parsed, synchronous: str) -> Engine:
         raise ValueError("SQLite needs a file path (sqlite:///path/to/file.db)")
     if sqlite3.sqlite_version_info < (3, 35):
         raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or newer is needed")
-    lock_path = os.path.abspath(parsed.database) + "-writer.lock"
+    # SQLite names the WAL after the database file with symlinks resolved; the writer
+    # lock too, so that every process reaching the file by any path shares it.
+    real_path = os.path.realpath(parsed.database)
+    lock_path = real_path + "-writer.lock"
     engine = create_engine(parsed, connect_args={"factory": _WriterLockedConnection})
 
     @event.listens_for(engine, "connect")
@@ -218,7 +221,7 @@ def _sqlite_engine(parsed, synchronous: str) -> Engine:
             # connection does that sync itself, after letting go of the writer lock.
             cursor.execute("PRAGMA synchronous=NORMAL")
             if sync == "FULL":
-                dbapi_connection.sync_after_commit(os.path.abspath(parsed.database) + "-wal")
+                dbapi_connection.sync_after_commit(real_path + "-wal")
             dbapi_connection.lock_path = lock_path
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
@@ -256,6 +259,10 @@ class _WriterLockedConnection(sqlite3.Connection):
     _wal_path: str | None = None
     _wal_fd: int | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._finalizers: list[weakref.finalize] = []
+
     def begin_write(self) -> None:
         """Queue for the writer lock, then BEGIN IMMEDIATE (straight to the driver: this
         runs for every write)."""
@@ -273,7 +280,7 @@ class _WriterLockedConnection(sqlite3.Connection):
             raise sqlite3.OperationalError(
                 "database is locked: this thread is already inside a write transaction")
         if self._lock_fd is None:
-            self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._lock_fd = self._keep_open(path, os.O_RDWR | os.O_CREAT)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self._locked = True
         _held_here.count = getattr(_held_here, "count", 0) + 1
@@ -303,8 +310,22 @@ class _WriterLockedConnection(sqlite3.Connection):
             # SQLite removes the WAL file only when its last connection closes, so the
             # descriptor, opened once, stays this connection's WAL.
             if self._wal_fd is None:
-                self._wal_fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
+                self._wal_fd = self._keep_open(self._wal_path, os.O_RDONLY)
+                # The WAL file may be new: make its directory entry durable too, once.
+                directory = os.open(os.path.dirname(self._wal_path), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
             os.fdatasync(self._wal_fd)
+
+    def _keep_open(self, path: str, flags: int) -> int:
+        """Open `path` for as long as this connection lives: closed by `close()`, or when
+        the connection is collected without it (a pool that forgets its connections
+        in a forked child does not close them)."""
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+        self._finalizers.append(weakref.finalize(self, os.close, fd))
+        return fd
 
     def rollback(self) -> None:
         try:
@@ -317,11 +338,9 @@ class _WriterLockedConnection(sqlite3.Connection):
             super().close()
         finally:
             self.release_writer_lock()
-            for name in ("_lock_fd", "_wal_fd"):
-                fd = getattr(self, name)
-                if fd is not None:
-                    setattr(self, name, None)
-                    os.close(fd)
+            self._lock_fd = self._wal_fd = None
+            for close in self._finalizers:
+                close()
 
 
 def _set_wal(cursor: sqlite3.Cursor) -> None:

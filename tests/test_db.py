@@ -229,6 +229,42 @@ def test_sqlite_full_syncs_the_wal_after_each_write_commit_outside_the_writer_lo
     engine.dispose()
 
 
+def test_sqlite_through_a_symlink_syncs_and_locks_the_real_files(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    real = tmp_path / "data" / "bridge.db"
+    link = tmp_path / "bridge.db"
+    link.symlink_to(real)
+    synced = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fdatasync(fd)))
+    engine = make_engine(f"sqlite:///{link}")
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(db.high_water.insert().values(store_id="s", key="k", count=1))
+    assert synced and set(synced) == {os.stat(f"{real}-wal").st_ino}
+    assert os.path.exists(f"{real}-writer.lock") and not os.path.exists(f"{link}-writer.lock")
+    engine.dispose()
+
+
+def test_sqlite_connections_dropped_without_close_leave_no_descriptor_open(sqlite_url):
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    engine.dispose()
+    gc.collect()
+    before = open_fds()
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:  # opens the lock file and the WAL descriptor
+        conn.execute(db.high_water.insert().values(store_id="s", key="k", count=1))
+    assert open_fds() > before
+    engine.dispose(close=False)  # what a forked child does with its parent's connections
+    del engine, conn
+    gc.collect()
+    assert open_fds() == before
+
+
 def _other_writer(path: str) -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=0, isolation_level=None)
 
