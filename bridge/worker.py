@@ -176,7 +176,8 @@ class Dispatcher:
                 # for a store claimed for the first time, and while a claimed store is
                 # held (an operator's replay lifts it), not on every pass. Each statement
                 # is a GIL hand-over for this loop, which the sender threads wait on.
-                recheck = self._rechecked_at is None or (now - self._rechecked_at).total_seconds() >= RECHECK_SECONDS
+                last = self._rechecked_at
+                recheck = last is None or not 0 <= (now - last).total_seconds() < RECHECK_SECONDS
                 rows = self.outbox.claim_for_sending(now=now, limit=claim, lease_seconds=self.lease_seconds,
                                                      owner=self.owner, recover_expired=recheck) if claim > 0 else []
                 stores = frozenset(row.store_id for row in rows)
