@@ -113,9 +113,9 @@ def test_any_secret_of_a_rotation_is_accepted(platform, signed_with):
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 @pytest.mark.parametrize("body", [b"not json", b"", b"[1, 2]", b'"text"', b"null", b'{"a": NaN}', b"\xff\xfe{",
-                                  b'{"a": 1e400}', b'{"a": "\\ud800"}', b'{"a": "\xff"}', b"[" * 1100 + b"]" * 1100],
-                         ids=["text", "empty", "array", "string", "null", "nan", "bad utf-8", "beyond a double",
-                              "lone surrogate", "invalid utf-8 in a string", "too deep"])
+                                  b'{"a": "\xff"}', b"[" * 100_000 + b"]" * 100_000],
+                         ids=["text", "empty", "array", "string", "null", "nan", "bad utf-8",
+                              "invalid utf-8 in a string", "too deep"])
 def test_signed_body_that_is_not_a_json_object_is_a_payload_error(platform, body):
     request = signed(platform, body=body)
     adapters.REGISTRY[platform].verify(request, secrets=[SECRET])  # the signature is right
@@ -129,6 +129,15 @@ def test_a_signed_body_with_a_byte_order_mark_is_parsed(platform):
     plain = adapters.REGISTRY[platform].parse(signed(platform))
     marked = signed(platform, body=b"\xef\xbb\xbf" + signed(platform).body)
     assert adapters.REGISTRY[platform].parse(marked).payload == plain.payload
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("text, value", [(b'"\\ud800x"', "\ud800x"), (b"1e400", float("inf"))],
+                         ids=["lone surrogate", "beyond a double"])
+def test_what_the_fast_parser_refuses_is_still_read(platform, text, value):
+    body = signed(platform).body.rstrip()
+    request = signed(platform, body=body[:-1] + b', "kwai_extra": ' + text + b"}")
+    assert adapters.REGISTRY[platform].parse(request).payload["kwai_extra"] == value
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
