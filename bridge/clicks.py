@@ -177,9 +177,10 @@ def _allowed_origin(store: StoreConfig | None) -> str | None:
 
 def _pixel_sandbox(store: StoreConfig) -> bool:
     """A Shopify custom pixel runs in a sandboxed iframe without `allow-same-origin`, so
-    its requests say `Origin: null`. That tells no more than a request without an
-    Origin (accepted too: the rate limit and the body's checks apply either way), and
-    it gets no CORS headers: the pixel posts without reading the answer."""
+    its requests say `Origin: null`. Any site can frame such a sandbox and so make its
+    visitors' browsers post from many addresses: a null origin may report a checkout
+    token only (random, not guessable like an order id or cart contents), and gets no
+    CORS headers: the pixel posts without reading the answer."""
     return store.platform == "shopify" and (request.headers.get("Origin") or "").strip() == "null"
 
 
@@ -218,6 +219,9 @@ def post_click(store_id: str) -> Response:
         return _json({"status": str(exc)}, 400)
     except ValidationError as exc:
         return _json({"status": "invalid click", "errors": exc.normalized_messages()}, 400)
+    if _pixel_sandbox(store) and set(identifiers) != {"checkout_token"}:
+        # Any site can frame a sandbox: from one, only the unguessable checkout token.
+        return _json({"status": "from a sandboxed frame, report a checkout_token only"}, 403)
     now = current_app.config["CLOCK"]()
     current_app.extensions["kwai_bridge.attribution"].record_click(
         store, click_id=click_id, identifiers=identifiers, order_key=order_key, now=now)

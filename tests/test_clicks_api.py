@@ -212,6 +212,12 @@ def test_a_shopify_pixel_sandbox_posting_as_text_from_origin_null_is_stored_with
                          environ_base={"REMOTE_ADDR": "198.51.100.1"})
     assert answer.status_code == 202 and "Access-Control-Allow-Origin" not in answer.headers
     assert clicks_of(client, checkout_token="chk-5") == {"checkout_token": "Pix+1"}
+    # any site can frame a sandbox: from one, nothing but a checkout token
+    for guessable in ({"order_id": "1001"}, {"cart_token": "c1"}, {"checkout_token": "chk-6", "order_id": "1002"}):
+        refused = client.post("/clicks/acme", data=json.dumps({"click_id": "Evil", **guessable}),
+                              headers={"Origin": "null"}, content_type="text/plain")
+        assert refused.status_code == 403 and "checkout_token" in refused.json["status"]
+    assert clicks_of(client, order_id="1001", cart_token="c1", checkout_token="chk-6") == {}
     # no other platform runs a pixel sandbox: there, a null origin is a foreign one
     woo = client.post("/clicks/woo", data=json.dumps({"click_id": "W1", "order_id": "7"}),
                       headers={"Origin": "null"}, content_type="text/plain")

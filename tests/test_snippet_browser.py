@@ -251,8 +251,7 @@ def test_shopify_custom_pixel_sends_the_click_on_checkout_completed(
     if expected is None:
         assert recorder.bodies() == []
     else:
-        assert recorder.bodies() == [{"click_id": expected, "checkout_token": "chk-5e1d",
-                                      "order_id": "820982911946154508"}]
+        assert recorder.bodies() == [{"click_id": expected, "checkout_token": "chk-5e1d"}]
         assert recorder.origins == ["null"]  # from the sandbox's opaque origin, as on Shopify
 
 
@@ -278,5 +277,5 @@ def test_shopify_custom_pixel_in_consent_mode_sends_only_with_marketing_consent(
         page.add_init_script(f"window.init = {json.dumps(init)};")
     page.goto(shop.url + "/pixel-test")
     page.evaluate("event => window.firePixelEvent('checkout_completed', event)", CHECKOUT_COMPLETED)
-    expected = [{"click_id": "Pix+1", "checkout_token": "chk-5e1d", "order_id": "820982911946154508"}]
+    expected = [{"click_id": "Pix+1", "checkout_token": "chk-5e1d"}]
     assert recorder.bodies() == (expected if sent else [])

@@ -132,8 +132,7 @@ def test_shopify_storefront_snippet_and_pixel_attribute_webhooks_without_click_i
     page.goto(shop.url + "/pixel-test")  # Shopify's checkout: the custom pixel reports the order
     completed = {"data": {"checkout": {"token": "chk-e2e", "order": {"id": "820982911946154508"}}}}
     page.evaluate("event => window.firePixelEvent('checkout_completed', event)", completed)
-    assert bridge.wait_for_click("acme", checkout_token="chk-e2e", order_id="820982911946154508") == {
-        "checkout_token": click, "order_id": click}
+    assert bridge.wait_for_click("acme", checkout_token="chk-e2e") == {"checkout_token": click}
     bridge.webhook("shopify", "acme", "orders/paid", {
         **ORDER, "test": False, "financial_status": "paid", "checkout_token": "chk-e2e", "cart_token": None,
         "note_attributes": [], "landing_site": None})
@@ -142,7 +141,7 @@ def test_shopify_storefront_snippet_and_pixel_attribute_webhooks_without_click_i
     assert sorted((r.fields["event_name"], r.fields["clickid"]) for r in kwai.successes()) == [
         ("EVENT_ADD_TO_CART", click), ("EVENT_PURCHASE", click)]
     sources = {r.event_name: r.click_source for r in bridge.runtime.outbox.list_events()}
-    assert sources == {"EVENT_ADD_TO_CART": "click_store:cart_token", "EVENT_PURCHASE": "click_store:order_id"}
+    assert sources == {"EVENT_ADD_TO_CART": "click_store:cart_token", "EVENT_PURCHASE": "click_store:checkout_token"}
 
 
 def test_woocommerce_checkout_and_order_received_attribute_the_order_webhook(page, world, kwai):

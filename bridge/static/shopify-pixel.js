@@ -3,7 +3,7 @@
  * Theme scripts do not run on Shopify's checkout, so this pixel (pasted under Settings >
  * Customer events) reads the click id the storefront snippet kept (localStorage
  * `kwai_click_id` {id, ts}, else cookie `_kwai_click_id`) through the sandbox's `browser`
- * API and, on `checkout_completed`, posts {click_id, checkout_token, order_id} to the
+ * API and, on `checkout_completed`, posts {click_id, checkout_token} to the
  * bridge. Shopify runs custom pixels in an iframe sandboxed without `allow-same-origin`,
  * so the request goes out with `Origin: null`, which the bridge accepts for Shopify
  * stores. The bridge prepends the same settings line as for the snippet:
@@ -61,12 +61,10 @@
       var checkout = event && event.data && event.data.checkout;
       if (!marketing || !checkout) return Promise.resolve();
       var token = checkout.token;
-      var orderId = checkout.order && checkout.order.id;
       return clickId().then(function (id) {
-        if (!id || (!present(token) && !present(orderId))) return undefined;
-        var body = {click_id: id};
-        if (present(token)) body.checkout_token = String(token);
-        if (present(orderId)) body.order_id = String(orderId);
+        // Only the checkout token: the bridge takes nothing else from a sandboxed frame.
+        if (!id || !present(token)) return undefined;
+        var body = {click_id: id, checkout_token: String(token)};
         // The sandbox's origin is opaque (`Origin: null`): a simple request (text/plain,
         // no-cors) needs no preflight, which keepalive requests cannot make; the bridge
         // reads the JSON whatever the type, and the answer is not needed.
