@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping, Union
 
-import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
