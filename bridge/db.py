@@ -266,21 +266,21 @@ class _WriterLockedConnection(sqlite3.Connection):
     def begin_write(self) -> None:
         """Queue for the writer lock, then BEGIN IMMEDIATE (straight to the driver: this
         runs for every write)."""
-        self.acquire_writer_lock(self.lock_path)
+        self.acquire_writer_lock()
         try:
             self.execute("BEGIN IMMEDIATE")
         except BaseException:
             self.release_writer_lock()
             raise
 
-    def acquire_writer_lock(self, path: str) -> None:
+    def acquire_writer_lock(self) -> None:
         if self._locked:
             return
         if getattr(_held_here, "count", 0):
             raise sqlite3.OperationalError(
                 "database is locked: this thread is already inside a write transaction")
         if self._lock_fd is None:
-            self._lock_fd = self._keep_open(path, os.O_RDWR | os.O_CREAT)
+            self._lock_fd = self._keep_open(self.lock_path, os.O_RDWR | os.O_CREAT)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self._locked = True
         _held_here.count = getattr(_held_here, "count", 0) + 1
