@@ -210,7 +210,8 @@ def post_click(store_id: str) -> Response:
         return _json({"status": "too many requests"}, 429, {"Retry-After": str(int(wait) + 1)})
     if store is None:
         return _json({"status": "unknown store"}, 404)
-    if request.headers.get("Origin") and _allowed_origin(store) is None and not _pixel_sandbox(store):
+    sandboxed = _pixel_sandbox(store)
+    if request.headers.get("Origin") and _allowed_origin(store) is None and not sandboxed:
         return _json({"status": "origin not allowed"}, 403)
     request.max_content_length = CLICK_BODY_LIMIT  # larger: 413 from the app's error handler
     try:
@@ -219,7 +220,7 @@ def post_click(store_id: str) -> Response:
         return _json({"status": str(exc)}, 400)
     except ValidationError as exc:
         return _json({"status": "invalid click", "errors": exc.normalized_messages()}, 400)
-    if _pixel_sandbox(store) and set(identifiers) != {"checkout_token"}:
+    if sandboxed and set(identifiers) != {"checkout_token"}:
         # Any site can frame a sandbox: from one, only the unguessable checkout token.
         return _json({"status": "from a sandboxed frame, report a checkout_token only"}, 403)
     now = current_app.config["CLOCK"]()
