@@ -14,12 +14,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from adapters.base import WebhookRequest
-from bridge import clicks
-from bridge.attribution import Attribution, ClickStore
-from bridge.jsontext import compact
-from bridge.pipeline import Answer, Pipeline
-from bridge.privacy import Privacy
-from bridge.runtime import Runtime
+from kwai_bridge import clicks
+from kwai_bridge.attribution import Attribution, ClickStore
+from kwai_bridge.jsontext import compact
+from kwai_bridge.pipeline import Answer, Pipeline
+from kwai_bridge.privacy import Privacy
+from kwai_bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
-from kwai.events import KwaiEvent
+from kwai_bridge.kwai.events import KwaiEvent
 
 
 # -- errors --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import orjson
 from adapters.base import (
     Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest, sha256_email, sha256_phone,
 )
-from kwai.events import CURRENCIES, Content, KwaiEvent
+from kwai_bridge.kwai.events import CURRENCIES, Content, KwaiEvent
 
 PURCHASE = "EVENT_PURCHASE"
 CENT = Decimal("0.01")

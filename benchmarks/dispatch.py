@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.base import Conversion  # noqa: E402
-from bridge.config import StoreConfig, Stores  # noqa: E402
-from bridge.db import make_engine, migrate  # noqa: E402
-from bridge.outbox import Outbox  # noqa: E402
-from bridge.worker import Dispatcher  # noqa: E402
-from kwai import wire  # noqa: E402
-from kwai.client import KwaiClient  # noqa: E402
-from kwai.events import Content, KwaiEvent  # noqa: E402
+from kwai_bridge.config import StoreConfig, Stores  # noqa: E402
+from kwai_bridge.db import make_engine, migrate  # noqa: E402
+from kwai_bridge.outbox import Outbox  # noqa: E402
+from kwai_bridge.worker import Dispatcher  # noqa: E402
+from kwai_bridge.kwai import wire  # noqa: E402
+from kwai_bridge.kwai.client import KwaiClient  # noqa: E402
+from kwai_bridge.kwai.events import Content, KwaiEvent  # noqa: E402
 
 TARGET = 0.8
 STORE = StoreConfig(id="bench", platform="shopify", shop="bench.myshopify.com",

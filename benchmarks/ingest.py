@@ -120,7 +120,7 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "KWAI_BRIDGE_STORES": str(stores),
                "KWAI_BRIDGE_LOG_LEVEL": "WARNING", "BENCH_SECRET": SECRET}
         targets = [
-            ("kwai-bridge serve", lambda port: [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1",
+            ("kwai-bridge serve", lambda port: [sys.executable, "-m", "kwai_bridge.cli", "serve", "--host", "127.0.0.1",
                                                 "--port", str(port), "--workers", str(args.workers)],
              lambda r: {"KWAI_BRIDGE_DATABASE_URL": f"sqlite:///{workdir}/bridge-{r}.db"}),
             ("durable receiver", lambda port: gunicorn_command("benchmarks.baselines:durable_app()", port,

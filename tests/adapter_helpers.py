@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Callable
 
 from adapters.base import ConversionOptions, WebhookRequest
-from kwai.wire import post_body
+from kwai_bridge.kwai.wire import post_body
 from tests.signing import headers_for
 
 

@@ -88,7 +88,7 @@ def bridge_env(*, database_url: str, stores: Path, kwai_url: str = "http://127.0
 
 
 def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", *args]
+    return [sys.executable, "-m", "kwai_bridge.cli", *args]
 
 
 def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
 - `Storefront`: one origin playing a Shopify-like shop (`/`, `/products/x`, `/cart.js`,
   `/cart/update.js`) and a WooCommerce-like one (`/checkout/`, `/checkout-block/`,
   `/checkout/order-received/<id>/`), every page loading `/kwai.js` (the settings line plus
-  `bridge/static/snippet.js`); `/pixel-test` runs `shopify-pixel.js` in a sandboxed
+  `kwai_bridge/static/snippet.js`); `/pixel-test` runs `shopify-pixel.js` in a sandboxed
   iframe, as Shopify runs a custom pixel.
 - `ClicksRecorder`: stands in for the bridge's `POST /clicks/<store_id>` on another port,
   so the snippet's requests are cross-origin as in production (CORS and preflight).
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-STATIC = Path(__file__).resolve().parent.parent / "bridge" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "kwai_bridge" / "static"
 CLICK_FIELDS = ("click_id", "cart_token", "checkout_token", "order_id", "order_key",
                 "customer_id", "email_sha256", "phone_sha256")
 

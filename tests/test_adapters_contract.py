@@ -17,7 +17,7 @@ import adapters
 from adapters.base import (
     AdapterError, Conversion, ConversionOptions, Notification, PayloadError, SignatureError, WebhookRequest,
 )
-from kwai.events import CURRENCIES, EVENT_NAMES
+from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
 from tests.conftest import fixture_bytes
 from tests.signing import SIGNATURE_HEADERS, headers_for, sign
 

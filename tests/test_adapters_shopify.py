@@ -13,7 +13,7 @@ import pytest
 from adapters import shopify
 from adapters.base import ConversionOptions, PayloadError, SignatureError, WebhookRequest
 from adapters.common import PrivacyRequest
-from kwai.events import Content
+from kwai_bridge.kwai.events import Content
 from tests.adapter_helpers import delivery, sha, wire
 from tests.conftest import fixture_bytes
 from tests.signing import headers_for

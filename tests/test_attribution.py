@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from adapters.base import Conversion
 from adapters.clickid import find_click
-from bridge import db
-from bridge.attribution import IDENTIFIERS, Attribution, ClickStore, report
-from bridge.config import StoreConfig
-from bridge.outbox import Outbox
-from kwai.events import KwaiEvent
+from kwai_bridge import db
+from kwai_bridge.attribution import IDENTIFIERS, Attribution, ClickStore, report
+from kwai_bridge.config import StoreConfig
+from kwai_bridge.outbox import Outbox
+from kwai_bridge.kwai.events import KwaiEvent
 from tests.serving import ROOT, store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -204,8 +204,8 @@ def test_report_counts_sources_and_unattributed_per_event_name(engine):
 
 
 def test_attribution_report_command(engine, database_url, tmp_path, monkeypatch):
-    import cli
-    import cli.attribution  # noqa: F401  (registers the command)
+    from kwai_bridge import cli
+    import kwai_bridge.cli.attribution  # noqa: F401  (registers the command)
 
     _accept_all(engine)
     monkeypatch.setenv("KWAI_BRIDGE_DATABASE_URL", database_url)

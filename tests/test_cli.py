@@ -11,11 +11,11 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-import cli
+import kwai_bridge.cli as cli
 from adapters.base import Conversion
-from bridge.db import make_engine, migrate
-from bridge.outbox import Outbox
-from kwai.events import KwaiEvent
+from kwai_bridge.db import make_engine, migrate
+from kwai_bridge.outbox import Outbox
+from kwai_bridge.kwai.events import KwaiEvent
 from tests.conftest import fixture_bytes
 from tests.fake_kwai import FakeKwai
 from tests.serving import SECRETS, SHOPS, Served, bridge_env, store_entry, write_stores

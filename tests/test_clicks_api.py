@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bridge.attribution import ClickStore
-from bridge.clicks import CLICK_BODY_LIMIT, STATIC, RateLimiter
-from bridge.db import make_engine, migrate
+from kwai_bridge.attribution import ClickStore
+from kwai_bridge.clicks import CLICK_BODY_LIMIT, STATIC, RateLimiter
+from kwai_bridge.db import make_engine, migrate
 from server import create_app
 from tests.serving import store_entry, write_stores
 

@@ -16,10 +16,10 @@ from types import MappingProxyType
 import pytest
 
 from adapters.base import ConversionOptions, hmac_sha256, matches_any
-from bridge.config import (
+from kwai_bridge.config import (
     ConfigError, StoreConfig, StoreRegistry, Stores, load_stores, parse_stores,
 )
-from bridge.settings import SETTINGS_DOC, Settings, settings_from_env, settings_markdown
+from kwai_bridge.settings import SETTINGS_DOC, Settings, settings_from_env, settings_markdown
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SECRET, TOKEN = "whsec-5ecret-one", "tok-5ecret-XYZ"
@@ -286,7 +286,7 @@ def test_registry_reload_keeps_last_good_stores(tmp_path, caplog):
 
     good = registry.stores
     path.write_text(store_toml(webhook_secrets="[]", access_token='"tok-broken-edit"'))
-    with caplog.at_level(logging.ERROR, logger="bridge.config"):
+    with caplog.at_level(logging.ERROR, logger="kwai_bridge.config"):
         assert registry.reload() is False
     assert registry.stores is good
     assert registry.error == (f'{path}: store "acme": webhook_secrets: must be a non-empty '

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from adapters.base import Conversion
-from bridge.db import make_engine, migrate
-from bridge.outbox import Outbox
-from kwai.events import KwaiEvent
+from kwai_bridge.db import make_engine, migrate
+from kwai_bridge.outbox import Outbox
+from kwai_bridge.kwai.events import KwaiEvent
 from tests.fake_kwai import FakeKwai
 from tests.serving import bridge_env, run_cli, start_worker, store_entry, write_stores
 

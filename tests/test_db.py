@@ -1,4 +1,4 @@
-"""bridge.db: engines, pragmas, the UTC column type and versioned migrations, on both backends."""
+"""kwai_bridge.db: engines, pragmas, the UTC column type and versioned migrations, on both backends."""
 from __future__ import annotations
 
 import gc
@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import StatementError
 
-from bridge import db
-from bridge.db import SCHEMA_VERSION, SchemaError, ensure_schema, make_engine, migrate, schema_state
+from kwai_bridge import db
+from kwai_bridge.db import SCHEMA_VERSION, SchemaError, ensure_schema, make_engine, migrate, schema_state
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -10,8 +10,8 @@ import click
 import pytest
 import yaml
 
-import cli
-from bridge.settings import SETTINGS_DOC
+import kwai_bridge.cli as cli
+from kwai_bridge.settings import SETTINGS_DOC
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KNOWN_VARIABLES = {row[0] for row in SETTINGS_DOC}
@@ -58,7 +58,7 @@ def test_dockerfile_runs_known_command_and_copies_every_package():
     cmd = re.search(r"^CMD (\[.+\])$", text, re.M).group(1)
     words = yaml.safe_load(cmd)
     assert words[0] == "kwai-bridge" and _cli_path_exists(words[1:])
-    for package in ("adapters", "bridge", "cli", "kwai"):
+    for package in ("adapters", "kwai_bridge"):
         assert f"COPY {package} " in text, package
     for variable in re.findall(r"(KWAI_BRIDGE_[A-Z_]+)=", text):
         assert variable in KNOWN_VARIABLES, variable

@@ -10,13 +10,13 @@ from random import Random
 import pytest
 
 from adapters.base import Conversion
-from bridge.config import StoreRegistry
-from bridge.db import make_engine, migrate
-from bridge.outbox import Outbox
-from bridge.retry import RETRY_SCHEDULE
-from bridge.worker import RECHECK_SECONDS, Dispatcher
-from kwai.client import KwaiClient
-from kwai.events import Content, KwaiEvent
+from kwai_bridge.config import StoreRegistry
+from kwai_bridge.db import make_engine, migrate
+from kwai_bridge.outbox import Outbox
+from kwai_bridge.retry import RETRY_SCHEDULE
+from kwai_bridge.worker import RECHECK_SECONDS, Dispatcher
+from kwai_bridge.kwai.client import KwaiClient
+from kwai_bridge.kwai.events import Content, KwaiEvent
 from tests.serving import store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)

@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 import requests
 
-from kwai.events import Content, KwaiEvent
-from kwai.wire import get_query, post_body
+from kwai_bridge.kwai.events import Content, KwaiEvent
+from kwai_bridge.kwai.wire import get_query, post_body
 from tests.fake_kwai import FakeKwai
 
 PROPS = json.dumps({"event_timestamp": 1714564800123, "content_type": "product",

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from bridge.db import deliveries, events
+from kwai_bridge.db import deliveries, events
 from server import create_app
 from tests.conftest import fixture_bytes
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores

@@ -18,9 +18,9 @@ from random import Random
 from typing import Callable
 
 
-from bridge.db import make_engine, migrate
-from bridge.worker import Dispatcher
-from kwai.client import KwaiClient
+from kwai_bridge.db import make_engine, migrate
+from kwai_bridge.worker import Dispatcher
+from kwai_bridge.kwai.client import KwaiClient
 from server import create_app
 from tests.conftest import fixture_bytes
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores

@@ -1,11 +1,11 @@
-"""bridge.jsontext: the compact JSON text the bridge stores and answers."""
+"""kwai_bridge.jsontext: the compact JSON text the bridge stores and answers."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from bridge.jsontext import compact
+from kwai_bridge.jsontext import compact
 
 
 @pytest.mark.parametrize("value", [

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, classify
-from kwai.events import EventError, KwaiEvent
+from kwai_bridge.kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, classify
+from kwai_bridge.kwai.events import EventError, KwaiEvent
 from tests.fake_kwai import FakeKwai
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)

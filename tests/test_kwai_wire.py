@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from kwai.events import Content, EventError, KwaiEvent
-from kwai.wire import get_query, post_body, post_json
+from kwai_bridge.kwai.events import Content, EventError, KwaiEvent
+from kwai_bridge.kwai.wire import get_query, post_body, post_json
 
 WHEN = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
 WHEN_MS = 1714564800123

@@ -9,10 +9,10 @@ from random import Random
 
 import pytest
 
-from bridge.attribution import report
-from bridge.db import make_engine, migrate
-from bridge.worker import Dispatcher
-from kwai.client import KwaiClient
+from kwai_bridge.attribution import report
+from kwai_bridge.db import make_engine, migrate
+from kwai_bridge.worker import Dispatcher
+from kwai_bridge.kwai.client import KwaiClient
 from server import create_app
 from tests.conftest import fixture_bytes
 from tests.fake_kwai import FakeKwai

@@ -1,4 +1,4 @@
-"""bridge.outbox on both backends: atomic accept, dedup, statuses, leases, replay, pruning."""
+"""kwai_bridge.outbox on both backends: atomic accept, dedup, statuses, leases, replay, pruning."""
 from __future__ import annotations
 
 import logging
@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.base import Conversion
-from bridge import db, outbox as outbox_module
-from bridge.db import make_engine, migrate
-from bridge.outbox import Outbox, UnknownDelivery
-from kwai.events import Content, KwaiEvent
+from kwai_bridge import db, outbox as outbox_module
+from kwai_bridge.db import make_engine, migrate
+from kwai_bridge.outbox import Outbox, UnknownDelivery
+from kwai_bridge.kwai.events import Content, KwaiEvent
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 LEASE = 60
@@ -193,7 +193,7 @@ def test_claims_take_the_oldest_due_rows_under_a_lease(box, caplog):
     assert box.due_count(held) == 0
     # the leases of w1 and w2 run out: their rows come back, oldest lease first
     later = now + timedelta(seconds=2 * LEASE)
-    with caplog.at_level(logging.WARNING, logger="bridge.outbox"):
+    with caplog.at_level(logging.WARNING, logger="kwai_bridge.outbox"):
         again = box.claim_due(now=later, limit=10, lease_seconds=LEASE, owner="w3")
     assert [r.id for r in again] == ids
     assert {r.lease_owner for r in again} == {"w3"}

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from bridge import db
-from bridge.attribution import ClickStore
+from kwai_bridge import db
+from kwai_bridge.attribution import ClickStore
 from server import create_app
 from tests.conftest import fixture_bytes
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
@@ -156,8 +156,8 @@ def test_a_data_request_changes_nothing_and_says_an_export_is_due(app, caplog):
 
 
 def test_privacy_export_prints_what_is_held_about_the_customer(app, database_url, tmp_path, monkeypatch):
-    import cli
-    import cli.privacy  # noqa: F401  (registers the command)
+    from kwai_bridge import cli
+    import kwai_bridge.cli.privacy  # noqa: F401  (registers the command)
 
     client = app.test_client()
     populate(client, "shopify")
@@ -184,8 +184,8 @@ def test_privacy_export_prints_what_is_held_about_the_customer(app, database_url
 
 
 def test_redaction_is_seen_by_a_later_export(app, database_url, tmp_path, monkeypatch):
-    import cli
-    import cli.privacy  # noqa: F401
+    from kwai_bridge import cli
+    import kwai_bridge.cli.privacy  # noqa: F401
 
     client = app.test_client()
     populate(client, "shopify")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.settings import SETTINGS_DOC, settings_markdown
+from kwai_bridge.settings import SETTINGS_DOC, settings_markdown
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -17,6 +17,6 @@ def test_settings_table_matches_the_code():
     start = README.index("<!-- settings-table -->") + len("<!-- settings-table -->")
     end = README.index("<!-- /settings-table -->")
     assert README[start:end].strip() == settings_markdown().strip(), \
-        "README settings table is stale: regenerate it from bridge.settings.settings_markdown()"
+        "README settings table is stale: regenerate it from kwai_bridge.settings.settings_markdown()"
     for variable, _default, _meaning in SETTINGS_DOC:
         assert f"`{variable}`" in README

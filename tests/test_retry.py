@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bridge.retry import JITTER, MAX_ATTEMPTS, RETRY_SCHEDULE, next_attempt_at
+from kwai_bridge.retry import JITTER, MAX_ATTEMPTS, RETRY_SCHEDULE, next_attempt_at
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 

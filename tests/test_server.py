@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bridge.db import make_engine, migrate
+from kwai_bridge.db import make_engine, migrate
 from server import create_app
 from tests.conftest import fixture_bytes
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores

@@ -16,9 +16,9 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from bridge.attribution import ClickStore
-from bridge.worker import Dispatcher
-from kwai.client import KwaiClient
+from kwai_bridge.attribution import ClickStore
+from kwai_bridge.worker import Dispatcher
+from kwai_bridge.kwai.client import KwaiClient
 from server import create_app
 from tests.browser import browser_page, page, visit  # noqa: F401 (fixtures)
 from tests.conftest import fixture_bytes

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from marshmallow import Schema, fields, post_dump
 
-from kwai.events import EventError, KwaiEvent
+from kwai_bridge.kwai.events import EventError, KwaiEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)

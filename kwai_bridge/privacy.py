@@ -21,8 +21,8 @@ from sqlalchemy import LargeBinary, and_, bindparam, delete, func, or_, select, 
 from sqlalchemy.engine import Connection, Engine
 
 from adapters.common import PrivacyRequest
-from bridge.config import StoreConfig
-from bridge.db import clicks, deliveries, event_identifiers, events, reading
+from kwai_bridge.config import StoreConfig
+from kwai_bridge.db import clicks, deliveries, event_identifiers, events, reading
 
 log = logging.getLogger(__name__)
 

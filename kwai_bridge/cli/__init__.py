@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 
 import click
 
-from bridge.config import ConfigError
-from bridge.db import SchemaError, make_engine, migrate as run_migrations
-from bridge.attribution import ClickStore
-from bridge.runtime import Runtime
+from kwai_bridge.config import ConfigError
+from kwai_bridge.db import SchemaError, make_engine, migrate as run_migrations
+from kwai_bridge.attribution import ClickStore
+from kwai_bridge.runtime import Runtime
 
 log = logging.getLogger("kwai_bridge")
 
@@ -81,7 +81,7 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
     print_urls(runtime, port)
     child = None
     if with_worker:
-        child = subprocess.Popen([sys.executable, "-m", "cli", "worker"])
+        child = subprocess.Popen([sys.executable, "-P", "-m", "kwai_bridge.cli", "worker"])
 
     class App(BaseApplication):
         def load_config(self):
@@ -114,7 +114,7 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
 @click.option("--once", is_flag=True, help="send everything due, then exit")
 def worker(once: bool) -> None:
     """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
-    from bridge.worker import Dispatcher
+    from kwai_bridge.worker import Dispatcher
 
     runtime = _runtime()
     stop = threading.Event()
@@ -155,7 +155,7 @@ def _prune_loop(runtime: Runtime, stop: threading.Event) -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema in place."""
-    from bridge.settings import settings_from_env
+    from kwai_bridge.settings import settings_from_env
 
     settings = settings_from_env(os.environ)
     version = run_migrations(make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous))
@@ -170,8 +170,8 @@ def stores() -> None:
 @stores.command("check")
 def stores_check() -> None:
     """Validate the stores file and print each store's webhook URL."""
-    from bridge.config import load_stores
-    from bridge.settings import settings_from_env
+    from kwai_bridge.config import load_stores
+    from kwai_bridge.settings import settings_from_env
 
     settings = settings_from_env(os.environ)
     try:
@@ -184,4 +184,4 @@ def stores_check() -> None:
     click.echo(f"{len(loaded)} store(s) valid")
 
 
-from cli import attribution, privacy, records  # noqa: E402,F401  (they register their commands)
+from kwai_bridge.cli import attribution, privacy, records  # noqa: E402,F401  (they register their commands)

@@ -18,14 +18,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from adapters.base import Conversion
-from bridge.db import EVENT_STATUSES, deliveries, events, reading, writing_cursor
-from bridge.jsontext import compact
-from bridge.outbox.dispatch import Dispatching
-from bridge.outbox.rows import (
+from kwai_bridge.db import EVENT_STATUSES, deliveries, events, reading, writing_cursor
+from kwai_bridge.jsontext import compact
+from kwai_bridge.outbox.dispatch import Dispatching
+from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
     _delivery_row, _event_row, _safe_headers,
 )
-from bridge.outbox.statements import _Statements
+from kwai_bridge.outbox.statements import _Statements
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import json
 import click
 
 from adapters.base import sha256_email, sha256_phone
-from cli import _runtime, main
+from kwai_bridge.cli import _runtime, main
 
 
 @main.group()
@@ -23,7 +23,7 @@ def privacy() -> None:
 def privacy_export(store_id: str, customer_id: str | None, email: str | None, phone: str | None,
                    order_ids: tuple[str, ...]) -> None:
     """Print (JSON) what the bridge holds about one customer of a store."""
-    from bridge.privacy import Privacy, seeds
+    from kwai_bridge.privacy import Privacy, seeds
 
     pairs = seeds(customer_id=customer_id, email_sha256=sha256_email(email),
                   phone_sha256=sha256_phone(phone), order_ids=order_ids)

@@ -22,8 +22,8 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from adapters.base import PayloadError, sha256_email, sha256_phone
 from adapters.common import load_object
-from bridge.attribution import IDENTIFIERS
-from bridge.config import StoreConfig
+from kwai_bridge.attribution import IDENTIFIERS
+from kwai_bridge.config import StoreConfig
 
 log = logging.getLogger(__name__)
 

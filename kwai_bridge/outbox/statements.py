@@ -5,8 +5,8 @@ from typing import Any, Mapping, Sequence
 
 from sqlalchemy import bindparam, select, update
 
-from bridge.db import deliveries, event_identifiers, events, high_water
-from bridge.outbox.rows import Finish
+from kwai_bridge.db import deliveries, event_identifiers, events, high_water
+from kwai_bridge.outbox.rows import Finish
 
 
 class _Prepared:

@@ -20,8 +20,8 @@ from adapters.base import (
     WebhookRequest,
     normalise_shop,
 )
-from bridge.config import StoreConfig, StoreRegistry
-from bridge.outbox import Outbox
+from kwai_bridge.config import StoreConfig, StoreRegistry
+from kwai_bridge.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Answer:
 
 
 #: Hook for attribution: given the store, its conversions and the time, return them
-#: with click ids filled in where other evidence has one (see bridge.attribution).
+#: with click ids filled in where other evidence has one (see kwai_bridge.attribution).
 Resolver = Callable[[StoreConfig, Sequence[Conversion], datetime], Sequence[Conversion]]
 
 

@@ -23,8 +23,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from kwai import wire
-from kwai.events import KwaiEvent
+from kwai_bridge.kwai import wire
+from kwai_bridge.kwai.events import KwaiEvent
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from bridge.config import ConfigError, _FromEnv, _int, _Invalid
+from kwai_bridge.config import ConfigError, _FromEnv, _int, _Invalid
 
 PREFIX = "KWAI_BRIDGE_"
 

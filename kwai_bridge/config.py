@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from adapters.base import ConversionOptions, normalise_shop
-from kwai.events import CURRENCIES, EVENT_NAMES
+from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
 
 log = logging.getLogger(__name__)
 

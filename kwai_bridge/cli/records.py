@@ -6,8 +6,8 @@ import uuid
 
 import click
 
-from cli import _runtime, _since, _utcnow, main
-from bridge.outbox import EventRow
+from kwai_bridge.cli import _runtime, _since, _utcnow, main
+from kwai_bridge.outbox import EventRow
 
 STATUSES = ("unattributed", "skipped", "pending", "sending", "sent", "held", "dead")
 
@@ -97,8 +97,8 @@ def deliveries_reprocess(since: str | None, store_id: str | None) -> None:
 @click.option("--event", "event_name", default="EVENT_PURCHASE", show_default=True)
 def send_test_event(store_id: str, clickid: str, event_name: str) -> None:
     """Send one event now with trackFlag true; exit 0 only when Kwai answers result 1."""
-    from kwai.client import Delivered
-    from kwai.events import EventError, KwaiEvent
+    from kwai_bridge.kwai.client import Delivered
+    from kwai_bridge.kwai.events import EventError, KwaiEvent
 
     runtime = _runtime()
     store = runtime.registry.stores.get(store_id)

@@ -20,9 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from adapters.base import Conversion
-from bridge.config import StoreConfig
-from bridge.db import clicks, event_identifiers, events, reading
-from bridge.outbox import Outbox
+from kwai_bridge.config import StoreConfig
+from kwai_bridge.db import clicks, event_identifiers, events, reading
+from kwai_bridge.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

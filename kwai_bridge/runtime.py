@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 from typing import Mapping
 
-from bridge.config import StoreRegistry
-from bridge.settings import Settings, settings_from_env
-from bridge.db import ensure_schema, make_engine
-from bridge.outbox import Outbox
-from kwai.client import KwaiClient
+from kwai_bridge.config import StoreRegistry
+from kwai_bridge.settings import Settings, settings_from_env
+from kwai_bridge.db import ensure_schema, make_engine
+from kwai_bridge.outbox import Outbox
+from kwai_bridge.kwai.client import KwaiClient
 
 log = logging.getLogger(__name__)
 

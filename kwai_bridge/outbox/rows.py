@@ -7,8 +7,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Mapping
 
-from bridge.db import DELIVERY_OUTCOMES
-from kwai.events import KwaiEvent
+from kwai_bridge.db import DELIVERY_OUTCOMES
+from kwai_bridge.kwai.events import KwaiEvent
 
 RESPONSE_LIMIT = 2000
 PRUNE_BATCH = 500

@@ -7,8 +7,8 @@ from typing import Iterable, Sequence
 
 from sqlalchemy import select, update
 
-from bridge.db import events
-from bridge.outbox.rows import Claimed, EventRow, Finish, _cut, _event_row
+from kwai_bridge.db import events
+from kwai_bridge.outbox.rows import Claimed, EventRow, Finish, _cut, _event_row
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The dispatcher: claims due events from the outbox, sends them to Kwai concurrently
 over one client, and records each outcome.
 
-Storage (bridge.outbox), the loop (this module) and the retry policy (bridge.retry)
+Storage (kwai_bridge.outbox), the loop (this module) and the retry policy (kwai_bridge.retry)
 are kept apart. Time comes from `clock`, randomness from `rng`, so tests never sleep.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 from random import Random
 from typing import Callable, Union
 
-from bridge.config import StoreConfig, StoreRegistry
-from bridge.outbox import Claimed, EventRow, Finish, Outbox
-from bridge.retry import next_attempt_at
-from kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, SendResult
-from kwai.events import EventError
+from kwai_bridge.config import StoreConfig, StoreRegistry
+from kwai_bridge.outbox import Claimed, EventRow, Finish, Outbox
+from kwai_bridge.retry import next_attempt_at
+from kwai_bridge.kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, SendResult
+from kwai_bridge.kwai.events import EventError
 
 log = logging.getLogger(__name__)
 

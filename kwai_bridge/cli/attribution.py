@@ -5,7 +5,7 @@ import json
 
 import click
 
-from cli import _runtime, _since, _utcnow, main
+from kwai_bridge.cli import _runtime, _since, _utcnow, main
 
 
 @main.group()
@@ -19,7 +19,7 @@ def attribution() -> None:
 @click.option("--json", "as_json", is_flag=True, help='{event name: {"sources": {source: n}, "unattributed": n}}')
 def attribution_report(store_id: str | None, since: str | None, as_json: bool) -> None:
     """Per event name, events by the source of their click id, and those unattributed."""
-    from bridge.attribution import report
+    from kwai_bridge.attribution import report
 
     runtime = _runtime()
     found = report(runtime.engine, store_id=store_id, since=_since(since))
@@ -39,7 +39,7 @@ def attribution_report(store_id: str | None, since: str | None, as_json: bool) -
 @attribution.command("prune")
 def attribution_prune() -> None:
     """Delete click-store entries older than their store's click_window_days."""
-    from bridge.attribution import ClickStore
+    from kwai_bridge.attribution import ClickStore
 
     runtime = _runtime()
     windows = {store.id: store.click_window_days for store in runtime.registry.stores}

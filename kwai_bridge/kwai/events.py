@@ -1,7 +1,7 @@
 """Kwai's event model: the 32 event names and a frozen event value.
 
 This module knows nothing of platforms or of Kwai's wire spellings (those live in
-`kwai.wire`). Values are Decimal, times are aware UTC.
+`kwai_bridge.kwai.wire`). Values are Decimal, times are aware UTC.
 """
 from __future__ import annotations
 

@@ -1,0 +1,3 @@
+from kwai_bridge.cli import main
+
+main()
