@@ -13,9 +13,12 @@ from urllib.parse import unquote
 #: Parameters whose value may itself be a URL carrying the click id (looked into once).
 REDIRECT_PARAMS: tuple[str, ...] = ("redirect", "redirect_to", "redirect_uri", "return_to", "next", "url", "u")
 
-#: Cart / note attribute names that carry a click id written by the storefront. The
-#: underscore form is Shopify's convention for attributes hidden from the shopper.
-ATTRIBUTE_NAMES: tuple[str, ...] = ("kwai_click_id", "_kwai_click_id")
+#: Cart / note attribute names that carry a click id written by the storefront, in order
+#: of preference. The snippet writes `__kwai_click_id` on Shopify (a private cart attribute:
+#: hidden at checkout and from the Ajax API, still on the order) and `_kwai_click_id` on
+#: Shopline (themes hide names that start with `_`); `kwai_click_id` is what its first
+#: version wrote, still read for carts made then.
+ATTRIBUTE_NAMES: tuple[str, ...] = ("__kwai_click_id", "_kwai_click_id", "kwai_click_id")
 
 
 def click_id_from_url(url: str | None, params: Sequence[str]) -> str | None:

@@ -1,7 +1,8 @@
 """Loopback stand-ins for the storefront snippet tests.
 
-- `Storefront`: one origin playing a Shopify-like shop (`/`, `/products/x`, `/cart.js`,
-  `/cart/update.js`) and a WooCommerce-like one (`/checkout/`, `/checkout-block/`,
+- `Storefront`: one origin playing a Shopify-like shop (`/`, `/products/x` with an Ajax
+  "Add to cart", `/cart.js`, `/cart/update.js`, `/cart/add.js`; tokens with Shopify's
+  `?key=` and private `__` attributes hidden from reads) and a WooCommerce-like one (`/checkout/`, `/checkout-block/`,
   `/checkout/order-received/<id>/`), every page loading `/kwai.js` (the settings line plus
   `kwai_bridge/static/snippet.js`); `/pixel-test` runs `shopify-pixel.js` in a sandboxed
   iframe, as Shopify runs a custom pixel.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -167,12 +169,15 @@ def _click_body(raw: bytes) -> dict[str, Any] | None:
     return body if "click_id" in body and len(body) > 1 else None
 
 
-#: Each platform's storefront Ajax cart API: (read the cart, update its attributes).
+#: Each platform's storefront Ajax cart API: (read the cart, update its attributes, add an item).
 CART_PATHS = {
-    "shopify": ("/cart.js", "/cart/update.js"),
-    "shopline": ("/api/carts/ajax-cart", "/cart/update"),
-    "woocommerce": ("", ""),
+    "shopify": ("/cart.js", "/cart/update.js", "/cart/add.js"),
+    "shopline": ("/api/carts/ajax-cart", "/cart/update", "/api/carts/ajax-cart/add"),
+    "woocommerce": ("", "", ""),
 }
+#: Shopify's Ajax API answers the cart token with a key parameter (since 2024-06-21); the
+#: order webhook's `cart_token` is the part before `?key=`. Shopline's has no key.
+SHOPIFY_KEY = "?key=824bdj25mhg1242bdb385"
 
 
 class Storefront:
@@ -182,9 +187,12 @@ class Storefront:
         self.settings: dict[str, Any] = {"endpoint": endpoint, "platform": platform,
                                          "clickParams": ["click_id"], "windowDays": 30,
                                          "consentMode": False, **settings}
-        self.cart: dict[str, Any] = {"token": "c1-7f3a9e", "attributes": {}, "item_count": 1}
+        key = SHOPIFY_KEY if platform == "shopify" else ""
+        self.cart: dict[str, Any] = {"token": "c1-7f3a9e" + key, "attributes": {}, "item_count": 1}
         self.cart_updates: list[dict[str, Any]] = []
+        self.cart_reads = 0
         self.refuse_cart_updates = False  # answer the cart update with a 500
+        self._created_token = "Z2NwLXVzLWVhc3QxOjAxSks5MkVKMFBDWUZaWkZYNzFDVFZESkJB" + key
         self._lock = threading.Lock()
         self._server = LoopbackServer(self.handle)
 
@@ -198,17 +206,24 @@ class Storefront:
             return self._script("snippet.js")
         if method == "GET" and path == "/pixel.js":
             return self._script("shopify-pixel.js")
-        get_cart, update_cart = CART_PATHS[self.settings["platform"]]
+        get_cart, update_cart, add_to_cart = CART_PATHS[self.settings["platform"]]
         if method == "GET" and path == get_cart:
             shopline_read = self.settings["platform"] == "shopline"
             if shopline_read and request.headers.get("content-type") != "application/json":
                 return json_response({"message": "Content-Type must be application/json"}, 400)
             with self._lock:
-                return json_response(self.cart)
+                self.cart_reads += 1
+                return json_response(self._visible_cart())
         if method == "POST" and path == update_cart:
             if self.refuse_cart_updates:
                 return json_response({"message": "cart update refused"}, 500)
             return self._update_cart(request.body)
+        if method == "POST" and path == add_to_cart:
+            with self._lock:
+                if self.cart["item_count"] == 0:  # the first item creates the cart and its token
+                    self.cart["token"] = self._created_token
+                self.cart["item_count"] += 1
+                return json_response({"quantity": 1})
         if method == "POST" and path == "/checkout/done":
             return Response(200, _page("Order placed", "<p>Thank you.</p>", snippet=False))
         if method == "GET":
@@ -222,12 +237,26 @@ class Storefront:
         source = (STATIC / name).read_text()
         return Response(200, config_line(self.settings) + source, "application/javascript")
 
+    def empty_cart(self) -> None:
+        """No cart yet: like Shopify, every read answers a new token until the first item."""
+        with self._lock:
+            self.cart.update(token=None, item_count=0)
+
+    def _visible_cart(self) -> dict[str, Any]:
+        cart = dict(self.cart)
+        if cart["token"] is None:
+            cart["token"] = uuid.uuid4().hex
+        if self.settings["platform"] == "shopify":
+            # Private attributes ("__name") cannot be read through Shopify's Ajax API.
+            cart["attributes"] = {k: v for k, v in cart["attributes"].items() if not k.startswith("__")}
+        return cart
+
     def _update_cart(self, raw: bytes) -> Response:
         update = json.loads(raw)
         with self._lock:
             self.cart_updates.append(update)
             self.cart["attributes"].update(update.get("attributes") or {})
-            return json_response(self.cart)
+            return json_response(self._visible_cart())
 
     def close(self) -> None:
         self._server.close()
@@ -300,9 +329,20 @@ _PIXEL_FRAME = """<script>
 })();
 </script><script src="/pixel.js"></script>"""
 
+# A theme's Ajax "Add to cart": the platform's add path, read from the snippet's settings.
+_ADD_TO_CART = """<button type="button" id="add-to-cart">Add to cart</button>
+<script>
+document.getElementById("add-to-cart").addEventListener("click", function () {
+  var path = window.KWAI_BRIDGE.platform === "shopline" ? "/api/carts/ajax-cart/add" : "/cart/add.js";
+  window.addedToCart = fetch(path, {method: "POST", headers: {"Content-Type": "application/json"},
+                                    body: JSON.stringify({id: 1, quantity: 1})})
+    .then(function (response) { return response.json(); });
+});
+</script>"""
+
 _PAGES = {
     "/": _page("Home", "<h1>Shop</h1>"),
-    "/products/x": _page("Product X", "<h1>Product X</h1>"),
+    "/products/x": _page("Product X", "<h1>Product X</h1>" + _ADD_TO_CART),
     "/blank": _page("Blank", "<p>no snippet</p>", snippet=False),
     "/checkout/": _page("Checkout", _CLASSIC_CHECKOUT),
     "/checkout-block/": _page("Checkout", _BLOCK_CHECKOUT),

@@ -74,7 +74,12 @@ def test_real_landing_urls_keep_literal_plus():
 ATTRIBUTE_CASES = [
     ("note_attributes", [{"name": "gift", "value": "no"}, {"name": "kwai_click_id", "value": " A+1 "}], "A+1"),
     ("hidden underscore name", [{"name": "_kwai_click_id", "value": "H1"}], "H1"),
-    ("plain name wins over hidden", [{"name": "_kwai_click_id", "value": "H"}, {"name": "kwai_click_id", "value": "P"}], "P"),
+    ("Shopify's private name", [{"name": "__kwai_click_id", "value": "P1"}], "P1"),
+    # the snippet now writes a hidden name: on a cart that also has the first version's
+    # plain name, the hidden one is the newer click
+    ("hidden name wins over plain", [{"name": "kwai_click_id", "value": "P"}, {"name": "_kwai_click_id", "value": "H"}], "H"),
+    ("private name wins over both", [{"name": "_kwai_click_id", "value": "H"}, {"name": "__kwai_click_id", "value": "S"},
+                                     {"name": "kwai_click_id", "value": "P"}], "S"),
     ("last non-empty wins", [{"name": "kwai_click_id", "value": "old"}, {"name": "kwai_click_id", "value": "new"}], "new"),
     ("empty value ignored", [{"name": "kwai_click_id", "value": ""}], None),
     ("value not decoded", [{"name": "kwai_click_id", "value": "a%2Bb"}], "a%2Bb"),

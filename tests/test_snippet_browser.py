@@ -71,7 +71,9 @@ def test_shopify_landing_keeps_click_id_and_sends_it_once(page: Any, shop: Store
     assert abs(cookie["expires"] - (time.time() + 30 * 86400)) < 120
     record = page.evaluate("JSON.parse(localStorage.getItem('kwai_click_id'))")
     assert abs(record["ts"] - time.time() * 1000) < 120_000
-    assert shop.cart_updates == [{"attributes": {"kwai_click_id": "AbC+d/e==+x"}}]
+    # the private attribute (hidden at checkout), and the token without Shopify's ?key=
+    assert shop.cart_updates == [{"attributes": {"__kwai_click_id": "AbC+d/e==+x"}}]
+    assert shop.cart["token"].startswith("c1-7f3a9e?key=")
     assert recorder.bodies() == [{"click_id": "AbC+d/e==+x", "cart_token": "c1-7f3a9e"}]
 
     visit(page, shop.url + "/")
@@ -85,7 +87,7 @@ def test_shopline_landing_uses_shoplines_cart_api(page: Any, open_shop: Callable
     shopline = open_shop("shopline")  # serves only Shopline's paths: /cart.js is a 404 there
     visit(page, shopline.url + "/products/x?click_id=Sl%2B1%3D")
     assert kept(page) == ("Sl+1=", "Sl+1=")
-    assert shopline.cart_updates == [{"attributes": {"kwai_click_id": "Sl+1="}}]
+    assert shopline.cart_updates == [{"attributes": {"_kwai_click_id": "Sl+1="}}]
     assert recorder.bodies() == [{"click_id": "Sl+1=", "cart_token": "c1-7f3a9e"}]
 
 
@@ -104,11 +106,38 @@ def test_a_cart_that_refuses_the_attribute_still_gets_its_token_bound(
     assert len(noise) == 1 and "500" in noise[0], noise
 
 
-def test_cart_already_holding_the_click_id_is_not_updated(page: Any, shop: Storefront, recorder: ClicksRecorder):
-    shop.cart["attributes"]["kwai_click_id"] = "Same1"
-    visit(page, shop.url + "/?click_id=Same1")
-    assert shop.cart_updates == []
+def test_cart_already_holding_the_click_id_is_not_updated(page: Any, open_shop: Callable[[str], Storefront],
+                                                         recorder: ClicksRecorder):
+    shopline = open_shop("shopline")  # Shopline's attributes can be read back; Shopify's private ones cannot
+    shopline.cart["attributes"]["_kwai_click_id"] = "Same1"
+    visit(page, shopline.url + "/?click_id=Same1")
+    assert shopline.cart_updates == []
     assert recorder.bodies() == [{"click_id": "Same1", "cart_token": "c1-7f3a9e"}]
+
+
+@pytest.mark.parametrize("platform, attribute", [("shopify", "__kwai_click_id"), ("shopline", "_kwai_click_id")])
+def test_a_token_that_changes_at_the_first_add_to_cart_is_bound(
+        page: Any, open_shop: Callable[[str], Storefront], recorder: ClicksRecorder, platform: str, attribute: str):
+    store = open_shop(platform)
+    store.empty_cart()  # a fresh session: every read answers another token until an item is added
+    visit(page, store.url + "/products/x?click_id=First%2BAdd%3D")
+    visit(page, store.url + "/products/x")
+    assert store.cart_reads == 2
+    assert (store.cart_updates, recorder.bodies()) == ([], [])  # no token worth binding yet
+
+    page.click("#add-to-cart")  # the theme's Ajax add creates the cart and its lasting token
+    bodies = recorder.wait_for(1, timeout=10)
+    created = store.cart["token"].split("?")[0]
+    assert bodies == [{"click_id": "First+Add=", "cart_token": created}]
+    page.evaluate("window.kwaiBridge.settled()")
+    assert store.cart_updates == [{"attributes": {attribute: "First+Add="}}]
+
+    page.click("#add-to-cart")  # a second item: the token stays, nothing is sent or written again
+    page.evaluate("window.addedToCart.then(() => new Promise(done => setTimeout(done, 500)))")
+    visit(page, store.url + "/")
+    page.evaluate("window.kwaiBridge.settled()")
+    assert store.cart["item_count"] == 2
+    assert len(recorder.bodies()) == 1 and len(store.cart_updates) == 1
 
 
 @pytest.mark.parametrize("path, expected", [
@@ -136,7 +165,7 @@ def test_newer_click_replaces_the_older_one(page: Any, shop: Storefront, recorde
     visit(page, shop.url + "/products/x?click_id=Newer2")
     assert kept(page) == ("Newer2", "Newer2")
     assert page.evaluate("JSON.parse(localStorage.getItem('kwai_click_id')).ts") >= first
-    assert shop.cart["attributes"] == {"kwai_click_id": "Newer2"}
+    assert shop.cart["attributes"] == {"__kwai_click_id": "Newer2"}
     assert recorder.bodies() == [{"click_id": "Older1", "cart_token": "c1-7f3a9e"},
                                  {"click_id": "Newer2", "cart_token": "c1-7f3a9e"}]
 

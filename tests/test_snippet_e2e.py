@@ -124,7 +124,7 @@ def test_shopify_storefront_snippet_and_pixel_attribute_webhooks_without_click_i
     visit(page, shop.url + "/products/x?click_id=Kw%2BE2e%2F1%3D")
     click = "Kw+E2e/1="
     assert cookie(page) == click
-    assert shop.cart_updates == [{"attributes": {"kwai_click_id": click}}]
+    assert shop.cart_updates == [{"attributes": {"__kwai_click_id": click}}]
     assert bridge.wait_for_click("acme", cart_token=CART_TOKEN) == {"cart_token": click}
     (bound,) = bridge.runtime.outbox.list_events()
     assert (bound.status, bound.event.click_id, bound.click_source) == ("pending", click, "click_store:cart_token")
@@ -142,6 +142,43 @@ def test_shopify_storefront_snippet_and_pixel_attribute_webhooks_without_click_i
         ("EVENT_ADD_TO_CART", click), ("EVENT_PURCHASE", click)]
     sources = {r.event_name: r.click_source for r in bridge.runtime.outbox.list_events()}
     assert sources == {"EVENT_ADD_TO_CART": "click_store:cart_token", "EVENT_PURCHASE": "click_store:checkout_token"}
+
+
+def test_shopify_express_checkout_with_a_keyed_cart_token_is_attributed(page, world, kwai):
+    bridge, shop, _ = world
+    shop.empty_cart()  # a new shopper: no cart until the first add
+    visit(page, shop.url + "/products/x?click_id=Kw%2BKeyed%2F2%3D")
+    click = "Kw+Keyed/2="
+    page.click("#add-to-cart")  # the cart and its lasting token are created: `<token>?key=<key>`
+    keyed = None
+    deadline = time.monotonic() + 10
+    while keyed is None and time.monotonic() < deadline:
+        keyed = shop.cart["token"]
+        time.sleep(0.05)
+    token = keyed.split("?key=")[0]
+    assert "?key=" in keyed and bridge.wait_for_click("acme", cart_token=token) == {"cart_token": click}
+    # An express checkout: the order names the cart (without the key) and carries nothing else.
+    bridge.webhook("shopify", "acme", "orders/paid", {
+        **ORDER, "test": False, "financial_status": "paid", "cart_token": token, "checkout_token": "chk-express",
+        "note_attributes": [], "landing_site": None})
+    assert bridge.dispatch(kwai) == {"sent": 1}
+    assert [(r.fields["event_name"], r.fields["clickid"]) for r in kwai.successes()] == [("EVENT_PURCHASE", click)]
+    assert {r.click_source for r in bridge.runtime.outbox.list_events()} == {"click_store:cart_token"}
+
+
+def test_the_hidden_cart_attribute_reaches_the_order(page, world, kwai):
+    bridge, shop, _ = world
+    visit(page, shop.url + "/?click_id=Hidden%2B3")
+    (written,) = shop.cart_updates
+    assert list(written["attributes"]) == ["__kwai_click_id"]  # private: not shown to the shopper
+    # Shopify carries cart attributes, private ones too, to the order's note_attributes.
+    notes = [{"name": name, "value": value} for name, value in shop.cart["attributes"].items()]
+    bridge.webhook("shopify", "acme", "orders/paid", {
+        **ORDER, "test": False, "financial_status": "paid", "cart_token": None, "checkout_token": None,
+        "note_attributes": notes, "landing_site": None})
+    assert bridge.dispatch(kwai) == {"sent": 1}
+    assert [r.fields["clickid"] for r in kwai.successes()] == ["Hidden+3"]
+    assert {r.click_source for r in bridge.runtime.outbox.list_events()} == {"attribute"}
 
 
 def test_woocommerce_checkout_and_order_received_attribute_the_order_webhook(page, world, kwai):

@@ -1,15 +1,18 @@
-/* Kwai Bridge storefront snippet, version 1.
+/* Kwai Bridge storefront snippet, version 2.
  *
  * Kwai puts `click_id` on the first landing URL only. This keeps it first-party (cookie
  * `_kwai_click_id` and localStorage `kwai_click_id`) and ties it to what the store's
- * webhooks will carry: the cart (Shopify, Shopline: cart attribute + cart token) or the
- * checkout e-mail and the order (WooCommerce). The bridge prepends its settings:
+ * webhooks will carry: the cart (Shopify, Shopline: a cart attribute hidden from the
+ * shopper, and the cart token) or the checkout e-mail and the order (WooCommerce). A cart
+ * is tied once it holds an item (until then Shopify hands out a new token on every read),
+ * on each page load and after each change the theme makes through the Ajax cart API.
+ * The bridge prepends its settings:
  *   window.KWAI_BRIDGE = {endpoint, platform, clickParams, windowDays, consentMode};
  * Without them the snippet does nothing. It never throws into the page and never logs.
  */
 try { (function (window, document) {
   "use strict";
-  var VERSION = "1";
+  var VERSION = "2";
   var COOKIE = "_kwai_click_id";
   var STORED = "kwai_click_id";
   var SENT = "kwai_click_sent";
@@ -30,10 +33,17 @@ try { (function (window, document) {
   var shopline = config.platform === "shopline";
   var cartPath = config.cartPath || (shopline ? "/api/carts/ajax-cart" : root + "cart.js");
   var cartUpdatePath = config.cartUpdatePath || (shopline ? "/cart/update" : root + "cart/update.js");
-  var cartAttribute = config.cartAttribute || "kwai_click_id";
+  // Shopify keeps a cart attribute whose name starts with "__" private: hidden at checkout
+  // and from the Ajax API, yet on the order (`note_attributes`). Shopline documents no
+  // private attributes; themes hide names that start with "_".
+  var cartAttribute = config.cartAttribute || (shopline ? "_kwai_click_id" : "__kwai_click_id");
+  // A theme's own Ajax change to the cart (the first add creates the cart and its token).
+  var CART_CHANGE = /\/carts?(\/[^?#]*)?\/(add|change|update|clear)(\.js)?$/;
   var current = null;  // the click id in force, once consent allows keeping it
   var pending = [];    // work started on this page (see kwaiBridge.settled)
   var checkoutBound = false;
+  var cartWatched = false;
+  var ownCartWrites = 0;  // our own cart updates, which the cart watch must not answer
 
   function noop() {}
   function isArray(value) { return Object.prototype.toString.call(value) === "[object Array]"; }
@@ -173,20 +183,52 @@ try { (function (window, document) {
   }
 
   // -- Shopify and Shopline: cart attribute, then (click id, cart token) to the bridge ---
+  function cartToken(cart) {
+    // Shopify's Ajax API answers `<token>?key=<key>` (since 2024-06); the order webhook's
+    // cart_token is the token alone.
+    var token = cart && cart.token ? String(cart.token) : "";
+    return token.split("?")[0];
+  }
+  function writeAttribute(id, cart) {
+    var key = "attr|" + id + "|" + cartToken(cart);
+    var attributes = cart.attributes || {};
+    if (attributes[cartAttribute] === id || wasSent(key)) return Promise.resolve(cart);
+    var update = {attributes: {}};
+    update.attributes[cartAttribute] = id;
+    ownCartWrites++;
+    // A cart that refuses the attribute still has its token: the click goes out with it.
+    return cartRequest(cartUpdatePath, update).then(function (updated) {
+      markSent(key);
+      return updated || cart;
+    }, function () { return cart; });
+  }
   function syncCart(id) {
-    var before = null;
     return cartRequest(cartPath).then(function (cart) {
-      before = cart || {};
-      if (before.attributes && before.attributes[cartAttribute] === id) return before;
-      var attributes = {};
-      attributes[cartAttribute] = id;
-      // A cart that refuses the attribute still has its token: the click goes out with it.
-      return cartRequest(cartUpdatePath, {attributes: attributes}).then(null, function () { return before; });
-    }).then(function (cart) {
-      var token = (cart && cart.token) || before.token;
-      if (!token) return undefined;
-      return sendOnce("cart|" + id + "|" + token, {click_id: id, cart_token: String(token)});
+      if (!cart || cart.item_count === 0) return undefined;  // no cart yet: its token is not kept
+      return writeAttribute(id, cart).then(function (updated) {
+        var token = cartToken(updated) || cartToken(cart);
+        if (!token) return undefined;
+        return sendOnce("cart|" + id + "|" + token, {click_id: id, cart_token: token});
+      });
     });
+  }
+  function watchCart() {
+    // Resource timing sees the theme's Ajax cart calls without wrapping fetch or XHR.
+    if (typeof window.PerformanceObserver !== "function") return;
+    var timer = null;
+    var observer = new window.PerformanceObserver(guard(function (list) {
+      var entries = list.getEntries(), changed = false;
+      for (var i = 0; i < entries.length; i++) {
+        var path = String(entries[i].name).split(/[?#]/)[0].replace(/^[a-z]+:\/\/[^\/]+/i, "");
+        if (!CART_CHANGE.test(path)) continue;
+        if (path === cartUpdatePath && ownCartWrites > 0) ownCartWrites--;
+        else changed = true;
+      }
+      if (!changed || !current) return;
+      window.clearTimeout(timer);
+      timer = window.setTimeout(guard(function () { if (current) track(syncCart(current)); }), 200);
+    }));
+    try { observer.observe({type: "resource", buffered: false}); } catch (e) { /* no resource timing */ }
   }
 
   // -- WooCommerce: checkout e-mail (hashed) and the order-received page ------------------
@@ -299,6 +341,10 @@ try { (function (window, document) {
     current = capture();
     if (!current) return;
     if (config.platform === "shopify" || config.platform === "shopline") {
+      if (!cartWatched) {
+        cartWatched = true;
+        watchCart();
+      }
       track(syncCart(current));
     } else if (config.platform === "woocommerce") {
       if (!checkoutBound) {
