@@ -7,6 +7,7 @@ which is why the query is split by hand here.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
@@ -87,6 +88,37 @@ def find_click(*, attributes: Sequence[Any] = (), meta: Any = None, urls: Sequen
     return None, None
 
 
+# -- click ids from URLs that WordPress sanitised -------------------------------------
+#: What Kwai percent-encodes in a click id on its landing URLs: its ids are base64-like,
+#: and the manual's example escapes `_` (`%5F`) and `=` (`%3D`) too.
+ESCAPED_BY_KWAI = frozenset("+/=_")
+_BASE64_LIKE = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
+#: Characters a URL carries only once decoded (an escape removed leaves none of them).
+_DECODED_ONLY = re.compile(r"[\s\"<>\\^`{|}]|[^\x00-\x7f]")
+
+
+def stripped_click_doubt(click_id: str, url: str) -> str | None:
+    """Why `click_id`, read from `url` as WordPress kept it, may be corrupted; None when it
+    cannot have been.
+
+    WordPress removes every `%xx` from the order attribution's session entry. Where the
+    entry was decoded before it was kept, nothing was left to remove; where it was not, a
+    click id loses the characters Kwai had escaped and still looks like a click id. So an
+    id is trusted only when the entry shows it was decoded: the id holds a character Kwai
+    escapes, or the URL holds one that only a decoded URL has (a space, say); and only
+    when its shape can be base64's (alphabet, padding, length).
+    """
+    if not _BASE64_LIKE.match(click_id):
+        return "the click id has characters a Kwai click id does not have"
+    bare = click_id.rstrip("=")
+    if len(bare) % 4 == 1 or (bare != click_id and len(click_id) % 4):
+        return "the click id's length or padding cannot be base64's"
+    if any(ch in ESCAPED_BY_KWAI for ch in click_id) or _DECODED_ONLY.search(url):
+        return None
+    return ("the landing URL was kept with its escapes removed, so characters Kwai escapes may "
+            "be missing from the click id")
+
+
 # -- internals -----------------------------------------------------------------------
 def _from_url(url: Any, params: Sequence[str], *, depth: int) -> str | None:
     if not isinstance(url, str) or not url.strip():
@@ -148,6 +180,7 @@ def _clean(value: Any) -> str | None:
 
 
 __all__ = [
-    "ATTRIBUTE_NAMES", "REDIRECT_PARAMS", "click_id_from_attributes", "find_click",
+    "ATTRIBUTE_NAMES", "ESCAPED_BY_KWAI", "REDIRECT_PARAMS", "click_id_from_attributes", "find_click",
+    "stripped_click_doubt",
     "click_id_from_params", "click_id_from_url",
 ]

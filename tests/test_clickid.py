@@ -106,3 +106,29 @@ def test_click_id_from_attributes(attributes, expected):
 ])
 def test_click_id_from_params(mapping, params, expected):
     assert click_id_from_params(mapping, params) == expected
+
+
+STRIPPED = "https://woo.example/?utm_source=kwai&click_id="
+DOUBT_CASES = [
+    # (why, click id as read, the kept URL, doubted)
+    ("a decoded slash shows nothing was stripped", "9X8YpQ9/Qt2gZx==", STRIPPED + "9X8YpQ9/Qt2gZx==", False),
+    ("a decoded underscore likewise", "q_6k5rENNPu9hOxaaNHn4g", STRIPPED + "q_6k5rENNPu9hOxaaNHn4g", False),
+    ("escapes removed: looks whole, may not be", "9X8YpQ9Qt2gZx", STRIPPED + "9X8YpQ9Qt2gZx", True),
+    ("a space elsewhere shows the URL was decoded", "Lw2HvYVkoj1MyzQwwNX4dg",
+     "https://woo.example/?utm_campaign=Black Friday&click_id=Lw2HvYVkoj1MyzQwwNX4dg", False),
+    ("no sign either way", "Lw2HvYVkoj1MyzQwwNX4dg", STRIPPED + "Lw2HvYVkoj1MyzQwwNX4dg", True),
+    ("an escaped character kept, a length base64 has", "q6k5rENNPu9hOxaaNHn4g_", STRIPPED + "q6k5rENNPu9hOxaaNHn4g_", False),
+    ("one character lost: 21 long", "q6k5rENNPu9hOxaaNHn4g", "https://x/?a=b c&click_id=q6k5rENNPu9hOxaaNHn4g", True),
+    ("padding that does not fit the length", "AbCd/e=", STRIPPED + "AbCd/e=", True),
+    ("padding that fits", "AbCd/e==", STRIPPED + "AbCd/e==", False),
+    ("a character no click id has", "Ab.cd/ef", STRIPPED + "Ab.cd/ef", True),
+]
+
+
+@pytest.mark.parametrize(("click_id", "url", "doubted"), [c[1:] for c in DOUBT_CASES], ids=[c[0] for c in DOUBT_CASES])
+def test_a_click_id_from_a_stripped_url_is_trusted_only_with_proof(click_id, url, doubted):
+    from adapters.clickid import stripped_click_doubt
+
+    assert click_id_from_url(url, CLICK) == click_id
+    doubt = stripped_click_doubt(click_id, url)
+    assert (doubt is not None) == doubted, doubt
