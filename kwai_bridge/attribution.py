@@ -16,12 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
 from sqlalchemy import and_, delete, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from adapters.base import Conversion
 from kwai_bridge.config import StoreConfig
-from kwai_bridge.db import clicks, event_identifiers, events, reading
+from kwai_bridge.db import clicks, event_identifiers, events, reading, upsert_insert
 from kwai_bridge.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class ClickStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = upsert_insert(engine.dialect)
 
     def record(self, store_id: str, *, click_id: str, identifiers: Mapping[str, str],
                clicked_at: datetime, order_key: str | None = None, now: datetime) -> int:

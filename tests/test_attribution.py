@@ -19,6 +19,7 @@ from adapters.clickid import find_click
 from kwai_bridge import db
 from kwai_bridge.attribution import IDENTIFIERS, Attribution, ClickStore, report
 from kwai_bridge.config import StoreConfig
+from kwai_bridge.db.migrations import _v1
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.kwai.events import KwaiEvent
 from tests.serving import ROOT, store_entry, write_stores
@@ -144,7 +145,7 @@ def test_skipped_conversions_are_left_alone(attribution, store):
 def test_migration_2_backfills_event_identifiers_from_existing_events(database_url):
     engine = db.make_engine(database_url)
     with engine.begin() as conn:  # a database as release 1 left it
-        db._v1(conn)
+        _v1(conn)
         db.schema_version.create(conn)
         conn.execute(db.schema_version.insert().values(version=1))
         for n, identifiers in enumerate([{"order_id": "1", "email_sha256": "e" * 64}, {}, None,

@@ -208,7 +208,7 @@ def test_next_due_and_counts(box):
     box.claim_due(now=T0 + timedelta(seconds=10), limit=3, lease_seconds=LEASE)
     assert box.next_due_at() == T0 + timedelta(seconds=10 + LEASE)
     assert box.counts()["sending"] == 3 and box.counts()["pending"] == 0
-    assert set(box.counts()) == set(db.EVENT_STATUSES)
+    assert set(box.counts()) == set(db.EventStatus)
     assert box.counts(store_id="store-b")["sending"] == 0
     assert [r.id for r in box.list_events(limit=2)] == ids[::-1][:2]
     assert [r.id for r in box.list_events(limit=2, offset=2)] == ids[:1]

@@ -14,11 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import and_, delete, exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from adapters.base import Conversion
-from kwai_bridge.db import EVENT_STATUSES, deliveries, events, reading, writing_cursor
+from kwai_bridge.db import EventStatus, deliveries, events, reading, upsert_insert, writing_cursor
 from kwai_bridge.jsontext import compact
 from kwai_bridge.outbox.dispatch import Dispatching
 from kwai_bridge.outbox.rows import (
@@ -38,7 +37,7 @@ class Outbox(Dispatching):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = upsert_insert(engine.dialect)
         self._local = threading.local()
         self._statements = _Statements(self._insert, engine.dialect)
 
@@ -224,7 +223,7 @@ class Outbox(Dispatching):
         stmt = select(events.c.status, func.count()).group_by(events.c.status)
         if store_id is not None:
             stmt = stmt.where(events.c.store_id == store_id)
-        result = dict.fromkeys(EVENT_STATUSES, 0)
+        result = {status.value: 0 for status in EventStatus}
         with reading(self.engine) as conn:
             result.update({status: n for status, n in conn.execute(stmt)})
         return result
