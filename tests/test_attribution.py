@@ -20,7 +20,7 @@ from kwai_bridge import db
 from kwai_bridge.attribution import IDENTIFIERS, Attribution, ClickStore, report
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db.migrations import _v1
-from kwai_bridge.outbox import Outbox
+from kwai_bridge.outbox import Finish, Outbox
 from kwai_bridge.kwai.events import KwaiEvent
 from tests.serving import ROOT, store_entry, write_stores
 
@@ -171,7 +171,8 @@ def test_accept_indexes_identifiers_and_pruning_drops_them(engine):
     with engine.connect() as conn:
         assert conn.execute(select(db.event_identifiers.c.kind)).scalars().all() != []
     (row,) = box.list_events()
-    box.mark_sent(box.claim_due(now=T0, limit=1, lease_seconds=60)[0].id, now=T0, response="{}")
+    (claimed,) = box.claim_for_sending(now=T0, limit=1, lease_seconds=60)
+    box.finish_many([Finish(claimed.id, "sent", T0, response="{}", result=1)])
     assert box.prune(now=T0 + timedelta(days=31))["events"] == 1
     with engine.connect() as conn:
         assert conn.execute(select(db.event_identifiers)).all() == []
