@@ -197,11 +197,11 @@ def _accept_all(engine) -> None:
 
 def test_report_counts_sources_and_unattributed_per_event_name(engine):
     _accept_all(engine)
-    assert report(engine, store_id="acme", since=T0 - timedelta(days=1)) == {
+    assert report(Outbox(engine), store_id="acme", since=T0 - timedelta(days=1)) == {
         "EVENT_ADD_TO_CART": {"sources": {"landing_url": 1}, "unattributed": 0},
         "EVENT_PURCHASE": {"sources": {"attribute": 1, "click_store:cart_token": 2}, "unattributed": 1},
     }
-    assert report(engine, since=T0 + timedelta(days=1)) == {
+    assert report(Outbox(engine), since=T0 + timedelta(days=1)) == {
         "EVENT_PURCHASE": {"sources": {}, "unattributed": 1}}
 
 

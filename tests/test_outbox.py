@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 
 from adapters.base import Conversion
 from kwai_bridge import db, outbox as outbox_module
-from kwai_bridge.attribution import unattributed_matching
 from kwai_bridge.db import EventStatus
 from kwai_bridge.outbox import Finish, UnknownDelivery
 from tests.outbox_helpers import (  # noqa: F401  (engine and box are fixtures)
@@ -162,7 +161,7 @@ def waiting(key: str, *, name: str = "EVENT_PURCHASE", **identifiers: str) -> Co
     return replace(conv(key, click=None, name=name), identifiers=identifiers)
 
 
-def test_unattributed_events_are_found_by_any_of_their_identifiers(box, engine):
+def test_unattributed_events_are_found_by_any_of_their_identifiers(box):
     accept(box, "w-1", [waiting("order:1:EVENT_PURCHASE", order_id="1", cart_token="t1"),
                         waiting("order:1:EVENT_PLACE_ORDER", name="EVENT_PLACE_ORDER", order_id="1")])
     accept(box, "w-2", [waiting("order:2:EVENT_PURCHASE", order_id="2", cart_token="t1")],
@@ -170,16 +169,16 @@ def test_unattributed_events_are_found_by_any_of_their_identifiers(box, engine):
     accept(box, "w-3", [waiting("order:3:EVENT_PURCHASE", order_id="1", cart_token="t1")], store_id="store-b")
     accept(box, "w-4", [replace(conv("order:4:EVENT_PURCHASE"), identifiers={"order_id": "1"})])  # has a click
     key = {r.id: r.business_key for r in box.list_events()}
-    found = unattributed_matching(engine, "store-a", {"order_id": "1", "cart_token": "t1"}, since=T0)
+    found = box.unattributed_matching("store-a", {"order_id": "1", "cart_token": "t1"}, since=T0)
     assert [(key[i], carried) for i, carried in found] == [
         ("order:1:EVENT_PURCHASE", {"order_id": "1", "cart_token": "t1"}),
         ("order:1:EVENT_PLACE_ORDER", {"order_id": "1"}),
         ("order:2:EVENT_PURCHASE", {"order_id": "2", "cart_token": "t1"}),
     ]
-    later = unattributed_matching(engine, "store-a", {"cart_token": "t1"}, since=T0 + timedelta(hours=1))
+    later = box.unattributed_matching("store-a", {"cart_token": "t1"}, since=T0 + timedelta(hours=1))
     assert [key[i] for i, _ in later] == ["order:2:EVENT_PURCHASE"]
-    assert unattributed_matching(engine, "store-a", {"order_id": "9", "cart_token": ""}, since=T0) == []
-    assert unattributed_matching(engine, "store-a", {"cart_token": ""}, since=T0) == []
+    assert box.unattributed_matching("store-a", {"order_id": "9", "cart_token": ""}, since=T0) == []
+    assert box.unattributed_matching("store-a", {"cart_token": ""}, since=T0) == []
 
 
 def test_attach_click_queues_unattributed_events(box):

@@ -1,7 +1,9 @@
 """The outbox: deliveries received and the Kwai events derived from them.
 
-The webhook path's, attribution's and the command line's queries are here
-(`Outbox`), the dispatcher's in `leases`. Every write is one short transaction. A webhook is accepted
+This package is the one place that runs SQL on `deliveries`, `events`,
+`event_identifiers` and `high_water`: the webhook path, attribution's and the
+command line's queries here (`Outbox`), the dispatcher's in `leases`, privacy
+requests' in `customers`. Every write is one short transaction. A webhook is accepted
 (delivery + events) at once or not at all; the dispatcher claims due events under a
 lease, so a dispatcher that dies mid-send loses nothing: its rows come back when the
 lease runs out.
@@ -20,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapters.base import Conversion
 from kwai_bridge.db import (
-    DeliveryOutcome, EventStatus, deliveries, events, reading, writing_cursor,
+    DeliveryOutcome, EventStatus, any_pair, deliveries, event_identifiers, events, reading, writing_cursor,
 )
 from kwai_bridge.jsontext import compact
 from kwai_bridge.outbox.leases import LeaseQueries
@@ -172,6 +174,21 @@ class Outbox(LeaseQueries):
         return q.returning(cursor, q.bind({"store_id": store_id, "key": key, "count": count})) is not None
 
     # -- attribution -----------------------------------------------------------------
+    def unattributed_matching(self, store_id: str, identifiers: Mapping[str, str], *,
+                              since: datetime) -> list[tuple[int, dict[str, str]]]:
+        """Unattributed events of a store created at or after `since` that carry any of
+        `identifiers`, as (event id, all the event's identifiers), oldest first."""
+        pairs = [(k, v) for k, v in identifiers.items() if v]
+        if not pairs:
+            return []
+        e, ei = events.c, event_identifiers.c
+        matching = select(ei.event_id).where(ei.store_id == store_id, any_pair(ei.kind, ei.value, pairs))
+        stmt = (select(e.id, e.identifiers)
+                .where(e.id.in_(matching), e.status == EventStatus.UNATTRIBUTED, e.created_at >= since)
+                .order_by(e.id))
+        with reading(self.engine) as conn:
+            return [(row.id, json.loads(row.identifiers) if row.identifiers else {}) for row in conn.execute(stmt)]
+
     def attach_click(self, store_id: str, *, event_ids: Sequence[int], click_id: str,
                      source: str, now: datetime) -> int:
         """Give unattributed events a click id and queue them; return how many."""
@@ -194,6 +211,19 @@ class Outbox(LeaseQueries):
                             next_attempt_at=now, updated_at=now)
                 ).rowcount
         return done
+
+    def source_counts(self, *, store_id: str | None = None,
+                      since: datetime) -> list[tuple[str, str, str | None, int]]:
+        """(event name, status, click source, events) for the events created at or after
+        `since` that are to be sent (skipped ones left out)."""
+        e = events.c
+        stmt = (select(e.event_name, e.status, e.click_source, func.count())
+                .where(e.created_at >= since, e.status != EventStatus.SKIPPED)
+                .group_by(e.event_name, e.status, e.click_source))
+        if store_id is not None:
+            stmt = stmt.where(e.store_id == store_id)
+        with reading(self.engine) as conn:
+            return [tuple(row) for row in conn.execute(stmt)]
 
     # -- reading ---------------------------------------------------------------------
     def list_events(self, *, status: str | None = None, store_id: str | None = None,
