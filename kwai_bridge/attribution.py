@@ -1,5 +1,5 @@
-"""Click-id attribution: the click store, the resolver the pipeline calls, late binding
-and the attribution report.
+"""Click-id attribution: the click store (the one module that runs SQL on `clicks`),
+the resolver the pipeline calls, late binding and the attribution report.
 
 Evidence is used newest first: a click id our snippet or plugin put on the cart or order
 (the adapters already found it: `attribute`, `order_meta`), then the click store by order
@@ -9,19 +9,17 @@ id, checkout token, cart token, customer id, hashed e-mail, hashed phone
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import and_, delete, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection, Engine
 
 from adapters.base import Conversion
 from kwai_bridge.config import StoreConfig
-from kwai_bridge.db import clicks, event_identifiers, events, reading
+from kwai_bridge.db import EventStatus, any_pair, clicks, reading, upsert_insert
 from kwai_bridge.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -62,7 +60,7 @@ class ClickStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = upsert_insert(engine.dialect)
 
     def record(self, store_id: str, *, click_id: str, identifiers: Mapping[str, str],
                clicked_at: datetime, order_key: str | None = None, now: datetime) -> int:
@@ -90,9 +88,7 @@ class ClickStore:
         if not pairs:
             return {}
         c = clicks.c
-        stmt = select(clicks).where(
-            c.store_id == store_id, c.clicked_at >= since,
-            or_(*(and_(c.kind == k, c.value == v) for k, v in pairs)))
+        stmt = select(clicks).where(c.store_id == store_id, c.clicked_at >= since, any_pair(c.kind, c.value, pairs))
         with reading(self.engine) as conn:
             return {m["kind"]: _click(m) for m in conn.execute(stmt).mappings()}
 
@@ -108,6 +104,26 @@ class ClickStore:
             done += conn.execute(delete(clicks).where(
                 others, c.clicked_at < now - timedelta(days=default_days))).rowcount
         return done
+
+
+def clicks_of(conn: Connection, store_id: str, pairs: set[tuple[str, str]]) -> list[Mapping[str, Any]]:
+    """The click-store rows kept for any of `pairs` (kind, value), in a caller's transaction."""
+    if not pairs:
+        return []
+    c = clicks.c
+    return conn.execute(select(clicks).where(c.store_id == store_id, any_pair(c.kind, c.value, pairs))
+                        .order_by(c.kind, c.value)).mappings().all()
+
+
+def forget_clicks(conn: Connection, store_id: str, pairs: set[tuple[str, str]] | None = None) -> int:
+    """Delete the click-store rows kept for any of `pairs`, or with None every row of the
+    store, in a caller's transaction; return how many."""
+    c = clicks.c
+    if pairs is None:
+        return conn.execute(delete(clicks).where(c.store_id == store_id)).rowcount
+    if not pairs:
+        return 0
+    return conn.execute(delete(clicks).where(c.store_id == store_id, any_pair(c.kind, c.value, pairs))).rowcount
 
 
 def _click(m: Mapping[str, Any]) -> Click:
@@ -164,7 +180,7 @@ class Attribution:
         by_kind: dict[str, list[int]] = {}
         # A race remains: a webhook converted while this click is being stored may miss
         # both; its event then waits for the next click on one of its identifiers.
-        for event_id, carried in unattributed_matching(self.outbox.engine, store.id, identifiers, since=since):
+        for event_id, carried in self.outbox.unattributed_matching(store.id, identifiers, since=since):
             chosen = best_click(store.platform, click, carried)
             if chosen is not None:
                 by_kind.setdefault(chosen.kind, []).append(event_id)
@@ -176,40 +192,16 @@ class Attribution:
         return bound
 
 
-def unattributed_matching(engine: Engine, store_id: str, identifiers: Mapping[str, str], *,
-                          since: datetime) -> list[tuple[int, dict[str, str]]]:
-    """Unattributed events of a store created at or after `since` that carry any of
-    `identifiers`, as (event id, all the event's identifiers)."""
-    pairs = [(k, v) for k, v in identifiers.items() if v]
-    if not pairs:
-        return []
-    e, ei = events.c, event_identifiers.c
-    matching = select(ei.event_id).where(
-        ei.store_id == store_id, or_(*(and_(ei.kind == k, ei.value == v) for k, v in pairs)))
-    stmt = (select(e.id, e.identifiers)
-            .where(e.id.in_(matching), e.status == "unattributed", e.created_at >= since)
-            .order_by(e.id))
-    with reading(engine) as conn:
-        return [(row.id, json.loads(row.identifiers) if row.identifiers else {}) for row in conn.execute(stmt)]
-
-
-def report(engine: Engine, *, store_id: str | None = None, since: datetime) -> dict[str, dict[str, Any]]:
+def report(outbox: Outbox, *, store_id: str | None = None, since: datetime) -> dict[str, dict[str, Any]]:
     """Per event name: events by the source of their click id, and those unattributed.
 
     Events created at or after `since`; skipped events (never to be sent) are left out.
     """
-    e = events.c
-    stmt = (select(e.event_name, e.status, e.click_source, func.count())
-            .where(e.created_at >= since, e.status != "skipped")
-            .group_by(e.event_name, e.status, e.click_source))
-    if store_id is not None:
-        stmt = stmt.where(e.store_id == store_id)
     result: dict[str, dict[str, Any]] = {}
-    with reading(engine) as conn:
-        for name, status, source, count in conn.execute(stmt):
-            entry = result.setdefault(name, {"sources": {}, "unattributed": 0})
-            if status == "unattributed" or source is None:
-                entry["unattributed"] += count
-            else:
-                entry["sources"][source] = entry["sources"].get(source, 0) + count
+    for name, status, source, count in outbox.source_counts(store_id=store_id, since=since):
+        entry = result.setdefault(name, {"sources": {}, "unattributed": 0})
+        if status == EventStatus.UNATTRIBUTED or source is None:
+            entry["unattributed"] += count
+        else:
+            entry["sources"][source] = entry["sources"].get(source, 0) + count
     return {name: result[name] for name in sorted(result)}

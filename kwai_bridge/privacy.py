@@ -1,13 +1,11 @@
 """Privacy requests: redaction of a customer or a whole shop, and the export that answers
 a customer's data request.
 
-Deliveries do not record their customer: they are reached through the events they
-produced (`events.delivery_id`), and events through their identifiers (order ids,
-customer id, e-mail and phone hashes), following cart and checkout tokens found on the
-customer's own events. A delivery that produced no event (an ignored topic, a failed
-conversion, a repeat of an order already counted) is found by searching the kept raw
-bodies for the customer's ids and tokens. Redaction nulls raw bodies, drops events'
-identifiers (the events stay, for counting) and deletes click-store entries.
+What the outbox holds about a customer is found by `kwai_bridge.outbox.customers`
+(through the events' identifiers, and the kept raw bodies for deliveries that produced
+no event); the click store's part by `kwai_bridge.attribution`. Redaction nulls raw
+bodies, drops events' identifiers (the events stay, for counting) and deletes
+click-store entries, in one transaction.
 """
 from __future__ import annotations
 
@@ -17,20 +15,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import LargeBinary, and_, bindparam, delete, func, or_, select, text, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from adapters.common import PrivacyRequest
+from kwai_bridge.attribution import clicks_of, forget_clicks
 from kwai_bridge.config import StoreConfig
-from kwai_bridge.db import clicks, deliveries, event_identifiers, events, reading
+from kwai_bridge.db import reading
+from kwai_bridge.outbox import customers
+from kwai_bridge.outbox.customers import Pair
 
 log = logging.getLogger(__name__)
 
-Pair = tuple[str, str]
 #: Identifier kinds that appear in clear in webhook bodies (hashes do not).
 CLEAR_KINDS = frozenset({"customer_id", "order_id", "cart_token", "checkout_token"})
-#: Rounds of following identifiers from the customer's events to the events sharing them.
-_ROUNDS = 4
 
 
 @dataclass(frozen=True)
@@ -50,26 +47,10 @@ def seeds(*, customer_id: str | None = None, email_sha256: str | None = None,
     return {(k, v) for k, v in found if v}
 
 
-def _matching(column_kind, column_value, pairs: set[Pair]):
-    return or_(*(and_(column_kind == k, column_value == v) for k, v in sorted(pairs)))
-
-
-def customer_events(conn: Connection, store_id: str, pairs: set[Pair]) -> tuple[set[int], set[Pair]]:
-    """The customer's event ids and every identifier found on them (with `pairs`)."""
-    ei = event_identifiers.c
-    known, ids = set(pairs), set()
-    for _ in range(_ROUNDS):
-        if not known:
-            break
-        found = set(conn.execute(select(ei.event_id).where(
-            ei.store_id == store_id, _matching(ei.kind, ei.value, known))).scalars())
-        if found <= ids:
-            break
-        ids |= found
-        more = {(row.kind, row.value) for row in conn.execute(
-            select(ei.kind, ei.value).where(ei.event_id.in_(sorted(ids))))}
-        known |= more
-    return ids, known
+def _needles(known: set[Pair]) -> set[bytes]:
+    # Ids and tokens appear in clear in the bodies (hashes do not). A short number may
+    # also match another one: nulling too many bodies only costs reprocessing.
+    return {value.encode() for kind, value in known if kind in CLEAR_KINDS and len(value) >= 3}
 
 
 class Privacy:
@@ -100,63 +81,26 @@ class Privacy:
         """Remove what is held about the customer named by `pairs`."""
         if not pairs:
             return Redacted()
-        e, d, c = events.c, deliveries.c, clicks.c
         with self.engine.begin() as conn:
-            ids, known = customer_events(conn, store_id, pairs)
-            bodies = 0
-            if ids:
-                delivery_ids = select(e.delivery_id).where(e.id.in_(sorted(ids)), e.delivery_id.is_not(None))
-                bodies = conn.execute(update(deliveries).where(
-                    d.id.in_(delivery_ids), d.body.is_not(None)).values(body=None)).rowcount
-                conn.execute(update(events).where(e.id.in_(sorted(ids))).values(identifiers=None))
-                conn.execute(delete(event_identifiers).where(event_identifiers.c.event_id.in_(sorted(ids))))
-            bodies += self._null_bodies_mentioning(conn, store_id, known)
-            removed = conn.execute(delete(clicks).where(
-                c.store_id == store_id, _matching(c.kind, c.value, known))).rowcount
+            ids, known = customers.customer_events(conn, store_id, pairs)
+            bodies = customers.redact_events(conn, ids)
+            bodies += customers.null_bodies_mentioning(conn, store_id, _needles(known))
+            removed = forget_clicks(conn, store_id, known)
         return Redacted(events=len(ids), bodies=bodies, clicks=removed)
-
-    @staticmethod
-    def _null_bodies_mentioning(conn: Connection, store_id: str, known: set[Pair]) -> int:
-        # Ids and tokens appear in clear in the bodies (hashes do not). A short number may
-        # also match another one: nulling too many bodies only costs reprocessing.
-        needles = sorted({value.encode() for kind, value in known if kind in CLEAR_KINDS and len(value) >= 3})
-        if not needles:
-            return 0
-        d = deliveries.c
-        found = []
-        for i, needle in enumerate(needles):
-            name = f"needle_{i}"
-            if conn.dialect.name == "postgresql":
-                found.append(text(f"position(:{name} in deliveries.body) > 0")
-                             .bindparams(bindparam(name, needle, type_=LargeBinary)))
-            else:
-                found.append(func.instr(d.body, bindparam(name, needle, type_=LargeBinary)) > 0)
-        return conn.execute(update(deliveries).where(
-            d.store_id == store_id, d.body.is_not(None), or_(*found)).values(body=None)).rowcount
 
     def redact_shop(self, store_id: str) -> Redacted:
         """Remove everything personal held for a store: bodies, identifiers, clicks."""
-        e, d = events.c, deliveries.c
         with self.engine.begin() as conn:
-            bodies = conn.execute(update(deliveries).where(
-                d.store_id == store_id, d.body.is_not(None)).values(body=None)).rowcount
-            touched = conn.execute(update(events).where(
-                e.store_id == store_id, e.identifiers.is_not(None)).values(identifiers=None)).rowcount
-            conn.execute(delete(event_identifiers).where(event_identifiers.c.store_id == store_id))
-            removed = conn.execute(delete(clicks).where(clicks.c.store_id == store_id)).rowcount
+            touched, bodies = customers.redact_store(conn, store_id)
+            removed = forget_clicks(conn, store_id)
         return Redacted(events=touched, bodies=bodies, clicks=removed)
 
     def export(self, store_id: str, pairs: set[Pair]) -> dict[str, Any]:
         """What is held about the customer named by `pairs`, as JSON-ready data."""
-        e, d, c = events.c, deliveries.c, clicks.c
         with reading(self.engine) as conn:
-            ids, known = customer_events(conn, store_id, pairs) if pairs else (set(), set())
-            rows = conn.execute(select(events).where(e.id.in_(sorted(ids))).order_by(e.id)).mappings().all()
-            delivery_ids = sorted({r["delivery_id"] for r in rows if r["delivery_id"] is not None})
-            kept = conn.execute(select(deliveries).where(d.id.in_(delivery_ids)).order_by(d.id)).mappings().all()
-            held = conn.execute(select(clicks).where(
-                c.store_id == store_id, _matching(c.kind, c.value, known)).order_by(c.kind, c.value)
-            ).mappings().all() if known else []
+            ids, known = customers.customer_events(conn, store_id, pairs) if pairs else (set(), set())
+            rows, kept = customers.customer_rows(conn, ids)
+            held = clicks_of(conn, store_id, known)
         return {
             "store": store_id,
             "asked_by": [{"kind": k, "value": v} for k, v in sorted(pairs)],

@@ -19,7 +19,8 @@ from adapters.clickid import find_click
 from kwai_bridge import db
 from kwai_bridge.attribution import IDENTIFIERS, Attribution, ClickStore, report
 from kwai_bridge.config import StoreConfig
-from kwai_bridge.outbox import Outbox
+from kwai_bridge.db.migrations import _v1
+from kwai_bridge.outbox import Finish, Outbox
 from kwai_bridge.kwai.events import KwaiEvent
 from tests.serving import ROOT, store_entry, write_stores
 
@@ -144,7 +145,7 @@ def test_skipped_conversions_are_left_alone(attribution, store):
 def test_migration_2_backfills_event_identifiers_from_existing_events(database_url):
     engine = db.make_engine(database_url)
     with engine.begin() as conn:  # a database as release 1 left it
-        db._v1(conn)
+        _v1(conn)
         db.schema_version.create(conn)
         conn.execute(db.schema_version.insert().values(version=1))
         for n, identifiers in enumerate([{"order_id": "1", "email_sha256": "e" * 64}, {}, None,
@@ -170,7 +171,8 @@ def test_accept_indexes_identifiers_and_pruning_drops_them(engine):
     with engine.connect() as conn:
         assert conn.execute(select(db.event_identifiers.c.kind)).scalars().all() != []
     (row,) = box.list_events()
-    box.mark_sent(box.claim_due(now=T0, limit=1, lease_seconds=60)[0].id, now=T0, response="{}")
+    (claimed,) = box.claim_for_sending(now=T0, limit=1, lease_seconds=60)
+    box.finish_many([Finish(claimed.id, "sent", T0, response="{}", result=1)])
     assert box.prune(now=T0 + timedelta(days=31))["events"] == 1
     with engine.connect() as conn:
         assert conn.execute(select(db.event_identifiers)).all() == []
@@ -195,11 +197,11 @@ def _accept_all(engine) -> None:
 
 def test_report_counts_sources_and_unattributed_per_event_name(engine):
     _accept_all(engine)
-    assert report(engine, store_id="acme", since=T0 - timedelta(days=1)) == {
+    assert report(Outbox(engine), store_id="acme", since=T0 - timedelta(days=1)) == {
         "EVENT_ADD_TO_CART": {"sources": {"landing_url": 1}, "unattributed": 0},
         "EVENT_PURCHASE": {"sources": {"attribute": 1, "click_store:cart_token": 2}, "unattributed": 1},
     }
-    assert report(engine, since=T0 + timedelta(days=1)) == {
+    assert report(Outbox(engine), since=T0 + timedelta(days=1)) == {
         "EVENT_PURCHASE": {"sources": {}, "unattributed": 1}}
 
 

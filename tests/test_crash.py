@@ -51,6 +51,21 @@ def wait_for(predicate, *, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def drain(env: dict[str, str], outbox: Outbox, *, timeout: float) -> None:
+    """Run `worker --once` until no event waits for a retry: a send that failed before
+    the kill (a connection refused on a loaded machine) was rescheduled, and `--once`
+    does not wait for it; a running dispatcher would send it when due."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = run_cli(env, "worker", "--once")
+        assert done.returncode == 0, done.stdout + done.stderr
+        waiting = outbox.list_events(status="pending", limit=1000)
+        if not waiting or time.monotonic() > deadline:
+            return
+        due = min(row.next_attempt_at for row in waiting)
+        time.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()) + 0.1)
+
+
 def kill_group(proc) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
@@ -62,9 +77,12 @@ def test_dispatcher_killed_while_holding_leases_loses_nothing(tmp_path, sqlite_u
     stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
     with FakeKwai() as kwai:
         kwai.latency = 0.15
+        # A short lease, so that the rows come back soon after the kill; the timeouts it
+        # must exceed still outlast a SYN sent again after 1 s (16 senders connecting at
+        # once can overflow the fake's listen queue on a loaded machine).
         env = bridge_env(database_url=sqlite_url, stores=stores, kwai_url=kwai.base_url,
-                         DISPATCH_CONCURRENCY="16", LEASE_SECONDS="2",
-                         KWAI_CONNECT_TIMEOUT="0.5", KWAI_TIMEOUT="1")
+                         DISPATCH_CONCURRENCY="16", LEASE_SECONDS="5",
+                         KWAI_CONNECT_TIMEOUT="2.5", KWAI_TIMEOUT="2")
         worker = start_worker(env)
         wait_for(lambda: len(kwai.received) >= 60, timeout=60, what="deliveries to start")
         kill_group(worker)
@@ -72,14 +90,13 @@ def test_dispatcher_killed_while_holding_leases_loses_nothing(tmp_path, sqlite_u
         assert in_flight > 0, "the kill should land while leases are held"
         assert outbox.counts().get("sent", 0) < count
 
-        time.sleep(2.1)  # the lease (2 s) must run out before the rows come back
+        time.sleep(5.1)  # the lease (5 s) must run out before the rows come back
         kwai.latency = 0
         # The restarted dispatcher runs with the default timeouts: a send timing out on a
         # loaded machine would be rescheduled, and `--once` does not wait for it.
         restart = {k: v for k, v in env.items() if k not in (
             "KWAI_BRIDGE_LEASE_SECONDS", "KWAI_BRIDGE_KWAI_CONNECT_TIMEOUT", "KWAI_BRIDGE_KWAI_TIMEOUT")}
-        done = run_cli(restart, "worker", "--once")
-        assert done.returncode == 0, done.stdout + done.stderr
+        drain(restart, outbox, timeout=60)
 
         assert {k: v for k, v in outbox.counts().items() if v} == {"sent": count}
         delivered = Counter(r.fields["clickid"] for r in kwai.successes())

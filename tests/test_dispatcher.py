@@ -188,7 +188,7 @@ def test_slow_kwai_counts_as_retry_later(setup, kwai):
 def test_expired_lease_returns_the_event(setup, kwai):
     outbox, dispatcher, clock, *_ = setup()
     accept(outbox, purchase("1"))
-    claimed = outbox.claim_due(now=clock.now, limit=10, lease_seconds=60, owner="crashed")
+    claimed = outbox.claim_for_sending(now=clock.now, limit=10, lease_seconds=60, owner="crashed")
     assert len(claimed) == 1
     assert dispatcher.run(once=True) == {}, "leased by another worker"
     clock.advance(61)
@@ -200,7 +200,7 @@ def test_a_running_dispatcher_looks_for_expired_leases_once_per_recheck_interval
     accept(outbox, purchase("1"))
     assert dispatcher.run(once=True) == {"sent": 1}  # the first pass always looks
     accept(outbox, purchase("2"), key="d2")
-    assert len(outbox.claim_due(now=clock.now, limit=10, lease_seconds=0.5, owner="crashed")) == 1
+    assert len(outbox.claim_for_sending(now=clock.now, limit=10, lease_seconds=0.5, owner="crashed")) == 1
     clock.advance(RECHECK_SECONDS / 2 + 0.01)  # the lease has run out, the interval has not
     assert dispatcher.run(once=True) == {}
     clock.advance(RECHECK_SECONDS / 2)

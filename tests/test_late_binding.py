@@ -103,8 +103,8 @@ def test_without_a_click_the_event_stays_unattributed_counted_and_not_sent(app, 
     (row,) = rows(app)
     assert (row.status, row.event.click_id) == ("unattributed", None)
     assert dispatch(app, kwai, clock) == {} and kwai.received == []
-    engine = app.extensions["kwai_bridge.runtime"].engine
-    assert report(engine, store_id="acme", since=T0 - timedelta(days=1)) == {
+    outbox = app.extensions["kwai_bridge.runtime"].outbox
+    assert report(outbox, store_id="acme", since=T0 - timedelta(days=1)) == {
         "EVENT_ADD_TO_CART": {"sources": {}, "unattributed": 1}}
     # The click is kept for events that come later (a new cart update within the click window).
     webhook(client, "shopify", "acme", "carts/update", {**cart("cart-never"), "line_items": CART["line_items"] * 2})

@@ -22,7 +22,7 @@ def attribution_report(store_id: str | None, since: str | None, as_json: bool) -
     from kwai_bridge.attribution import report
 
     runtime = _runtime()
-    found = report(runtime.engine, store_id=store_id, since=_since(since))
+    found = report(runtime.outbox, store_id=store_id, since=_since(since))
     if as_json:
         click.echo(json.dumps(found, indent=2, sort_keys=True))
         return

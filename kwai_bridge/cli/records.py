@@ -1,4 +1,4 @@
-"""Commands over what the bridge holds: events, deliveries, test events, privacy."""
+"""Commands over what the bridge holds and sends: events, deliveries, test events."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,11 @@ import uuid
 import click
 
 from kwai_bridge.cli import _runtime, _since, _utcnow, main
+from kwai_bridge.db import EventStatus
 from kwai_bridge.outbox import EventRow
 
-STATUSES = ("unattributed", "skipped", "pending", "sending", "sent", "held", "dead")
+#: Statuses a failed attempt leaves an event in: `events list` shows their last error.
+_SHOW_ERROR = (EventStatus.DEAD, EventStatus.HELD, EventStatus.PENDING)
 
 
 def _iso(value) -> str | None:
@@ -45,7 +47,7 @@ def events() -> None:
 
 
 @events.command("list")
-@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--status", type=click.Choice([status.value for status in EventStatus]))
 @click.option("--store", "store_id")
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -57,7 +59,7 @@ def events_list(status: str | None, store_id: str | None, limit: int, as_json: b
         click.echo(json.dumps([event_json(r) for r in rows], indent=2))
         return
     for r in rows:
-        error = f"  {r.last_error}" if r.last_error and r.status in ("dead", "held", "pending") else ""
+        error = f"  {r.last_error}" if r.last_error and r.status in _SHOW_ERROR else ""
         click.echo(f"{r.id:>8} {r.store_id:<16} {r.status:<12} {r.event_name:<28} {r.business_key}{error}")
     counts = runtime.outbox.counts(store_id=store_id)
     click.echo("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

@@ -1,8 +1,12 @@
 """The outbox: deliveries received and the Kwai events derived from them.
 
-Every write is one short transaction. A webhook is accepted (delivery + events) at
-once or not at all; the dispatcher claims due events under a lease, so a dispatcher
-that dies mid-send loses nothing: its rows come back when the lease runs out.
+This package is the one place that runs SQL on `deliveries`, `events`,
+`event_identifiers` and `high_water`: the webhook path, attribution's and the
+command line's queries here (`Outbox`), the dispatcher's in `leases`, privacy
+requests' in `customers`. Every write is one short transaction. A webhook is accepted
+(delivery + events) at once or not at all; the dispatcher claims due events under a
+lease, so a dispatcher that dies mid-send loses nothing: its rows come back when the
+lease runs out.
 """
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import and_, delete, exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from adapters.base import Conversion
-from kwai_bridge.db import EVENT_STATUSES, deliveries, events, reading, writing_cursor
+from kwai_bridge.db import (
+    DeliveryOutcome, EventStatus, any_pair, deliveries, event_identifiers, events, reading, writing_cursor,
+)
 from kwai_bridge.jsontext import compact
-from kwai_bridge.outbox.dispatch import Dispatching
+from kwai_bridge.outbox.leases import LeaseQueries
 from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
     _delivery_row, _event_row, _safe_headers,
@@ -33,19 +38,19 @@ __all__ = ["RESPONSE_LIMIT", "AcceptResult", "Claimed", "DeliveryRow", "EventRow
            "UnknownDelivery"]
 
 
-class Outbox(Dispatching):
+class Outbox(LeaseQueries):
     """Storage for deliveries and events; every method is one or a few short transactions."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._local = threading.local()
-        self._statements = _Statements(self._insert, engine.dialect)
+        self._statements = _Statements(engine.dialect)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Run the `mark_*` and `hold_store` calls made inside, in this thread, in one
-        transaction: one commit (one fsync on SQLite) for many outcomes."""
+        """Run the `finish_many`, `claim_for_sending`, `hold_store` and `held_stores` calls
+        made inside, in this thread, in one transaction: one commit (one fsync on SQLite)
+        for many outcomes."""
         if getattr(self._local, "conn", None) is not None:
             yield
             return
@@ -69,7 +74,7 @@ class Outbox(Dispatching):
     def accept(
         self, *, store_id: str, platform: str, topic: str, delivery_key: str,
         received_at: datetime, body: bytes, headers: Mapping[str, str],
-        conversions: Sequence[Conversion], outcome: str = "queued", error: str | None = None,
+        conversions: Sequence[Conversion], outcome: str = DeliveryOutcome.QUEUED, error: str | None = None,
     ) -> AcceptResult:
         """Store a delivery and its events in one transaction; a known delivery writes nothing."""
         _check_outcome(outcome)
@@ -124,18 +129,18 @@ class Outbox(Dispatching):
         for conversion in conversions:
             event = conversion.event
             if conversion.skip_reason:
-                status = "skipped"
+                status = EventStatus.SKIPPED
             elif event.click_id is None:
-                status = "unattributed"
+                status = EventStatus.UNATTRIBUTED
             else:
-                status = "pending"
+                status = EventStatus.PENDING
             identifiers = conversion.identifiers
             row = q.insert_event.bind({
                 "store_id": store_id, "platform": platform, "business_key": event.idempotency_key,
                 "event_name": event.event_name, "status": status, "event": compact(event.to_record()),
                 "click_source": conversion.click_source, "identifiers": compact(dict(identifiers)),
                 "skip_reason": conversion.skip_reason, "value_note": conversion.value_note, "attempts": 0,
-                "next_attempt_at": now if status == "pending" else None, "created_at": now, "updated_at": now,
+                "next_attempt_at": now if status == EventStatus.PENDING else None, "created_at": now, "updated_at": now,
             })
             # The same identifiers as the JSON column, one row each, for indexed look-ups
             # (late binding, privacy requests).
@@ -169,6 +174,21 @@ class Outbox(Dispatching):
         return q.returning(cursor, q.bind({"store_id": store_id, "key": key, "count": count})) is not None
 
     # -- attribution -----------------------------------------------------------------
+    def unattributed_matching(self, store_id: str, identifiers: Mapping[str, str], *,
+                              since: datetime) -> list[tuple[int, dict[str, str]]]:
+        """Unattributed events of a store created at or after `since` that carry any of
+        `identifiers`, as (event id, all the event's identifiers), oldest first."""
+        pairs = [(k, v) for k, v in identifiers.items() if v]
+        if not pairs:
+            return []
+        e, ei = events.c, event_identifiers.c
+        matching = select(ei.event_id).where(ei.store_id == store_id, any_pair(ei.kind, ei.value, pairs))
+        stmt = (select(e.id, e.identifiers)
+                .where(e.id.in_(matching), e.status == EventStatus.UNATTRIBUTED, e.created_at >= since)
+                .order_by(e.id))
+        with reading(self.engine) as conn:
+            return [(row.id, json.loads(row.identifiers) if row.identifiers else {}) for row in conn.execute(stmt)]
+
     def attach_click(self, store_id: str, *, event_ids: Sequence[int], click_id: str,
                      source: str, now: datetime) -> int:
         """Give unattributed events a click id and queue them; return how many."""
@@ -178,7 +198,7 @@ class Outbox(Dispatching):
         done = 0
         with self.engine.begin() as conn:
             rows = conn.execute(
-                select(c.id, c.event).where(c.store_id == store_id, c.status == "unattributed",
+                select(c.id, c.event).where(c.store_id == store_id, c.status == EventStatus.UNATTRIBUTED,
                                             c.id.in_(list(event_ids)))
                 .with_for_update()
             ).all()
@@ -186,83 +206,56 @@ class Outbox(Dispatching):
                 record = json.loads(row.event)
                 record["click_id"] = click_id
                 done += conn.execute(
-                    update(events).where(c.id == row.id, c.status == "unattributed")
-                    .values(event=compact(record), click_source=source, status="pending",
+                    update(events).where(c.id == row.id, c.status == EventStatus.UNATTRIBUTED)
+                    .values(event=compact(record), click_source=source, status=EventStatus.PENDING,
                             next_attempt_at=now, updated_at=now)
                 ).rowcount
         return done
 
-    def unattributed_since(self, store_id: str, *, since: datetime) -> list[EventRow]:
-        """Events of a store still waiting for a click id, created at or after `since`."""
-        return self._events(events.c.store_id == store_id, events.c.status == "unattributed",
-                            events.c.created_at >= since, order=events.c.id)
+    def source_counts(self, *, store_id: str | None = None,
+                      since: datetime) -> list[tuple[str, str, str | None, int]]:
+        """(event name, status, click source, events) for the events created at or after
+        `since` that are to be sent (skipped ones left out)."""
+        e = events.c
+        stmt = (select(e.event_name, e.status, e.click_source, func.count())
+                .where(e.created_at >= since, e.status != EventStatus.SKIPPED)
+                .group_by(e.event_name, e.status, e.click_source))
+        if store_id is not None:
+            stmt = stmt.where(e.store_id == store_id)
+        with reading(self.engine) as conn:
+            return [tuple(row) for row in conn.execute(stmt)]
 
     # -- reading ---------------------------------------------------------------------
-    def _events(self, *where, order, limit: int | None = None, offset: int = 0) -> list[EventRow]:
-        stmt = select(events).where(*where).order_by(order).offset(offset)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with reading(self.engine) as conn:
-            return [_event_row(m) for m in conn.execute(stmt).mappings()]
-
     def list_events(self, *, status: str | None = None, store_id: str | None = None,
                     limit: int = 100, offset: int = 0) -> list[EventRow]:
         """Events, newest first, optionally of one status and one store."""
-        where = []
+        stmt = select(events).order_by(events.c.id.desc()).offset(offset).limit(limit)
         if status is not None:
-            where.append(events.c.status == status)
+            stmt = stmt.where(events.c.status == status)
         if store_id is not None:
-            where.append(events.c.store_id == store_id)
-        return self._events(*where, order=events.c.id.desc(), limit=limit, offset=offset)
-
-    def get_event(self, event_id: int) -> EventRow | None:
-        found = self._events(events.c.id == event_id, order=events.c.id)
-        return found[0] if found else None
+            stmt = stmt.where(events.c.store_id == store_id)
+        with reading(self.engine) as conn:
+            return [_event_row(m) for m in conn.execute(stmt).mappings()]
 
     def counts(self, *, store_id: str | None = None) -> dict[str, int]:
         """Number of events in each status (every status present, zeros included)."""
         stmt = select(events.c.status, func.count()).group_by(events.c.status)
         if store_id is not None:
             stmt = stmt.where(events.c.store_id == store_id)
-        result = dict.fromkeys(EVENT_STATUSES, 0)
+        result = {status.value: 0 for status in EventStatus}
         with reading(self.engine) as conn:
             result.update({status: n for status, n in conn.execute(stmt)})
         return result
 
-    def due_count(self, now: datetime) -> int:
-        """Events a claim at `now` could take (due pending rows and expired leases)."""
-        c = events.c
-        with reading(self.engine) as conn:
-            return conn.execute(
-                select(func.count()).select_from(events).where(
-                    ((c.status == "pending") & (c.next_attempt_at <= now))
-                    | ((c.status == "sending") & (c.lease_until <= now)))
-            ).scalar_one()
-
-    def next_due_at(self) -> datetime | None:
-        """When the next event becomes claimable (a pending row falls due or a lease ends)."""
-        c = events.c
-        with reading(self.engine) as conn:
-            times = [
-                conn.execute(select(func.min(c.next_attempt_at)).where(c.status == "pending")).scalar(),
-                conn.execute(select(func.min(c.lease_until)).where(c.status == "sending")).scalar(),
-            ]
-        times = [t for t in times if t is not None]
-        return min(times) if times else None
-
     def deliveries_for_reprocess(self, *, since: datetime, store_id: str | None = None) -> list[DeliveryRow]:
         """Failed deliveries received at or after `since` whose body is still kept."""
         c = deliveries.c
-        stmt = select(deliveries).where(c.outcome == "failed", c.body.is_not(None), c.received_at >= since)
+        stmt = select(deliveries).where(c.outcome == DeliveryOutcome.FAILED, c.body.is_not(None),
+                                        c.received_at >= since)
         if store_id is not None:
             stmt = stmt.where(c.store_id == store_id)
         with reading(self.engine) as conn:
             return [_delivery_row(m) for m in conn.execute(stmt.order_by(c.id)).mappings()]
-
-    def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
-        with reading(self.engine) as conn:
-            m = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().first()
-        return None if m is None else _delivery_row(m)
 
     # -- housekeeping ----------------------------------------------------------------
     def prune(self, *, now: datetime, body_days: int = 7, sent_days: int = 30) -> dict[str, int]:
@@ -274,10 +267,10 @@ class Outbox(Dispatching):
             select(d.id).where(d.body.is_not(None), d.received_at < body_cutoff),
             lambda ids: update(deliveries).where(d.id.in_(ids)).values(body=None))
         done = self._batched(
-            select(e.id).where(and_(e.status == "sent", e.sent_at < cutoff)
-                               | and_(e.status == "skipped", e.updated_at < cutoff)),
+            select(e.id).where(and_(e.status == EventStatus.SENT, e.sent_at < cutoff)
+                               | and_(e.status == EventStatus.SKIPPED, e.updated_at < cutoff)),
             lambda ids: delete(events).where(e.id.in_(ids)))
-        still_needed = exists().where(e.delivery_id == d.id, e.status != "sent")
+        still_needed = exists().where(e.delivery_id == d.id, e.status != EventStatus.SENT)
         keys = self._batched(
             select(d.id).where(d.received_at < cutoff, ~still_needed),
             lambda ids: delete(deliveries).where(d.id.in_(ids)))

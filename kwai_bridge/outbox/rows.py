@@ -7,11 +7,12 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Mapping
 
-from kwai_bridge.db import DELIVERY_OUTCOMES
+from kwai_bridge.db import DeliveryOutcome, EventStatus
 from kwai_bridge.kwai.events import KwaiEvent
 
 RESPONSE_LIMIT = 2000
 PRUNE_BATCH = 500
+_OUTCOMES = tuple(DeliveryOutcome)
 #: Header names that must never be stored (signatures and credentials).
 _SECRET_HEADER_WORDS = ("hmac", "signature", "authorization", "token", "secret", "cookie")
 
@@ -93,7 +94,7 @@ class Finish:
     """The outcome of one attempt, as `Outbox.finish_many` records it."""
 
     event_id: int
-    status: str  # sent | pending (retry at next_attempt_at) | dead | held
+    status: str  # an EventStatus: sent, pending (retry at next_attempt_at), dead or held
     now: datetime
     error: str | None = None
     response: str | None = None
@@ -106,8 +107,8 @@ class Finish:
 
     def values(self) -> tuple[Any, ...]:
         """The values this outcome writes (in COLUMNS order), hashable so that alike ones group."""
-        return (self.status, self.now, self.next_attempt_at if self.status == "pending" else None,
-                self.now if self.status == "sent" else None, _cut(self.error), _cut(self.response),
+        return (self.status, self.now, self.next_attempt_at if self.status == EventStatus.PENDING else None,
+                self.now if self.status == EventStatus.SENT else None, _cut(self.error), _cut(self.response),
                 self.result)
 
 
@@ -136,5 +137,5 @@ def _delivery_row(m: Mapping[str, Any]) -> DeliveryRow:
 
 
 def _check_outcome(outcome: str) -> None:
-    if outcome not in DELIVERY_OUTCOMES:
+    if outcome not in _OUTCOMES:
         raise ValueError(f"unknown delivery outcome {outcome!r}")

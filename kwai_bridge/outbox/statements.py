@@ -1,11 +1,12 @@
-"""Statements the hot paths run, built once."""
+"""Statements the hot paths run, built once: the webhook path's inserts, prepared for
+the driver, and the dispatcher's claims and outcomes."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
 from sqlalchemy import bindparam, select, update
 
-from kwai_bridge.db import deliveries, event_identifiers, events, high_water
+from kwai_bridge.db import EventStatus, deliveries, event_identifiers, events, high_water, upsert_insert
 from kwai_bridge.outbox.rows import Finish
 
 
@@ -51,10 +52,15 @@ class _Prepared:
 
 
 class _Statements:
-    """The webhook path's statements, built once: building a statement costs more CPU
-    than running it, and this path runs for every webhook."""
+    """The statements run for every webhook and on every dispatcher pass, built once:
+    building a statement costs more CPU than running it."""
 
-    def __init__(self, insert, dialect) -> None:
+    def __init__(self, dialect) -> None:
+        self._webhook(upsert_insert(dialect), dialect)
+        self._claims()
+        self._finishes()
+
+    def _webhook(self, insert, dialect) -> None:
         columns = ("store_id", "platform", "topic", "delivery_key", "received_at", "outcome", "error",
                    "body", "headers")
         self.insert_delivery = _Prepared(
@@ -81,41 +87,39 @@ class _Statements:
             set_={"count": stmt.excluded["count"]},
             where=high_water.c["count"] < stmt.excluded["count"],
         ).returning(high_water.c["count"]), high_water, dialect)
-        # The dispatcher's claim: the same three statements on every pass.
+
+    def _claims(self) -> None:
+        """The dispatcher's claim: the same three statements on every pass."""
         c = events.c
         self.expired = (
-            select(c.id, c.lease_owner).where(c.status == "sending", c.lease_until <= bindparam("now"))
+            select(c.id, c.lease_owner).where(c.status == EventStatus.SENDING, c.lease_until <= bindparam("now"))
             .order_by(c.lease_until, c.id).limit(bindparam("lim")).with_for_update(skip_locked=True)
         )
-        lease = (
-            update(events).where(c.id.in_(bindparam("ids", expanding=True)))
-            .values(status="sending", lease_until=bindparam("until"), lease_owner=bindparam("owner"),
-                    updated_at=bindparam("now"))
-        )
+        leased = {"status": EventStatus.SENDING, "lease_until": bindparam("until"),
+                  "lease_owner": bindparam("owner"), "updated_at": bindparam("now")}
         # Due rows are chosen and leased by one statement (one round trip less per pass):
         # the sub-select locks what it picks, so two dispatchers never take the same row.
         # MATERIALIZED makes PostgreSQL run it once: inlined into a join it may be
         # rescanned and its LIMIT no longer bounds the rows leased.
         picked = (
-            select(c.id).where(c.status == "pending", c.next_attempt_at <= bindparam("now"))
+            select(c.id).where(c.status == EventStatus.PENDING, c.next_attempt_at <= bindparam("now"))
             .order_by(c.next_attempt_at, c.id).limit(bindparam("lim")).with_for_update(skip_locked=True)
         ).cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
-        lease_due = (
-            update(events).add_cte(picked).where(c.id.in_(select(picked.c.id)), c.status == "pending")
-            .values(status="sending", lease_until=bindparam("until"), lease_owner=bindparam("owner"),
-                    updated_at=bindparam("now"))
-        )
-        self.lease = lease.returning(*events.c)
-        self.lease_due = lease_due.returning(*events.c)
-        # The dispatcher's own claim reads back only what a sender needs (and the due
-        # time, to keep the oldest first).
+        # Both read back only what a sender needs (and the due time, to keep the oldest first).
         sending = (c.id, c.store_id, c.attempts, c.event, c.next_attempt_at)
-        self.lease_for_sending = lease.returning(*sending)
-        self.lease_due_for_sending = lease_due.returning(*sending)
-        # The dispatcher's outcome: one statement per kind of outcome, rows by id.
+        self.lease = (
+            update(events).where(c.id.in_(bindparam("ids", expanding=True))).values(leased)
+            .returning(*sending))
+        self.lease_due = (
+            update(events).add_cte(picked).where(c.id.in_(select(picked.c.id)), c.status == EventStatus.PENDING)
+            .values(leased).returning(*sending))
+
+    def _finishes(self) -> None:
+        """The dispatcher's outcome: one statement per kind of outcome, rows by id."""
+        c = events.c
         finish = update(events).values(
             attempts=c.attempts + 1, lease_until=None,
             **{name: bindparam(name) for name in Finish.COLUMNS})
-        ours = (c.id.in_(bindparam("ids", expanding=True)), c.status == "sending")
+        ours = (c.id.in_(bindparam("ids", expanding=True)), c.status == EventStatus.SENDING)
         self.finish = finish.where(*ours)
         self.finish_owned = finish.where(*ours, c.lease_owner == bindparam("owner"))

@@ -1,0 +1,25 @@
+"""The database, on SQLite or PostgreSQL through one code path (SQLAlchemy Core).
+
+- `engine`: `make_engine`, forking, the read and write transactions, the upsert's INSERT;
+- `sqlite`: the SQLite engine (WAL, durable commits, the writer lock);
+- `schema`: the tables, the UTC column type, event statuses and delivery outcomes;
+- `migrations`: schema versions and `migrate`.
+"""
+from kwai_bridge.db.engine import (
+    dispose_after_fork, make_engine, reading, upsert_insert, writing_cursor,
+)
+from kwai_bridge.db.migrations import (
+    MIGRATIONS, SCHEMA_VERSION, SchemaError, ensure_schema, migrate, schema_state,
+)
+from kwai_bridge.db.schema import (
+    DeliveryOutcome, EventStatus, UTCDateTime, any_pair, clicks, deliveries, event_identifiers, events,
+    high_water, metadata, schema_version,
+)
+from kwai_bridge.db.sqlite import BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS
+
+__all__ = [
+    "BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
+    "SchemaError", "UTCDateTime", "any_pair", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
+    "event_identifiers", "events", "high_water", "make_engine", "metadata", "migrate", "reading",
+    "schema_state", "schema_version", "upsert_insert", "writing_cursor",
+]

@@ -1,0 +1,131 @@
+"""Versioned migrations: the schema version a database is at, and the steps to bring
+it up to the one this release needs."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable
+
+from sqlalchemy import exists, inspect, select, text
+from sqlalchemy.engine import Connection, Engine
+
+from kwai_bridge.db.engine import reading, upsert_insert
+from kwai_bridge.db.schema import (
+    clicks, deliveries, event_identifiers, events, high_water, metadata, schema_version,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+#: Events read per batch when migration 2 fills `event_identifiers`.
+_BACKFILL_BATCH = 500
+# Any constant will do; it only has to be the same in every process that migrates.
+_MIGRATION_LOCK = 0x6B776169  # "kwai"
+
+
+class SchemaError(Exception):
+    """The database schema is not the one this release needs."""
+
+
+def _v1(conn: Connection) -> None:
+    # Version 1 is the first release's schema, which `metadata` still describes. When a
+    # later version changes a table, copy today's definitions in here first: a released
+    # migration must keep creating exactly what it created.
+    metadata.create_all(conn, tables=[deliveries, events, high_water], checkfirst=True)
+
+
+def _v2(conn: Connection) -> None:
+    # The click store and the identifier index, then the index filled from the events
+    # already stored (their identifiers JSON), in batches; rows already there are kept.
+    metadata.create_all(conn, tables=[event_identifiers, clicks], checkfirst=True)
+    insert = upsert_insert(conn.dialect)
+    e, ei = events.c, event_identifiers.c
+    last = 0
+    while True:
+        rows = conn.execute(
+            select(e.id, e.store_id, e.identifiers)
+            .where(e.id > last, e.identifiers.is_not(None), ~exists().where(ei.event_id == e.id))
+            .order_by(e.id).limit(_BACKFILL_BATCH)
+        ).all()
+        if not rows:
+            return
+        values = [
+            {"event_id": row.id, "store_id": row.store_id, "kind": kind, "value": value}
+            for row in rows for kind, value in _identifier_items(row.identifiers)
+        ]
+        if values:
+            conn.execute(insert(event_identifiers).values(values).on_conflict_do_nothing())
+        last = rows[-1].id
+
+
+def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
+    """(kind, value) pairs of an events.identifiers JSON text; anything else is skipped."""
+    try:
+        found = json.loads(raw) if raw else {}
+    except ValueError:
+        return []
+    if not isinstance(found, dict):
+        return []
+    return [(k, v) for k, v in found.items() if isinstance(k, str) and isinstance(v, str) and v]
+
+
+#: Append-only: (version, function). Each function must be safe to run on a database
+#: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
+MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1), (2, _v2))
+
+
+def _current(conn: Connection) -> int | None:
+    if not inspect(conn).has_table("schema_version"):
+        return None
+    return conn.execute(select(schema_version.c.version)).scalar()
+
+
+def schema_state(engine: Engine) -> tuple[int | None, int]:
+    """Return (the database's schema version or None when empty, the version this release needs)."""
+    with reading(engine) as conn:
+        return _current(conn), SCHEMA_VERSION
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema up to SCHEMA_VERSION in one transaction and return the version."""
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE serialises migrators
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        current = _current(conn)
+        if current is None:
+            schema_version.create(conn, checkfirst=True)
+        elif current > SCHEMA_VERSION:
+            raise SchemaError(
+                f"database schema is at version {current}, newer than this release "
+                f"(version {SCHEMA_VERSION}): upgrade kwai-bridge"
+            )
+        start = current or 0
+        for version, step in MIGRATIONS:
+            if version > start:
+                log.info("migrating the database schema to version %d", version)
+                step(conn)
+        if current is None:
+            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+        elif current < SCHEMA_VERSION:
+            conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
+    return SCHEMA_VERSION
+
+
+def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
+    """Migrate when allowed (SQLite), else refuse to run on a schema that is not current."""
+    if auto_migrate:
+        migrate(engine)
+        return
+    current, latest = schema_state(engine)
+    if current is None or current < latest:
+        shown = "0 (empty)" if current is None else str(current)
+        raise SchemaError(
+            f"database schema is at version {shown}, this release needs {latest}: "
+            "run `kwai-bridge migrate`"
+        )
+    if current > latest:
+        raise SchemaError(
+            f"database schema is at version {current}, newer than this release "
+            f"(version {latest}): upgrade kwai-bridge"
+        )
+

@@ -1,0 +1,162 @@
+"""The tables, the UTC column type, and the values the status columns may hold.
+
+Each table has one module that runs SQL on it: `deliveries`, `events`,
+`event_identifiers` and `high_water` belong to `kwai_bridge.outbox`, `clicks` to the
+click store (`kwai_bridge.attribution`), `schema_version` to `kwai_bridge.db.migrations`.
+"""
+from __future__ import annotations
+
+from datetime import timezone
+from enum import StrEnum
+from typing import Iterable
+
+from sqlalchemy import (
+    BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer, LargeBinary,
+    MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, and_, or_,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class EventStatus(StrEnum):
+    """Where an outbox event stands (`events.status`)."""
+
+    UNATTRIBUTED = "unattributed"  # no click id yet: waits for late binding, never sent without one
+    SKIPPED = "skipped"  # never to be sent (a test order, a refund): kept for counting
+    PENDING = "pending"  # due at `next_attempt_at`
+    SENDING = "sending"  # leased to a dispatcher until `lease_until`
+    SENT = "sent"
+    HELD = "held"  # parked until an operator replays it (the store's credentials)
+    DEAD = "dead"  # will not be retried; kept for replay
+
+
+class DeliveryOutcome(StrEnum):
+    """What became of a webhook delivery (`deliveries.outcome`)."""
+
+    QUEUED = "queued"
+    IGNORED = "ignored"
+    FAILED = "failed"
+    REPROCESSED = "reprocessed"
+    PRIVACY = "privacy"  # a data-request or redaction topic, handled at once and kept as a record
+
+
+class UTCDateTime(TypeDecorator):
+    """An aware UTC datetime on both backends; a naive datetime is refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        # SQLite keeps text without an offset; every value is UTC so text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _one_of(column: str, values: Iterable[str], name: str) -> CheckConstraint:
+    return CheckConstraint("%s IN (%s)" % (column, ", ".join(f"'{v}'" for v in values)), name=name)
+
+
+def any_pair(kind: Column, value: Column, pairs: Iterable[tuple[str, str]]):
+    """A condition matching rows whose (`kind`, `value`) is one of `pairs`: the shape
+    both `event_identifiers` and `clicks` are keyed by."""
+    return or_(*(and_(kind == k, value == v) for k, v in sorted(pairs)))
+
+
+_ID = BigInteger().with_variant(Integer, "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid
+
+metadata = MetaData()
+
+schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("store_id", String, nullable=False),
+    Column("platform", String, nullable=False),
+    Column("topic", String, nullable=False),
+    Column("delivery_key", String, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("outcome", String, nullable=False),
+    Column("error", Text),
+    Column("body", LargeBinary),
+    Column("headers", Text),
+    UniqueConstraint("store_id", "delivery_key", name="uq_deliveries_store_key"),
+    _one_of("outcome", DeliveryOutcome, "ck_deliveries_outcome"),
+    Index("ix_deliveries_received_at", "received_at"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("store_id", String, nullable=False),
+    Column("platform", String, nullable=False),
+    Column("business_key", String, nullable=False),
+    Column("event_name", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("click_source", String),
+    Column("identifiers", Text),
+    Column("skip_reason", Text),
+    Column("value_note", Text),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_until", UTCDateTime),
+    Column("lease_owner", String),
+    Column("last_error", Text),
+    Column("last_result", Integer),
+    Column("last_response", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Column("delivery_id", _ID, ForeignKey("deliveries.id", ondelete="SET NULL")),
+    UniqueConstraint("store_id", "business_key", name="uq_events_store_business_key"),
+    _one_of("status", EventStatus, "ck_events_status"),
+    Index("ix_events_status_due", "status", "next_attempt_at"),
+    Index("ix_events_store_status", "store_id", "status"),
+    Index("ix_events_delivery", "delivery_id"),
+)
+
+high_water = Table(
+    "high_water", metadata,
+    Column("store_id", String, nullable=False),
+    Column("key", String, nullable=False),
+    Column("count", Integer, nullable=False),
+    PrimaryKeyConstraint("store_id", "key", name="pk_high_water"),
+)
+
+#: What attribution can find an event by (`Conversion.identifiers`), one row per kind,
+#: so that a click can be matched to events with an index instead of scanning JSON.
+event_identifiers = Table(
+    "event_identifiers", metadata,
+    Column("event_id", _ID, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("store_id", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("value", String, nullable=False),
+    PrimaryKeyConstraint("event_id", "kind", name="pk_event_identifiers"),
+    Index("ix_event_identifiers_lookup", "store_id", "kind", "value"),
+)
+
+#: The click store: per store and shopper identifier, the latest Kwai click id and when it
+#: was clicked. `order_key` is kept with an `order_id` entry (WooCommerce's order key).
+clicks = Table(
+    "clicks", metadata,
+    Column("store_id", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("value", String, nullable=False),
+    Column("click_id", String, nullable=False),
+    Column("clicked_at", UTCDateTime, nullable=False),
+    Column("order_key", String),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("store_id", "kind", "value", name="pk_clicks"),
+    Index("ix_clicks_store_clicked_at", "store_id", "clicked_at"),
+)

@@ -1,0 +1,189 @@
+"""The SQLite engine: WAL, durable commits, and write transactions that queue on a lock.
+
+SQLite runs in WAL mode with FULL durability by default (every commit is on disk before
+it returns) and opens every write transaction with `BEGIN IMMEDIATE`, so several
+processes (web workers and a dispatcher) queue on the write lock instead of failing
+with "database is locked" when a read transaction tries to upgrade.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine
+
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+BUSY_TIMEOUT_MS = 5000
+#: Execution option asking for a plain (deferred) BEGIN: see `kwai_bridge.db.reading()`.
+DEFERRED = "kwai_bridge_deferred"
+
+
+def sqlite_engine(parsed: URL, synchronous: str) -> Engine:
+    """An engine for the SQLite file `parsed` names, set up as the module says."""
+    sync = synchronous.upper()
+    if sync not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"sqlite synchronous must be FULL or NORMAL, not {synchronous!r}")
+    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        raise ValueError("SQLite needs a file path (sqlite:///path/to/file.db)")
+    if sqlite3.sqlite_version_info < (3, 35):
+        raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or newer is needed")
+    # SQLite names the WAL after the database file with symlinks resolved; the writer
+    # lock too, so that every process reaching the file by any path shares it.
+    real_path = os.path.realpath(parsed.database)
+    lock_path = real_path + "-writer.lock"
+    engine = create_engine(parsed, connect_args={"factory": WriterLockedConnection})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # pysqlite must not emit its own BEGIN: `_on_begin` does it, with the right mode.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            _set_wal(cursor)
+            # FULL is SQLite's NORMAL plus a sync of the WAL after every commit; the
+            # connection does that sync itself, after letting go of the writer lock.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            if sync == "FULL":
+                dbapi_connection.sync_after_commit(real_path + "-wal")
+            dbapi_connection.lock_path = lock_path
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        if conn.get_execution_options().get(DEFERRED, False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        conn.connection.dbapi_connection.begin_write()
+
+    return engine
+
+
+_held_here = threading.local()
+
+
+class WriterLockedConnection(sqlite3.Connection):
+    """A SQLite connection whose write transactions queue on an advisory file lock.
+
+    SQLite's own busy handler retries a locked database after sleeping 1, 2, 5, 10 ms
+    and longer; with several gunicorn workers and the dispatcher writing, those sleeps,
+    not the work, set the pace. A process blocked in `flock` wakes as soon as the holder
+    lets go (measured: 0.74 of the minimal durable receiver's rate against 0.45 without
+    it). The lock is taken before BEGIN IMMEDIATE and released after COMMIT or ROLLBACK;
+    the kernel releases it when a holder dies. Holders are short write transactions, so
+    the wait is not bounded by a timeout; a thread that already holds the lock through
+    another connection is refused at once instead of waiting for itself.
+    """
+
+    lock_path: str = ""
+    _lock_fd: int | None = None  # the lock file, kept open with the connection
+    _locked = False
+    _wal_path: str | None = None
+    _wal_fd: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._finalizers: list[weakref.finalize] = []
+
+    def begin_write(self) -> None:
+        """Queue for the writer lock, then BEGIN IMMEDIATE (straight to the driver: this
+        runs for every write)."""
+        self.acquire_writer_lock()
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.release_writer_lock()
+            raise
+
+    def acquire_writer_lock(self) -> None:
+        if self._locked:
+            return
+        if getattr(_held_here, "count", 0):
+            raise sqlite3.OperationalError(
+                "database is locked: this thread is already inside a write transaction")
+        if self._lock_fd is None:
+            self._lock_fd = self._keep_open(self.lock_path, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._locked = True
+        _held_here.count = getattr(_held_here, "count", 0) + 1
+
+    def release_writer_lock(self) -> None:
+        if self._locked:
+            self._locked = False
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            _held_here.count -= 1
+
+    def sync_after_commit(self, wal_path: str) -> None:
+        """Make every write commit durable: sync the WAL file once the commit is written."""
+        self._wal_path = wal_path
+
+    def commit(self) -> None:
+        wrote = self._locked
+        try:
+            super().commit()
+        finally:
+            self.release_writer_lock()
+        if wrote and self._wal_path is not None:
+            # SQLite's FULL does this sync inside COMMIT, while every other writer waits;
+            # done here, once the lock is free, the next writer's work overlaps it, and
+            # syncs of several writers that land together cost the disk one flush. The
+            # commit has been written to the WAL, and a checkpoint that copies it away
+            # first syncs it, so once this returns the transaction survives a power cut.
+            # SQLite removes the WAL file only when its last connection closes, so the
+            # descriptor, opened once, stays this connection's WAL.
+            if self._wal_fd is None:
+                self._wal_fd = self._keep_open(self._wal_path, os.O_RDONLY)
+                # The WAL file may be new: make its directory entry durable too, once.
+                directory = os.open(os.path.dirname(self._wal_path), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+            os.fdatasync(self._wal_fd)
+
+    def _keep_open(self, path: str, flags: int) -> int:
+        """Open `path` for as long as this connection lives: closed by `close()`, or when
+        the connection is collected without it (a pool that forgets its connections
+        in a forked child does not close them)."""
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+        self._finalizers.append(weakref.finalize(self, os.close, fd))
+        return fd
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.release_writer_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release_writer_lock()
+            self._lock_fd = self._wal_fd = None
+            for close in self._finalizers:
+                close()
+
+
+def _set_wal(cursor: sqlite3.Cursor) -> None:
+    # Turning a new database to WAL needs an exclusive lock, and SQLite answers "locked"
+    # at once, without its busy handler, while another process holds one: wait here.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    if mode.lower() != "wal":
+        raise RuntimeError(f"SQLite could not switch to WAL mode (journal_mode is {mode})")
