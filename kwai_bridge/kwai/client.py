@@ -50,9 +50,10 @@ if not any(isinstance(item, _RedactToken) for item in _urllib3_log.filters):
     _urllib3_log.addFilter(_RedactToken())
 
 DEFAULT_BASE_URL = "https://www.adsnebula.com/log/common"
-#: Kwai's result codes for a refused event; the messages are Kwai's (Chinese in practice).
-REJECTION_CODES = frozenset({10001, 10002, 10005, 10006, 10007})
+#: Kwai's result code for a wrong access token: the store's events are held, not discarded.
 TOKEN_REFUSED = 10006
+#: Kwai's result codes for a refused event; the messages are Kwai's (Chinese in practice).
+REJECTION_CODES = frozenset({10001, 10002, 10005, TOKEN_REFUSED, 10007})
 _RAW_LIMIT = 2000
 _REASON_RAW_LIMIT = 300
 
@@ -300,6 +301,6 @@ class KwaiClient:
 
 
 __all__ = [
-    "DEFAULT_BASE_URL", "Dead", "Delivered", "KwaiClient", "Outcome", "Rejected",
+    "DEFAULT_BASE_URL", "TOKEN_REFUSED", "Dead", "Delivered", "KwaiClient", "Outcome", "Rejected",
     "RetryLater", "SendResult", "TransportError", "classify", "retry_after",
 ]
