@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from kwai_bridge.config import ConfigError
+from kwai_bridge.kwai.client import DEFAULT_BASE_URL, GET_PATH, POST_PATH
 from kwai_bridge.parsing import FromEnv, Invalid, integer
 
 PREFIX = "KWAI_BRIDGE_"
@@ -20,7 +21,7 @@ class Settings:
 
     database_url: str = field(default="sqlite:///kwai-bridge.db", repr=False)  # may hold a password
     stores: str = "./stores.toml"
-    kwai_endpoint: str = "https://www.adsnebula.com/log/common"
+    kwai_endpoint: str = DEFAULT_BASE_URL
     max_body_bytes: int = 1048576
     dispatch_concurrency: int = 16
     public_url: str = ""
@@ -36,15 +37,15 @@ class Settings:
 
     @property
     def kwai_post_url(self) -> str:
-        return self.kwai_endpoint + "/api"
+        return self.kwai_endpoint + POST_PATH
 
     @property
     def kwai_get_url(self) -> str:
-        return self.kwai_endpoint + "/gapi"
+        return self.kwai_endpoint + GET_PATH
 
     def base_url(self, port: int) -> str:
         """Where the bridge is reached, for printed webhook URLs."""
-        return self.public_url or f"http://localhost:{port}"
+        return self.public_url.rstrip("/") or f"http://localhost:{port}"
 
 
 def _setting_float(low: float, high: float) -> Callable[[str], float]:
@@ -88,8 +89,7 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
      "outbox database: sqlite:///<path> or postgresql://user:password@host/db"),
     ("STORES", "./stores.toml", str,
      "the stores file (see deploy/stores.example.toml); SIGHUP reloads it"),
-    ("KWAI_ENDPOINT", "https://www.adsnebula.com/log/common",
-     _url("https://www.adsnebula.com/log/common"),
+    ("KWAI_ENDPOINT", DEFAULT_BASE_URL, _url(DEFAULT_BASE_URL),
      "Kwai Event API base: POST goes to <endpoint>/api, GET to <endpoint>/gapi"),
     ("MAX_BODY_BYTES", "1048576", integer(1024, 100 * 1048576),
      "largest webhook body accepted; a larger one is answered 413"),

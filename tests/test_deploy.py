@@ -12,6 +12,7 @@ import yaml
 
 import kwai_bridge.cli as cli
 from kwai_bridge.settings import SETTINGS_DOC
+from kwai_bridge.web.serving import gunicorn_options
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KNOWN_VARIABLES = {row[0] for row in SETTINGS_DOC}
@@ -70,12 +71,32 @@ def test_env_example_lists_exactly_the_known_variables():
     assert named == KNOWN_VARIABLES
 
 
-def test_gunicorn_conf_loads_with_sync_workers():
+def _gunicorn_conf(monkeypatch, **environ: str) -> dict:
+    for name in ("PORT", "WEB_CONCURRENCY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
     namespace: dict = {}
     exec(compile((DEPLOY / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)
+    return namespace
+
+
+def test_gunicorn_conf_loads_with_sync_workers(monkeypatch):
+    namespace = _gunicorn_conf(monkeypatch)
     assert namespace["worker_class"] == "sync"
     assert namespace["workers"] >= 1
     assert namespace["bind"].endswith(":8000")
+    assert namespace["wsgi_app"] == "server:create_app()"
+
+
+def test_gunicorn_conf_holds_what_serve_applies_and_gunicorn_knows(monkeypatch):
+    from gunicorn.config import Config
+
+    namespace = _gunicorn_conf(monkeypatch, PORT="9100", WEB_CONCURRENCY="3")
+    options = gunicorn_options(host="0.0.0.0", port=9100, workers=3)
+    assert {name: namespace[name] for name in options} == options
+    assert (namespace["bind"], namespace["workers"]) == ("0.0.0.0:9100", 3)
+    assert set(options) <= set(Config().settings), "a setting gunicorn would silently ignore"
 
 
 def test_unknown_command_would_be_caught():
