@@ -48,8 +48,8 @@ def _pg_problem() -> str | None:
     return _pg_checked[url]
 
 
-# This test leaves its child process's output pipe open (the file is not ours to
-# change); the garbage collector closes it, with a ResourceWarning. Ignored for it alone.
+# This test leaves its child process's output pipe open, which the garbage collector
+# closes with a ResourceWarning: ignored for this test alone.
 _UNCLOSED_PIPE = "tests/test_fake_kwai.py::test_runs_on_its_own"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import click
@@ -63,6 +64,14 @@ def test_dockerfile_runs_known_command_and_copies_every_package():
         assert f"COPY {package} " in text, package
     for variable in re.findall(r"(KWAI_BRIDGE_[A-Z_]+)=", text):
         assert variable in KNOWN_VARIABLES, variable
+
+
+def test_pyproject_installs_every_package():
+    root = DEPLOY.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts)
+             for top in ("adapters", "kwai_bridge") for init in (root / top).rglob("__init__.py")}
+    assert found <= listed, f"not installed: {sorted(found - listed)}"
 
 
 def test_env_example_lists_exactly_the_known_variables():
