@@ -1,18 +1,13 @@
 # gunicorn settings for running the web app directly:
-#   gunicorn -c deploy/gunicorn.conf.py "server:create_app()"
-# `kwai-bridge serve` applies the same settings itself.
-import multiprocessing
+#   gunicorn -c deploy/gunicorn.conf.py
+# They name the app ("server:create_app()"); `kwai-bridge serve` applies the same ones,
+# read from the same place: kwai_bridge.web.serving.
+# Bind on every interface; put TLS in front (a load balancer or a reverse proxy).
 import os
 
-# Bind on every interface; put TLS in front (a load balancer or a reverse proxy).
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-# Sync workers: the request path only verifies, parses and commits, so it never waits
-# on the network; on 2 cores sync workers answered faster than threads or gevent.
-worker_class = "sync"
-workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
-# Shopify and Shopline give 5 s to answer: anything near this limit is a fault.
-timeout = 30
-graceful_timeout = 20
-# Keep access logs off: query strings and shop names are not needed in logs.
-accesslog = None
-errorlog = "-"
+from kwai_bridge.web.serving import gunicorn_options
+
+_workers = os.environ.get("WEB_CONCURRENCY")
+# gunicorn reads this file's top-level names as its settings.
+globals().update(gunicorn_options(host="0.0.0.0", port=int(os.environ.get("PORT", "8000")),
+                                  workers=int(_workers) if _workers else None))

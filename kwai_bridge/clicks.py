@@ -1,5 +1,6 @@
-"""The storefront side of attribution: the snippet the bridge serves, and the public
-`POST /clicks/<store_id>` API the snippet (or anything else) reports clicks to.
+"""The rules of the storefront side of attribution: what a click body may hold, whose
+browsers may report clicks, the rate limit, and the snippet's settings. The routes that
+apply them are kwai_bridge.web.clicks and kwai_bridge.web.snippet.
 
 A click body names the click id and at least one identifier the store's webhooks will
 carry. A clear `email` or `phone` is hashed at once (never stored nor logged in clear).
@@ -8,21 +9,20 @@ an in-process token bucket (each web worker has its own).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 from collections import OrderedDict
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from adapters.base import PayloadError, sha256_email, sha256_phone
 from adapters.common import load_object
-from kwai_bridge.attribution import IDENTIFIERS
+from kwai_bridge.attribution import IDENTIFIERS, Attribution
 from kwai_bridge.config import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,6 @@ CLICK_BODY_LIMIT = 4096
 #: Per client address: 120 requests a minute, bursts of 60.
 RATE_PER_MINUTE = 120
 BURST = 60
-SNIPPET_MAX_AGE = 300
-
-clicks_api = Blueprint("clicks", __name__)
 
 _HEX64 = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="must be 64 hexadecimal digits (a SHA-256)")
 _TOKEN = [validate.Length(min=1, max=512), validate.Regexp(r"^[\x21-\x7e]+$", error="must be printable ASCII")]
@@ -89,6 +86,36 @@ def parse_click(body: bytes) -> tuple[str, dict[str, str], str | None]:
     return data["click_id"].strip(), identifiers, data.get("order_key")
 
 
+# -- who may report --------------------------------------------------------------------
+def allowed_origin(store: StoreConfig | None, origin: str | None) -> str | None:
+    """The `Origin` header's value, lower-cased, when it is one of the store's own."""
+    origin = (origin or "").strip().lower()
+    return origin if store is not None and origin and origin in store.origins() else None
+
+
+def pixel_sandbox(store: StoreConfig, origin: str | None) -> bool:
+    """A Shopify custom pixel runs in a sandboxed iframe without `allow-same-origin`, so
+    its requests say `Origin: null`. Any site can frame such a sandbox and so make its
+    visitors' browsers post from many addresses: a null origin may report a checkout
+    token only (random, not guessable like an order id or cart contents), and gets no
+    CORS headers: the pixel posts without reading the answer."""
+    return store.platform == "shopify" and (origin or "").strip() == "null"
+
+
+def sandbox_may_report(identifiers: Mapping[str, str]) -> bool:
+    """Whether a click from a pixel sandbox may carry these identifiers: the unguessable
+    checkout token only."""
+    return set(identifiers) == {"checkout_token"}
+
+
+def record(attribution: Attribution, store: StoreConfig, *, click_id: str, identifiers: Mapping[str, str],
+           order_key: str | None, now: datetime) -> None:
+    """Store a click reported from `store`'s storefront; the log names the kinds of
+    identifier, never their values."""
+    attribution.record_click(store, click_id=click_id, identifiers=identifiers, order_key=order_key, now=now)
+    log.info("store %s: click stored for %s", store.id, ", ".join(sorted(identifiers)))
+
+
 # -- the rate limit ----------------------------------------------------------------------
 class RateLimiter:
     """A token bucket per client address: `per_minute` sustained, `burst` at once.
@@ -137,107 +164,13 @@ def config_line(settings: Mapping[str, Any], *, target: str = "window") -> str:
     return f"{target}.KWAI_BRIDGE = " + json.dumps(dict(settings)).replace("</", "<\\/") + ";\n"
 
 
-def _script(store_id: str, name: str, target: str) -> Response:
-    runtime = current_app.extensions["kwai_bridge.runtime"]
-    store = runtime.registry.stores.get(store_id)
-    if store is None:
-        return _json({"status": "unknown store"}, 404)
-    base = runtime.settings.public_url or request.host_url
-    body = config_line(snippet_settings(store, base), target=target) + _source(name)
-    response = Response(body, mimetype="application/javascript")
-    response.headers["Cache-Control"] = f"public, max-age={SNIPPET_MAX_AGE}"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.set_etag(hashlib.sha256(body.encode("utf-8")).hexdigest()[:32])
-    return response.make_conditional(request)
-
-
-@clicks_api.get("/snippet/<store_id>.js")
-def snippet(store_id: str) -> Response:
-    return _script(store_id, "snippet.js", "window")
-
-
-@clicks_api.get("/snippet/<store_id>/pixel.js")
-def pixel(store_id: str) -> Response:
-    # Shopify's pixel sandbox may be a worker, where `window` does not exist.
-    return _script(store_id, "shopify-pixel.js", "self")
-
-
-# -- POST /clicks/<store_id> -----------------------------------------------------------------
-def _json(body: Mapping[str, Any], status: int, headers: Mapping[str, str] | None = None) -> Response:
-    response = jsonify(dict(body))
-    response.status_code = status
-    response.headers.update(dict(headers or {}))
-    return response
-
-
-def _allowed_origin(store: StoreConfig | None) -> str | None:
-    origin = (request.headers.get("Origin") or "").strip().lower()
-    return origin if store is not None and origin and origin in store.origins() else None
-
-
-def _pixel_sandbox(store: StoreConfig) -> bool:
-    """A Shopify custom pixel runs in a sandboxed iframe without `allow-same-origin`, so
-    its requests say `Origin: null`. Any site can frame such a sandbox and so make its
-    visitors' browsers post from many addresses: a null origin may report a checkout
-    token only (random, not guessable like an order id or cart contents), and gets no
-    CORS headers: the pixel posts without reading the answer."""
-    return store.platform == "shopify" and (request.headers.get("Origin") or "").strip() == "null"
-
-
-@clicks_api.after_request
-def _cors(response: Response) -> Response:
-    if request.path.startswith("/clicks/"):
-        response.vary.add("Origin")
-        store = current_app.extensions["kwai_bridge.runtime"].registry.stores.get(
-            (request.view_args or {}).get("store_id", ""))
-        origin = _allowed_origin(store)
-        if origin:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Methods"] = "POST"
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-            response.headers["Access-Control-Max-Age"] = "600"
-    return response
-
-
-@clicks_api.route("/clicks/<store_id>", methods=["POST", "OPTIONS"], provide_automatic_options=False)
-def post_click(store_id: str) -> Response:
-    runtime = current_app.extensions["kwai_bridge.runtime"]
-    store = runtime.registry.stores.get(store_id)
-    if request.method == "OPTIONS":  # the preflight: CORS headers come from _cors
-        return Response(status=204 if store is not None else 404)
-    wait = current_app.extensions["kwai_bridge.click_limiter"].take(request.remote_addr or "-")
-    if wait:
-        return _json({"status": "too many requests"}, 429, {"Retry-After": str(int(wait) + 1)})
-    if store is None:
-        return _json({"status": "unknown store"}, 404)
-    sandboxed = _pixel_sandbox(store)
-    if request.headers.get("Origin") and _allowed_origin(store) is None and not sandboxed:
-        return _json({"status": "origin not allowed"}, 403)
-    request.max_content_length = CLICK_BODY_LIMIT  # larger: 413 from the app's error handler
-    try:
-        click_id, identifiers, order_key = parse_click(request.get_data(cache=False))
-    except PayloadError as exc:
-        return _json({"status": str(exc)}, 400)
-    except ValidationError as exc:
-        return _json({"status": "invalid click", "errors": exc.normalized_messages()}, 400)
-    if sandboxed and set(identifiers) != {"checkout_token"}:
-        # Any site can frame a sandbox: from one, only the unguessable checkout token.
-        return _json({"status": "from a sandboxed frame, report a checkout_token only"}, 403)
-    now = current_app.config["CLOCK"]()
-    current_app.extensions["kwai_bridge.attribution"].record_click(
-        store, click_id=click_id, identifiers=identifiers, order_key=order_key, now=now)
-    log.info("store %s: click stored for %s", store.id, ", ".join(sorted(identifiers)))
-    return _json({"status": "stored"}, 202)
-
-
-def install(app: Any, *, attribution: Any, clock: Callable[[], float]) -> None:
-    """Register the routes on `app` with the attribution service and the limiter's clock."""
-    app.extensions["kwai_bridge.attribution"] = attribution
-    app.extensions["kwai_bridge.click_limiter"] = RateLimiter(clock=clock)
-    app.register_blueprint(clicks_api)
+def snippet_script(store: StoreConfig, base_url: str, *, name: str, target: str) -> str:
+    """The script `name` (under STATIC) for `store`, its settings set on `target` first."""
+    return config_line(snippet_settings(store, base_url), target=target) + _source(name)
 
 
 __all__ = [
-    "CLICK_BODY_LIMIT", "ClickSchema", "RateLimiter", "clicks_api", "config_line", "install",
-    "parse_click", "snippet_settings",
+    "BURST", "CLICK_BODY_LIMIT", "RATE_PER_MINUTE", "STATIC", "ClickSchema", "RateLimiter",
+    "allowed_origin", "config_line", "parse_click", "pixel_sandbox", "record", "sandbox_may_report",
+    "snippet_script", "snippet_settings",
 ]

@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from kwai_bridge.config import ConfigError, _FromEnv, _int, _Invalid
+from kwai_bridge.config import ConfigError
+from kwai_bridge.kwai.client import DEFAULT_BASE_URL, GET_PATH, POST_PATH
+from kwai_bridge.parsing import FromEnv, Invalid, integer
 
 PREFIX = "KWAI_BRIDGE_"
 
@@ -19,7 +21,7 @@ class Settings:
 
     database_url: str = field(default="sqlite:///kwai-bridge.db", repr=False)  # may hold a password
     stores: str = "./stores.toml"
-    kwai_endpoint: str = "https://www.adsnebula.com/log/common"
+    kwai_endpoint: str = DEFAULT_BASE_URL
     max_body_bytes: int = 1048576
     dispatch_concurrency: int = 16
     public_url: str = ""
@@ -35,15 +37,15 @@ class Settings:
 
     @property
     def kwai_post_url(self) -> str:
-        return self.kwai_endpoint + "/api"
+        return self.kwai_endpoint + POST_PATH
 
     @property
     def kwai_get_url(self) -> str:
-        return self.kwai_endpoint + "/gapi"
+        return self.kwai_endpoint + GET_PATH
 
     def base_url(self, port: int) -> str:
         """Where the bridge is reached, for printed webhook URLs."""
-        return self.public_url or f"http://localhost:{port}"
+        return self.public_url.rstrip("/") or f"http://localhost:{port}"
 
 
 def _setting_float(low: float, high: float) -> Callable[[str], float]:
@@ -53,7 +55,7 @@ def _setting_float(low: float, high: float) -> Callable[[str], float]:
         except ValueError:
             number = math.nan
         if not low <= number <= high:  # also refuses nan
-            raise _Invalid(f"must be a number of seconds from {low:g} to {high:g}")
+            raise Invalid(f"must be a number of seconds from {low:g} to {high:g}")
         return number
     return parse
 
@@ -61,7 +63,7 @@ def _setting_float(low: float, high: float) -> Callable[[str], float]:
 def _setting_choice(*allowed: str) -> Callable[[str], str]:
     def parse(v: str) -> str:
         if v.upper() not in allowed:
-            raise _Invalid(f"must be one of {', '.join(allowed)}")
+            raise Invalid(f"must be one of {', '.join(allowed)}")
         return v.upper()
     return parse
 
@@ -70,14 +72,14 @@ def _url(example: str) -> Callable[[str], str]:
     def parse(v: str) -> str:
         parts = urlsplit(v)
         if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise _Invalid(f"must be a URL such as {example}")  # never echoed: may hold a password
+            raise Invalid(f"must be a URL such as {example}")  # never echoed: may hold a password
         return v.rstrip("/")
     return parse
 
 
 def _database_url(v: str) -> str:
     if not re.match(r"^(sqlite:///.+|postgresql(\+psycopg)?://.+)$", v):
-        raise _Invalid("must be sqlite:///<path> or postgresql://user:password@host/db")
+        raise Invalid("must be sqlite:///<path> or postgresql://user:password@host/db")
     return str(v)
 
 
@@ -87,24 +89,23 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
      "outbox database: sqlite:///<path> or postgresql://user:password@host/db"),
     ("STORES", "./stores.toml", str,
      "the stores file (see deploy/stores.example.toml); SIGHUP reloads it"),
-    ("KWAI_ENDPOINT", "https://www.adsnebula.com/log/common",
-     _url("https://www.adsnebula.com/log/common"),
+    ("KWAI_ENDPOINT", DEFAULT_BASE_URL, _url(DEFAULT_BASE_URL),
      "Kwai Event API base: POST goes to <endpoint>/api, GET to <endpoint>/gapi"),
-    ("MAX_BODY_BYTES", "1048576", _int(1024, 100 * 1048576),
+    ("MAX_BODY_BYTES", "1048576", integer(1024, 100 * 1048576),
      "largest webhook body accepted; a larger one is answered 413"),
-    ("DISPATCH_CONCURRENCY", "16", _int(1, 256), "events the worker sends to Kwai at once"),
+    ("DISPATCH_CONCURRENCY", "16", integer(1, 256), "events the worker sends to Kwai at once"),
     ("PUBLIC_URL", "", _url("https://bridge.example.com"),
      "public base URL of the bridge for printed webhook URLs (empty: http://localhost:<port>)"),
-    ("TRUSTED_PROXIES", "0", _int(0, 10),
+    ("TRUSTED_PROXIES", "0", integer(0, 10),
      "reverse-proxy hops to trust in X-Forwarded-For (0: use the peer address)"),
     ("SQLITE_SYNCHRONOUS", "FULL", _setting_choice("FULL", "NORMAL"),
      "SQLite durability: FULL survives power loss, NORMAL is faster"),
-    ("LEASE_SECONDS", "90", _int(1, 3600),
+    ("LEASE_SECONDS", "90", integer(1, 3600),
      "how long a worker owns a claimed event before another may take it"),
     ("POLL_INTERVAL", "1.0", _setting_float(0.01, 60),
      "seconds the worker waits when nothing is due"),
-    ("BODY_RETENTION_DAYS", "7", _int(0, 3650), "days raw webhook bodies are kept"),
-    ("SENT_RETENTION_DAYS", "30", _int(1, 3650),
+    ("BODY_RETENTION_DAYS", "7", integer(0, 3650), "days raw webhook bodies are kept"),
+    ("SENT_RETENTION_DAYS", "30", integer(1, 3650),
      "days sent events are kept; a repeated webhook within them is recognised"),
     ("KWAI_CONNECT_TIMEOUT", "3.05", _setting_float(0.1, 60), "seconds to connect to Kwai"),
     ("KWAI_TIMEOUT", "10", _setting_float(0.1, 300), "seconds to wait for Kwai's answer"),
@@ -122,8 +123,8 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         raw = environ.get(PREFIX + name, "").strip()
         if raw:
             try:
-                values[name.lower()] = parse(_FromEnv(raw))
-            except _Invalid as exc:
+                values[name.lower()] = parse(FromEnv(raw))
+            except Invalid as exc:
                 raise ConfigError(f"{PREFIX}{name}: {exc}", field=PREFIX + name) from None
     settings = Settings(**values)
     if settings.lease_seconds <= settings.kwai_connect_timeout + settings.kwai_timeout:

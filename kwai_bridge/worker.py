@@ -11,23 +11,34 @@ import os
 import queue
 import socket
 import threading
-from functools import partial
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from random import Random
-from typing import Callable, Union
+from typing import Callable
 
 from kwai_bridge.config import StoreConfig, StoreRegistry
-from kwai_bridge.outbox import Claimed, EventRow, Finish, Outbox
+from kwai_bridge.outbox import Claimed, Finish, Outbox
 from kwai_bridge.retry import next_attempt_at
-from kwai_bridge.kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, SendResult
+from kwai_bridge.kwai.client import (
+    TOKEN_REFUSED, Dead, Delivered, KwaiClient, Rejected, RetryLater, SendResult,
+)
 from kwai_bridge.kwai.events import EventError
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-#: A leased row: the dispatcher's own claim, or a full outbox row (`process`).
-Leased = Union[Claimed, EventRow]
-TOKEN_REFUSED = "access token refused by Kwai (10006)"
+#: The error recorded on events held because Kwai refused their store's access token.
+HELD_FOR_TOKEN = f"access token refused by Kwai ({TOKEN_REFUSED})"
+
+
+@dataclass(frozen=True)
+class HoldStore:
+    """Kwai refused the store's access token: record `finish`, and hold the store's
+    pending events too (an effect `Dispatcher._settle` applies)."""
+
+    store: StoreConfig
+    finish: Finish
 
 
 def utcnow() -> datetime:
@@ -51,14 +62,15 @@ class Dispatcher:
         # store id -> the access token Kwai refused; cleared when the token changes.
         self._refused_tokens: dict[str, str] = {}
         self._lock = threading.Lock()
-        # Stores of the rows last claimed that have events held for 10006 in the database.
+        # Stores of the rows last claimed that have events held for a refused token
+        # in the database.
         self._held_in_db: frozenset[str] = frozenset()
         # When expired leases and held stores were last looked for (see `_settle`).
         self._rechecked_at: datetime | None = None
         self._rechecked_stores: frozenset[str] = frozenset()
 
     # -- one event ------------------------------------------------------------------
-    def _send(self, row: Leased, store: StoreConfig) -> SendResult:
+    def _send(self, row: Claimed, store: StoreConfig) -> SendResult:
         return self.client.send(row.event, pixel_id=store.pixel_id, access_token=store.access_token,
                                 track_flag=store.test_mode, method=store.send_method)
 
@@ -72,25 +84,14 @@ class Dispatcher:
         # replays, the held rows say so.
         return refused is not None or store.id in self._held_in_db
 
-    def _hold_store(self, store: StoreConfig, row: Leased, result: SendResult, now: datetime) -> Finish:
-        with self._lock:
-            first = store.id not in self._refused_tokens
-            self._refused_tokens[store.id] = store.access_token
-        held = self.outbox.hold_store(store.id, now=now, error=TOKEN_REFUSED, result=10006)
-        if first:
-            log.error("store %s: Kwai refused the access token (10006); %d pending event(s) held. "
-                      "Fix access_token in the stores file, reload, then run "
-                      "`kwai-bridge events replay --store %s --result 10006`.", store.id, held + 1, store.id)
-        return Finish(row.id, "held", now, error=TOKEN_REFUSED, response=result.body, result=10006)
-
-    def attempt(self, row: Leased) -> Callable[[datetime], Finish]:
+    def attempt(self, row: Claimed) -> Recorder:
         """Send one claimed row (in a sender thread); return how to decide its outcome,
         which the loop records for every ready row in one transaction (`_settle`)."""
         store = self.registry.stores.get(row.store_id)
         if store is None:
             return partial(Finish, row.id, "held", error=f"store {row.store_id} is not configured")
         if self._token_refused(store):
-            return partial(Finish, row.id, "held", error=TOKEN_REFUSED, result=10006)
+            return partial(Finish, row.id, "held", error=HELD_FOR_TOKEN, result=TOKEN_REFUSED)
         try:
             result = self._send(row, store)
         except EventError as exc:
@@ -98,19 +99,15 @@ class Dispatcher:
             return partial(Finish, row.id, "dead", error=str(exc))
         return partial(self._decide, row, store, result)
 
-    def process(self, row: Leased) -> str:
-        """Send one claimed row and record its outcome; return the status it ended in."""
-        finish = self.attempt(row)(self.clock())
-        self.outbox.finish_many([finish], owner=self.owner)
-        return finish.status
-
-    def _decide(self, row: Leased, store: StoreConfig, result: SendResult, now: datetime) -> Finish:
+    def _decide(self, row: Claimed, store: StoreConfig, result: SendResult, now: datetime) -> Finish | HoldStore:
+        """What to record for `row` given Kwai's answer; no effect of its own."""
         outcome = result.outcome
         if isinstance(outcome, Delivered):
             return Finish(row.id, "sent", now, response=result.body, result=1)
         if isinstance(outcome, Rejected):
             if outcome.token_refused:
-                return self._hold_store(store, row, result, now)
+                return HoldStore(store, Finish(row.id, "held", now, error=HELD_FOR_TOKEN,
+                                               response=result.body, result=TOKEN_REFUSED))
             log.warning("event %s (%s): rejected by Kwai with %s", row.id, row.store_id, outcome.code)
             return Finish(row.id, "dead", now, error=f"Kwai rejected ({outcome.code}): {outcome.message}",
                           response=result.body, result=outcome.code)
@@ -126,6 +123,21 @@ class Dispatcher:
         assert isinstance(outcome, Dead)
         log.warning("event %s (%s): dead: %s", row.id, row.store_id, outcome.reason)
         return Finish(row.id, "dead", now, error=outcome.reason, response=result.body)
+
+    def _hold_store(self, hold: HoldStore) -> Finish:
+        """Hold the store's pending events (in `_settle`'s transaction); return the
+        refused row's outcome."""
+        store, now = hold.store, hold.finish.now
+        with self._lock:
+            first = store.id not in self._refused_tokens
+            self._refused_tokens[store.id] = store.access_token
+        held = self.outbox.hold_store(store.id, now=now, error=HELD_FOR_TOKEN, result=TOKEN_REFUSED)
+        if first:
+            log.error("store %s: Kwai refused the access token (%d); %d pending event(s) held. "
+                      "Fix access_token in the stores file, reload, then run "
+                      "`kwai-bridge events replay --store %s --result %d`.",
+                      store.id, TOKEN_REFUSED, held + 1, store.id, TOKEN_REFUSED)
+        return hold.finish
 
     # -- the loop -------------------------------------------------------------------
     def run(self, *, stop: threading.Event | None = None, once: bool = False,
@@ -169,7 +181,8 @@ class Dispatcher:
         try:
             with self.outbox.batch():
                 now = self.clock()  # one time for the batch, so that alike outcomes share a statement
-                finishes = [decide(now) for decide in recorders]
+                decisions = [decide(now) for decide in recorders]
+                finishes = [self._hold_store(d) if isinstance(d, HoldStore) else d for d in decisions]
                 self.outbox.finish_many(finishes, owner=self.owner)
                 # Expired leases (left by a dispatcher that died) and holds placed by
                 # another dispatcher are rare: look for them once per RECHECK_SECONDS,
@@ -182,7 +195,8 @@ class Dispatcher:
                                                      owner=self.owner, recover_expired=recheck) if claim > 0 else []
                 stores = frozenset(row.store_id for row in rows)
                 if rows and (recheck or not stores <= self._rechecked_stores or stores & self._held_in_db):
-                    self._held_in_db = frozenset(self.outbox.held_stores(stores | self._rechecked_stores))
+                    self._held_in_db = frozenset(self.outbox.held_stores(stores | self._rechecked_stores,
+                                                                         result=TOKEN_REFUSED))
                     self._rechecked_stores |= stores
                 if recheck and claim > 0:  # a pass that claims nothing looked for nothing
                     self._rechecked_at = now
@@ -203,7 +217,8 @@ RECHECK_SECONDS = 1.0
 #: records several outcomes (a few milliseconds against Kwai's round trip).
 GATHER_SECONDS = 0.003
 
-Recorder = Callable[[datetime], Finish]
+#: Decides a sent row's outcome at the time the loop records it.
+Recorder = Callable[[datetime], Finish | HoldStore]
 
 
 class _Senders:

@@ -106,6 +106,7 @@ class Served:
         self.port = port or free_port()
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
+        self._output: str | None = None  # kept when serve stops, and its pipe closed
 
     @property
     def url(self) -> str:
@@ -121,7 +122,7 @@ class Served:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited early: {self.proc.stdout.read()}")
+                raise RuntimeError(f"serve exited early: {self._stopped()}")
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
@@ -133,9 +134,18 @@ class Served:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=30)
+        self._stopped()
+
+    def _stopped(self) -> str:
+        """Once serve has exited: keep what it printed and close the pipe."""
+        if self.proc and self.proc.stdout and self._output is None:
+            self._output = self.proc.stdout.read()
+            self.proc.stdout.close()
+        return self._output or ""
 
     def output(self) -> str:
-        return self.proc.stdout.read() if self.proc and self.proc.stdout else ""
+        """What serve printed (read to the end: call it once serve has stopped)."""
+        return self._stopped()
 
     def __enter__(self) -> "Served":
         return self.start()
@@ -147,9 +157,29 @@ class Served:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._stopped()
+
+
+#: The workers started by the running test; `stop_workers` ends them after it.
+_workers: list[subprocess.Popen] = []
 
 
 def start_worker(env: Mapping[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(cli_command("worker", *args), env=dict(env), cwd=ROOT,
+    """`kwai-bridge worker` in its own process group, its output on a pipe."""
+    proc = subprocess.Popen(cli_command("worker", *args), env=dict(env), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
+    _workers.append(proc)
+    return proc
+
+
+def stop_workers() -> None:
+    """Kill the workers a test left running and close every worker's output pipe, which
+    the garbage collector would otherwise close (with a warning) in some later test."""
+    while _workers:
+        proc = _workers.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()

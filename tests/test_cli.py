@@ -71,6 +71,16 @@ def test_migrate_then_commands_run(env):
     assert result.exit_code == 0 and "schema at version" in result.output
 
 
+@pytest.mark.parametrize("value, level", [("debug", "DEBUG"), ("", "INFO"), ("LOUD", "INFO")])
+def test_log_level_is_the_validated_setting(env, monkeypatch, value, level):
+    # A wrong level leaves logging at INFO; the command that reads the settings says why.
+    configured = []
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kw: configured.append(kw["level"]))
+    result = CliRunner().invoke(cli.main, ["stores", "check"], env={**env, "KWAI_BRIDGE_LOG_LEVEL": value})
+    assert configured == [level]
+    assert (result.exit_code == 0) == (value != "LOUD")
+
+
 @pytest.mark.postgres
 def test_postgres_commands_refuse_an_old_schema(tmp_path, postgres_url):
     stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])

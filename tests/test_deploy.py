@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ import yaml
 
 import kwai_bridge.cli as cli
 from kwai_bridge.settings import SETTINGS_DOC
+from kwai_bridge.web.serving import gunicorn_options
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KNOWN_VARIABLES = {row[0] for row in SETTINGS_DOC}
@@ -64,18 +66,46 @@ def test_dockerfile_runs_known_command_and_copies_every_package():
         assert variable in KNOWN_VARIABLES, variable
 
 
+def test_pyproject_installs_every_package():
+    root = DEPLOY.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts)
+             for top in ("adapters", "kwai_bridge") for init in (root / top).rglob("__init__.py")}
+    assert found <= listed, f"not installed: {sorted(found - listed)}"
+
+
 def test_env_example_lists_exactly_the_known_variables():
     text = (DEPLOY / "env.example").read_text()
     named = set(re.findall(r"^#?\s*(KWAI_BRIDGE_[A-Z_]+)=", text, re.M))
     assert named == KNOWN_VARIABLES
 
 
-def test_gunicorn_conf_loads_with_sync_workers():
+def _gunicorn_conf(monkeypatch, **environ: str) -> dict:
+    for name in ("PORT", "WEB_CONCURRENCY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
     namespace: dict = {}
     exec(compile((DEPLOY / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)
+    return namespace
+
+
+def test_gunicorn_conf_loads_with_sync_workers(monkeypatch):
+    namespace = _gunicorn_conf(monkeypatch)
     assert namespace["worker_class"] == "sync"
     assert namespace["workers"] >= 1
     assert namespace["bind"].endswith(":8000")
+    assert namespace["wsgi_app"] == "server:create_app()"
+
+
+def test_gunicorn_conf_holds_what_serve_applies_and_gunicorn_knows(monkeypatch):
+    from gunicorn.config import Config
+
+    namespace = _gunicorn_conf(monkeypatch, PORT="9100", WEB_CONCURRENCY="3")
+    options = gunicorn_options(host="0.0.0.0", port=9100, workers=3)
+    assert {name: namespace[name] for name in options} == options
+    assert (namespace["bind"], namespace["workers"]) == ("0.0.0.0:9100", 3)
+    assert set(options) <= set(Config().settings), "a setting gunicorn would silently ignore"
 
 
 def test_unknown_command_would_be_caught():

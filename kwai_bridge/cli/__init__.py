@@ -13,14 +13,13 @@ from datetime import datetime, timezone
 
 import click
 
-from kwai_bridge.config import ConfigError
+from kwai_bridge.config import EXAMPLE_FILE, ConfigError, load_stores
 from kwai_bridge.db import SchemaError, make_engine, migrate as run_migrations
 from kwai_bridge.attribution import ClickStore
-from kwai_bridge.runtime import Runtime
+from kwai_bridge.runtime import Runtime, webhook_url
+from kwai_bridge.settings import settings_from_env
 
 log = logging.getLogger("kwai_bridge")
-
-EXAMPLE_STORES = "deploy/stores.example.toml"
 
 
 def _utcnow() -> datetime:
@@ -28,7 +27,12 @@ def _utcnow() -> datetime:
 
 
 def _setup_logging() -> None:
-    level = os.environ.get("KWAI_BRIDGE_LOG_LEVEL", "INFO").upper()
+    try:
+        level = settings_from_env(os.environ).log_level
+    except ConfigError:
+        # Logging comes first, before any command (even --help); a command that reads
+        # the settings reports what is wrong with them.
+        level = "INFO"
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -59,7 +63,7 @@ def main() -> None:
 def print_urls(runtime: Runtime, port: int) -> None:
     if runtime.registry.error:
         click.echo(f"Not ready: {runtime.registry.error}")
-        click.echo(f"Write a stores file (see {EXAMPLE_STORES}), point KWAI_BRIDGE_STORES at it, "
+        click.echo(f"Write a stores file (see {EXAMPLE_FILE}), point KWAI_BRIDGE_STORES at it, "
                    "then reload with SIGHUP or restart.")
         return
     click.echo("Webhook URLs to paste into each store's admin:")
@@ -75,6 +79,9 @@ def print_urls(runtime: Runtime, port: int) -> None:
 def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
     """Serve the webhook routes with gunicorn."""
     from gunicorn.app.base import BaseApplication
+    from gunicorn.util import import_app
+
+    from kwai_bridge.web.serving import gunicorn_options
 
     runtime = _runtime()  # migrates SQLite, checks PostgreSQL's schema, before any fork
     runtime.engine.dispose()
@@ -85,21 +92,15 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
 
     class App(BaseApplication):
         def load_config(self):
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers or 2 * (os.cpu_count() or 1))
-            self.cfg.set("worker_class", "sync")
-            self.cfg.set("timeout", 30)
-            self.cfg.set("graceful_timeout", 20)
-            self.cfg.set("accesslog", None)
+            for name, value in gunicorn_options(host=host, port=port, workers=workers or None).items():
+                self.cfg.set(name, value)
             if child is not None:
                 # SIGHUP makes gunicorn start fresh workers, which read the stores file
                 # again; pass it on so that the dispatcher reloads it too.
                 self.cfg.set("on_reload", lambda arbiter: child.send_signal(signal.SIGHUP))
 
         def load(self):
-            from server import create_app
-
-            return create_app()
+            return import_app(self.cfg.wsgi_app)
 
     try:
         App().run()
@@ -155,8 +156,6 @@ def _prune_loop(runtime: Runtime, stop: threading.Event) -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema in place."""
-    from kwai_bridge.settings import settings_from_env
-
     settings = settings_from_env(os.environ)
     version = run_migrations(make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous))
     click.echo(f"schema at version {version}")
@@ -170,17 +169,14 @@ def stores() -> None:
 @stores.command("check")
 def stores_check() -> None:
     """Validate the stores file and print each store's webhook URL."""
-    from kwai_bridge.config import load_stores
-    from kwai_bridge.settings import settings_from_env
-
     settings = settings_from_env(os.environ)
     try:
         loaded = load_stores(settings.stores, environ=os.environ)
     except (ConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    base = settings.public_url.rstrip("/") or "http://localhost:8000"
+    base = settings.base_url(8000)
     for store in loaded:
-        click.echo(f"ok  {store.id:<20} {store.platform:<12} {base}/webhooks/{store.platform}/{store.id}")
+        click.echo(f"ok  {store.id:<20} {store.platform:<12} {webhook_url(base, store)}")
     click.echo(f"{len(loaded)} store(s) valid")
 
 

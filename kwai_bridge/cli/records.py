@@ -86,7 +86,7 @@ def deliveries() -> None:
 @click.option("--store", "store_id")
 def deliveries_reprocess(since: str | None, store_id: str | None) -> None:
     """Convert again the deliveries whose conversion failed (raw bodies are kept 7 days)."""
-    from server import build_pipeline
+    from kwai_bridge.runtime import build_pipeline
 
     runtime = _runtime()
     done = build_pipeline(runtime).reprocess(since=_since(since), store_id=store_id, now=_utcnow())

@@ -50,9 +50,13 @@ if not any(isinstance(item, _RedactToken) for item in _urllib3_log.filters):
     _urllib3_log.addFilter(_RedactToken())
 
 DEFAULT_BASE_URL = "https://www.adsnebula.com/log/common"
-#: Kwai's result codes for a refused event; the messages are Kwai's (Chinese in practice).
-REJECTION_CODES = frozenset({10001, 10002, 10005, 10006, 10007})
+#: Under the base URL: where an event is POSTed as JSON, and where it is sent by GET.
+POST_PATH = "/api"
+GET_PATH = "/gapi"
+#: Kwai's result code for a wrong access token: the store's events are held, not discarded.
 TOKEN_REFUSED = 10006
+#: Kwai's result codes for a refused event; the messages are Kwai's (Chinese in practice).
+REJECTION_CODES = frozenset({10001, 10002, 10005, TOKEN_REFUSED, 10007})
 _RAW_LIMIT = 2000
 _REASON_RAW_LIMIT = 300
 
@@ -221,7 +225,7 @@ class KwaiClient:
         # the address requests itself prepares (checked and encoded once, here).
         self._post_headers = {**session.headers, "Content-Type": "application/json"}
         template = requests.PreparedRequest()
-        template.prepare_url(self.base_url + "/api", None)
+        template.prepare_url(self.base_url + POST_PATH, None)
         self._post_url = template.url
 
     def send(
@@ -242,7 +246,7 @@ class KwaiClient:
                 status, headers, body = self._exchange("POST", self._post_url, body=payload)
             elif verb == "get":
                 query = wire.get_query(event, **credentials)
-                status, headers, body = self._exchange("GET", self.base_url + "/gapi", params=query)
+                status, headers, body = self._exchange("GET", self.base_url + GET_PATH, params=query)
             else:
                 raise ValueError(f"method must be 'post' or 'get', not {method!r}")
         except TransportError as exc:
@@ -300,6 +304,6 @@ class KwaiClient:
 
 
 __all__ = [
-    "DEFAULT_BASE_URL", "Dead", "Delivered", "KwaiClient", "Outcome", "Rejected",
-    "RetryLater", "SendResult", "TransportError", "classify", "retry_after",
+    "DEFAULT_BASE_URL", "GET_PATH", "POST_PATH", "TOKEN_REFUSED", "Dead", "Delivered", "KwaiClient",
+    "Outcome", "Rejected", "RetryLater", "SendResult", "TransportError", "classify", "retry_after",
 ]

@@ -81,7 +81,7 @@ class LeaseQueries:
                         updated_at=now)
             ).rowcount
 
-    def held_stores(self, store_ids: Iterable[str], *, result: int = 10006) -> set[str]:
+    def held_stores(self, store_ids: Iterable[str], *, result: int) -> set[str]:
         """Which of `store_ids` have events held for Kwai's `result` (a refused token)."""
         wanted = sorted(set(store_ids))
         if not wanted:

@@ -1,0 +1,127 @@
+"""The stores as values: one StoreConfig per shop, and Stores to look them up."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
+from urllib.parse import urlsplit
+
+from adapters.base import ConversionOptions, normalise_shop
+
+
+class ConfigError(ValueError):
+    """A stores file or setting that cannot be used; the message says where and why."""
+
+    def __init__(self, message: str, *, store: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.store = store
+        self.field = field
+
+
+def _empty_mapping() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """One shop: where its webhooks come from, how to verify them, where events go."""
+
+    id: str
+    platform: str
+    shop: str
+    webhook_secrets: tuple[str, ...] = field(repr=False)
+    pixel_id: str
+    access_token: str = field(repr=False)
+    test_mode: bool = False
+    send_method: str = "post"
+    # hash=False: a mapping proxy is not hashable, and the id already tells stores apart
+    topic_events: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
+    value: str = "total"
+    content_id: str = "product"
+    currency_rates: Mapping[str, Decimal] = field(default_factory=_empty_mapping, hash=False)
+    report_currency: str = ""
+    click_params: tuple[str, ...] = ("click_id",)
+    storefront_domains: tuple[str, ...] = ()
+    click_window_days: int = 30
+    late_binding_hours: int = 24
+    consent_mode: bool = False
+
+    def __post_init__(self) -> None:
+        # Coerce the container types only, so a test may pass lists and dicts;
+        # validation belongs to parse_stores, which names the file and the store.
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        for name in ("webhook_secrets", "click_params", "storefront_domains"):
+            value = getattr(self, name)
+            put(name, (value,) if isinstance(value, str) else tuple(value))
+        put("topic_events", MappingProxyType(dict(self.topic_events)))
+        put("currency_rates", MappingProxyType(
+            {k: Decimal(str(v)) for k, v in dict(self.currency_rates).items()}))
+
+    def conversion_options(self) -> ConversionOptions:
+        return ConversionOptions(
+            topic_events=self.topic_events, value=self.value, content_id=self.content_id,
+            currency_rates=self.currency_rates, report_currency=self.report_currency,
+            click_params=self.click_params, test_mode=self.test_mode,
+        )
+
+    def origins(self) -> tuple[str, ...]:
+        """The browser origins of the storefront: the shop, then each extra domain."""
+        found = (origin(v) for v in (self.shop, *self.storefront_domains))
+        return tuple(dict.fromkeys(o for o in found if o))
+
+
+def origin(value: str) -> str:
+    """`www.acme.com/x` -> `https://www.acme.com`; an explicit scheme is kept; "" when
+    `value` names no host."""
+    v = value.strip().lower()
+    parts = urlsplit(v if "://" in v else "https://" + v)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+class Stores:
+    """An immutable set of stores, looked up by id or by the shop a webhook names."""
+
+    __slots__ = ("_by_id", "_by_shop")
+
+    def __init__(self, stores: Iterable[StoreConfig] = ()):
+        by_id: dict[str, StoreConfig] = {}
+        by_shop: dict[tuple[str, str], StoreConfig] = {}
+        for store in stores:
+            if store.id in by_id:
+                raise ConfigError(f'store "{store.id}": id: used by more than one store',
+                                  store=store.id, field="id")
+            key = (store.platform, normalise_shop(store.shop))
+            if key in by_shop:
+                raise ConfigError(f'store "{store.id}": shop: {store.shop} is already store '
+                                  f'"{by_shop[key].id}"', store=store.id, field="shop")
+            by_id[store.id] = by_shop[key] = store
+        object.__setattr__(self, "_by_id", MappingProxyType(by_id))
+        object.__setattr__(self, "_by_shop", MappingProxyType(by_shop))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Stores is immutable")
+
+    def get(self, store_id: str) -> StoreConfig | None:
+        return self._by_id.get(store_id)
+
+    def find_by_shop(self, platform: str, shop_header: str | None) -> StoreConfig | None:
+        """The store whose shop matches the header, ignoring case, scheme and a trailing slash."""
+        return self._by_shop.get((platform, normalise_shop(shop_header))) if shop_header else None
+
+    def __iter__(self) -> Iterator[StoreConfig]:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, store_id: object) -> bool:
+        return store_id in self._by_id
+
+    def __repr__(self) -> str:
+        return f"Stores({list(self._by_id)!r})"
+
+
+__all__ = ["ConfigError", "StoreConfig", "Stores", "origin"]

@@ -1,0 +1,208 @@
+"""The stores file: TOML with one [[stores]] table per shop, read into Stores.
+
+Any string in it may be written `"${ENV_NAME}"` to take its value from the environment,
+so secrets stay out of the file. Every problem raises ConfigError with a sentence naming
+the store and field, never a value that could be a secret.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import fields
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from adapters.base import normalise_shop
+from kwai_bridge.config.stores import ConfigError, StoreConfig, Stores, origin
+from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
+from kwai_bridge.parsing import FromEnv, Invalid, boolean, choice, integer, non_empty_string, strings
+
+PLATFORMS = ("shopify", "shopline", "woocommerce")
+EXAMPLE_FILE = "deploy/stores.example.toml"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_ENV_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+
+# -- reading one [[stores]] table -------------------------------------------------------
+class _Unset(Exception):
+    """A `${NAME}` reference names an unset environment variable."""
+
+
+def _resolve(value: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        match = _ENV_RE.match(value)
+        if not match:
+            return value
+        if match.group(1) not in environ:
+            raise _Unset(match.group(1))
+        return FromEnv(environ[match.group(1)])
+    if isinstance(value, list):
+        return [_resolve(v, environ) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v, environ) for k, v in value.items()}
+    return value
+
+
+def _topic_events(v: Any) -> Mapping[str, str]:
+    if not isinstance(v, dict):
+        raise Invalid('must be a table of topic = "EVENT_NAME" (or "" to ignore the topic)')
+    for topic, name in v.items():
+        if not isinstance(name, str) or (name and name not in EVENT_NAMES):
+            raise Invalid(f'{topic!r}: must be a Kwai event name such as "EVENT_PURCHASE", '
+                          'or "" to ignore the topic')
+    return {k: str(n) for k, n in v.items()}
+
+
+def _currency_rates(v: Any) -> Mapping[str, Decimal]:
+    if not isinstance(v, dict):
+        raise Invalid('must be a table such as {EUR = "5.80"}')
+    rates = {}
+    for code, rate in v.items():
+        if not _CURRENCY_RE.match(code):
+            raise Invalid(f"{code!r}: must be a 3-letter upper-case currency code")
+        try:
+            # a TOML float goes through str so 5.8 stays 5.8, not 5.79999...
+            number = None if isinstance(rate, bool) else Decimal(str(rate).strip())
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite() or number <= 0:
+            raise Invalid(f'{code}: must be a positive decimal such as "5.80"')
+        rates[code] = number
+    return rates
+
+
+def _domains(v: Any) -> tuple[str, ...]:
+    domains = strings(non_empty_list=False, what='must be a list of domains such as '
+                      '["www.acme.com"]')(v)
+    if any(not origin(d) or " " in d for d in domains):
+        raise Invalid('must be a list of domains such as ["www.acme.com"]')
+    return domains
+
+
+_LIST_OF_STRINGS = "must be a non-empty list of non-empty strings"
+_REQUIRED = frozenset({"id", "platform", "shop", "webhook_secrets", "pixel_id", "access_token"})
+_FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first names the store
+    "id": non_empty_string,
+    "platform": choice(*PLATFORMS),
+    "shop": non_empty_string,
+    "webhook_secrets": strings(non_empty_list=True, what=_LIST_OF_STRINGS),
+    "pixel_id": non_empty_string,
+    "access_token": non_empty_string,
+    "test_mode": boolean,
+    "send_method": choice("post", "get"),
+    "topic_events": _topic_events,
+    "value": choice("total", "subtotal"),
+    "content_id": choice("product", "variant", "sku"),
+    "currency_rates": _currency_rates,
+    "report_currency": choice("", *sorted(CURRENCIES)),
+    "click_params": strings(non_empty_list=True, what=_LIST_OF_STRINGS),
+    "storefront_domains": _domains,
+    "click_window_days": integer(1, 365),
+    "late_binding_hours": integer(0, 720),
+    "consent_mode": boolean,
+}
+assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}
+
+
+def _shop(platform: str, value: str) -> str:
+    """A bare lower-case domain for Shopify and Shopline; a site URL for WooCommerce."""
+    if platform == "woocommerce":
+        url = value.lower().rstrip("/")
+        url = url if "://" in url else "https://" + url
+        if not urlsplit(url).netloc or " " in url:
+            raise Invalid("must be the site URL, such as https://shop.example.com")
+        return url
+    domain = normalise_shop(value)
+    if not domain or "/" in domain or " " in domain:
+        raise Invalid(f"must be the shop's domain, such as acme.my{platform}.com")
+    return domain
+
+
+def _parse_store(entry: dict[str, Any], *, position: int,
+                 environ: Mapping[str, str]) -> StoreConfig:
+    label, store_id = f"store #{position}", None
+
+    def fail(name: str, message: str) -> ConfigError:
+        return ConfigError(f"{label}: {name}: {message}", store=store_id, field=name)
+
+    unknown = sorted(set(entry) - set(_FIELDS))
+    values: dict[str, Any] = {}
+    for name, parse in _FIELDS.items():
+        if unknown and (name != "id" or "id" not in entry):  # after the id, to name the store
+            hint = difflib.get_close_matches(unknown[0], list(_FIELDS), n=1)
+            suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+            raise fail(unknown[0], "unknown field" + suggestion)
+        if name not in entry:
+            if name in _REQUIRED:
+                raise fail(name, "is required")
+            continue
+        try:
+            values[name] = parse(_resolve(entry[name], environ))
+        except _Unset as exc:
+            raise fail(name, f"environment variable {exc.args[0]} is not set") from None
+        except Invalid as exc:
+            raise fail(name, str(exc)) from None
+        if name == "id":
+            if not _ID_RE.match(values["id"]):
+                raise fail("id", "must be 1 to 64 letters, digits, _ or -, starting with a "
+                                 "letter or digit (it becomes part of the webhook URL)")
+            store_id = values["id"]
+            label = f'store "{store_id}"'
+    try:
+        values["shop"] = _shop(values["platform"], values["shop"])
+    except Invalid as exc:
+        raise fail("shop", str(exc)) from None
+    if values.get("currency_rates") and not values.get("report_currency"):
+        raise fail("report_currency", "is required when currency_rates is set "
+                                      f"(one of {', '.join(sorted(CURRENCIES))})")
+    return StoreConfig(**values)
+
+
+# -- the whole file ---------------------------------------------------------------------
+def parse_stores(text: str, *, environ: Mapping[str, str], source: str = "stores.toml") -> Stores:
+    """Parse and check a stores file; raise ConfigError naming the store and field."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        where = f"line {line.group(1)}: " if line else ""
+        raise ConfigError(f"{source}: {where}not valid TOML ({exc})") from None
+    for key in data:
+        if key != "stores":
+            raise ConfigError(f"{source}: {key}: unknown top-level key (each shop is a "
+                              "[[stores]] table)", field=key)
+    entries = data.get("stores")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{source}: no [[stores]] tables: add one per shop "
+                          f"(see {EXAMPLE_FILE})")
+    try:
+        configs = []
+        for position, entry in enumerate(entries, start=1):
+            if not isinstance(entry, dict):
+                raise ConfigError(f"store #{position}: must be a [[stores]] table")
+            configs.append(_parse_store(entry, position=position, environ=environ))
+        return Stores(configs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}", store=exc.store, field=exc.field) from None
+
+
+def load_stores(path: str | os.PathLike[str], *, environ: Mapping[str, str]) -> Stores:
+    """Read and parse the stores file at `path`; a missing file is a ConfigError too."""
+    shown = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ConfigError(f"no stores file at {shown}: copy {EXAMPLE_FILE} there "
+                          "and fill it in") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise ConfigError(f"cannot read the stores file {shown}: {reason}") from None
+    return parse_stores(text, environ=environ, source=shown)
+
+
+__all__ = ["EXAMPLE_FILE", "PLATFORMS", "load_stores", "parse_stores"]
