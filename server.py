@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from adapters.base import WebhookRequest
+from adapters.values import WebhookRequest
 from kwai_bridge import clicks
 from kwai_bridge.attribution import Attribution, ClickStore
 from kwai_bridge.jsontext import compact

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from adapters import common, shopify_like
-from adapters.base import (
-    Conversion, ConversionOptions, Notification, SignatureError, WebhookRequest, check_secrets,
-    matches_any, require_header,
-)
+from adapters import convert, payload, shopify_like
+from adapters.signing import check_secrets, matches_any, require_header
+from adapters.values import Conversion, ConversionOptions, Notification, SignatureError, WebhookRequest
 
 NAME = "shopify"
 SHOP_HEADER = "x-shopify-shop-domain"
@@ -27,7 +25,7 @@ TOPICS: dict[str, str] = {
 
 PRIVACY_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
 
-privacy_request = common.privacy_request
+privacy_request = convert.privacy_request
 
 
 # https://shopify.dev/docs/apps/build/webhooks/verify-deliveries
@@ -55,7 +53,7 @@ def to_conversions(notification: Notification, *, options: ConversionOptions) ->
 
 def delivery_key(request: WebhookRequest, notification: Notification) -> str:
     """X-Shopify-Webhook-Id (stable across retries), else a hash of topic and body."""
-    return common.header_value(request, DELIVERY_HEADER) or common.body_key(notification.topic, request.body)
+    return payload.header_value(request, DELIVERY_HEADER) or payload.body_key(notification.topic, request.body)
 
 
 def is_ping(request: WebhookRequest) -> bool:

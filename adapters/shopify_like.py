@@ -7,12 +7,15 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from adapters import clickid
-from adapters.base import Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest
-from adapters.common import (
-    PURCHASE, SIDES, Line, Priced, cents, choose_value, contact_ids, conversion, count, event_for,
-    header_value, ident, items, line_fields, load_object, money, obj, required_id, required_time, text,
-    total, when,
+from adapters.convert import (
+    PURCHASE, Line, Priced, cents, choose_value, contact_ids, conversion, event_for, line_fields, total,
 )
+from adapters.payload import (
+    count, header_value, ident, items, load_object, money, obj, required_id, required_time, text, when,
+)
+from adapters.values import Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest
+
+SIDES = ("presentment_money", "shop_money")
 
 
 def parse_shopify_like(request: WebhookRequest, *, platform: str, topic_header: str, shop_header: str,

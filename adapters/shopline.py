@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from adapters import common, shopify_like
-from adapters.base import (
-    Conversion, ConversionOptions, Notification, SignatureError, WebhookRequest, check_secrets,
-    matches_any, require_header,
-)
+from adapters import convert, payload, shopify_like
+from adapters.signing import check_secrets, matches_any, require_header
+from adapters.values import Conversion, ConversionOptions, Notification, SignatureError, WebhookRequest
 
 NAME = "shopline"
 SHOP_HEADER = "x-shopline-shop-domain"
@@ -27,7 +25,7 @@ TOPICS: dict[str, str] = {
 
 PRIVACY_TOPICS = frozenset({"customers/redact", "merchants/redact"})
 
-privacy_request = common.privacy_request
+privacy_request = convert.privacy_request
 
 
 # https://developer.shopline.com/docs/apps/api-instructions-for-use/generate-and-verify-signatures
@@ -59,7 +57,7 @@ def to_conversions(notification: Notification, *, options: ConversionOptions) ->
 
 def delivery_key(request: WebhookRequest, notification: Notification) -> str:
     """X-Shopline-Webhook-Id (unchanged when resent), else a hash of topic and body."""
-    return common.header_value(request, DELIVERY_HEADER) or common.body_key(notification.topic, request.body)
+    return payload.header_value(request, DELIVERY_HEADER) or payload.body_key(notification.topic, request.body)
 
 
 def is_ping(request: WebhookRequest) -> bool:

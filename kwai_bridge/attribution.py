@@ -19,7 +19,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import clicks, event_identifiers, events, reading
 from kwai_bridge.outbox import Outbox

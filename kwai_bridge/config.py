@@ -21,7 +21,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from adapters.base import ConversionOptions, normalise_shop
+from adapters.signing import normalise_shop
+from adapters.values import ConversionOptions
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,8 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import adapters
-from adapters.base import (
-    AdapterError,
-    Conversion,
-    Notification,
-    ShopMismatchError,
-    WebhookRequest,
-    normalise_shop,
-)
+from adapters.signing import normalise_shop
+from adapters.values import AdapterError, Conversion, Notification, ShopMismatchError, WebhookRequest
 from kwai_bridge.config import StoreConfig, StoreRegistry
 from kwai_bridge.outbox import Outbox
 

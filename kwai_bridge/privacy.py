@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from sqlalchemy import LargeBinary, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
-from adapters.common import PrivacyRequest
+from adapters.values import PrivacyRequest
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import clicks, deliveries, event_identifiers, events, reading
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import adapters
-from adapters.base import (
+from adapters.values import (
     AdapterError, Conversion, ConversionOptions, Notification, PayloadError, SignatureError, WebhookRequest,
 )
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge import db, outbox as outbox_module
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.outbox import Outbox, UnknownDelivery

@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge.db import EVENT_STATUSES, deliveries, events, reading, writing_cursor
 from kwai_bridge.jsontext import compact
 from kwai_bridge.outbox.dispatch import Dispatching
