@@ -1,6 +1,6 @@
 """The steps every conversion shares: choosing the value and currency Kwai accepts,
-content fields from order lines, hashed contact identifiers, the Conversion itself, and
-the privacy request a privacy topic carries."""
+content fields from order lines, hashed contact identifiers, which events an order
+yields, the Conversion itself, and the privacy request a privacy topic carries."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
-from adapters.payload import ident, obj, text
+from adapters.payload import ident, obj, required_time, text
 from adapters.signing import sha256_email, sha256_phone
 from adapters.values import Conversion, ConversionOptions, Notification, PrivacyRequest
 from kwai_bridge.kwai.events import CURRENCIES, Content, KwaiEvent
@@ -129,6 +129,33 @@ def contact_ids(email: Any, phones: Iterable[tuple[Any, Any]]) -> dict[str, str]
 def event_for(topic: str, default: str, options: ConversionOptions) -> str | None:
     """The Kwai event a topic yields for this store; None when the store ignores it."""
     return options.topic_events.get(topic, default) or None
+
+
+def order_events(name: str, *, created: bool, paid: bool) -> list[str]:
+    """The events an order notification yields: `name`, on creation always and later only
+    once the order is paid; an order created already paid (an instant card payment) also
+    yields the purchase, which a paid topic that may follow repeats under the same
+    business key, so that it is deduplicated downstream."""
+    if created:
+        return [name, PURCHASE] if paid and name != PURCHASE else [name]
+    return [name] if paid else []
+
+
+def order_conversions(events: Sequence[str], *, platform: str, order_id: str, created: bool,
+                      placed: datetime | None, paid_at: datetime | None, priced: Priced,
+                      fields: Mapping[str, Any], click: tuple[str | None, str | None],
+                      identifiers: Mapping[str, str | None], skip_reason: str | None = None) -> list[Conversion]:
+    """One conversion per event of an order, keyed `order:<id>:<event>`: the purchase, and
+    whatever a topic after creation yields, happen at payment; the rest when the order
+    was placed. PayloadError when the time an event needs is missing."""
+    return [
+        conversion(platform=platform, name=event, key=f"order:{order_id}:{event}",
+                   moment=required_time(paid_at if event == PURCHASE or not created else placed,
+                                        f"order {order_id}"),
+                   priced=priced, fields=fields, click=click, identifiers=identifiers,
+                   skip_reason=skip_reason)
+        for event in events
+    ]
 
 
 def conversion(*, platform: str, name: str, key: str, moment: datetime, priced: Priced,

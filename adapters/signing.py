@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from adapters.values import SignatureError, WebhookRequest
@@ -49,6 +50,30 @@ def matches_any(received: str, body: bytes, secrets: Sequence[str], *, encodings
                 raise ValueError(encoding)
             ok |= hmac.compare_digest(expected, received_bytes)
     return ok
+
+
+@dataclass(frozen=True)
+class HmacSignature:
+    """A header holding the HMAC-SHA256 of the raw body under the store's webhook secret.
+
+    `header` is spelled as the platform's documentation spells it, for the error;
+    `encodings` are the ones the platform sends (`base64`, `hex`).
+    """
+
+    header: str
+    encodings: tuple[str, ...] = ("base64",)
+    name: str = field(init=False, repr=False)  # the header's lower-case name, looked up
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.header.lower())
+
+    def verify(self, request: WebhookRequest, *, secrets: Sequence[str]) -> None:
+        """Raise SignatureError unless the header is the HMAC of the raw body under any of
+        `secrets`; no secret, or an empty one, is an error too."""
+        check_secrets(secrets)
+        received = require_header(request, self.name)
+        if not matches_any(received, request.body, secrets, encodings=self.encodings):
+            raise SignatureError(f"body does not match {self.header}")
 
 
 def normalise_shop(value: str | None) -> str:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from adapters import clickid, convert, payload
-from adapters.convert import PURCHASE, Line
+from adapters.convert import Line
+# a public name all the same: WooCommerce core sends no privacy topics, so it finds none
+from adapters.convert import privacy_request
 from adapters.payload import ident, items, obj, text
-from adapters.signing import check_secrets, matches_any, require_header
-from adapters.values import Conversion, ConversionOptions, Notification, PayloadError, SignatureError, WebhookRequest
+from adapters.signing import HmacSignature
+from adapters.values import Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest
 
 NAME = "woocommerce"
 SHOP_HEADER = "x-wc-webhook-source"
 TOPIC_HEADER = "x-wc-webhook-topic"
-SIGNATURE_HEADER = "x-wc-webhook-signature"
 DELIVERY_HEADER = "x-wc-webhook-delivery-id"  # new on every attempt: for logs, not dedupe
 
 TOPICS: dict[str, str] = {
@@ -27,6 +29,13 @@ TOPICS: dict[str, str] = {
     "order.updated": "EVENT_PURCHASE",  # only once the order is paid
     "customer.created": "EVENT_COMPLETE_REGISTRATION",
 }
+KEPT_HEADERS = ("x-wc-webhook-topic", "x-wc-webhook-source", "x-wc-webhook-resource", "x-wc-webhook-event",
+                "x-wc-webhook-id")
+#: Each store has its own webhook secret: the signature alone names the store.
+APP_WIDE_SECRET = False
+#: Order ids are a small counter anybody can guess: a click binds one only with its order key.
+ORDER_ID_NEEDS_KEY = True
+PIXEL_SANDBOX = False
 
 PAID_STATUSES = frozenset({"processing", "completed"})
 #: Block-checkout drafts still arrive through order.updated (woocommerce#66995).
@@ -34,16 +43,9 @@ DRAFT_STATUSES = frozenset({"checkout-draft", "draft", "auto-draft"})
 SESSION_ENTRY_META = "_wc_order_attribution_session_entry"
 _PING = re.compile(rb"webhook_id=\d+")
 
-privacy_request = convert.privacy_request  # WooCommerce core sends no privacy topics
-
-
 # https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks (WC_Webhook::generate_signature)
-def verify(request: WebhookRequest, *, secrets: Sequence[str]) -> None:
-    """Raise SignatureError unless X-WC-Webhook-Signature is the base64 HMAC of the raw body."""
-    check_secrets(secrets)
-    received = require_header(request, SIGNATURE_HEADER)
-    if not matches_any(received, request.body, secrets, encodings=("base64",)):
-        raise SignatureError("body does not match X-WC-Webhook-Signature")
+SIGNATURE = HmacSignature("X-WC-Webhook-Signature", encodings=("base64",))
+verify = SIGNATURE.verify
 
 
 # https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks (WC_Webhook::deliver, deliver_ping)
@@ -64,7 +66,7 @@ def parse(request: WebhookRequest) -> Notification:
 
 def is_ping(request: WebhookRequest) -> bool:
     """The form-encoded `webhook_id=N` ping sent on creation, unsigned and without topic."""
-    if request.header(SIGNATURE_HEADER) or request.header(TOPIC_HEADER):
+    if request.header(SIGNATURE.name) or request.header(TOPIC_HEADER):
         return False
     return _PING.fullmatch(request.body.strip()) is not None
 
@@ -72,6 +74,15 @@ def is_ping(request: WebhookRequest) -> bool:
 def delivery_key(request: WebhookRequest, notification: Notification) -> str:
     """A hash of topic and body: WooCommerce's delivery id changes on every attempt."""
     return payload.body_key(notification.topic, request.body)
+
+
+def normalise_shop_setting(value: str) -> str:
+    """The stores file's `shop` as the site URL; ValueError says what is wanted."""
+    url = value.lower().rstrip("/")
+    url = url if "://" in url else "https://" + url
+    if not urlsplit(url).netloc or " " in url:
+        raise ValueError("must be the site URL, such as https://shop.example.com")
+    return url
 
 
 def to_conversions(notification: Notification, *, options: ConversionOptions) -> list[Conversion]:
@@ -92,12 +103,10 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     if status in DRAFT_STATUSES:
         return []  # not an order yet: the shopper merely opened the block checkout
     order_id = payload.required_id(p.get("id"), "order")
+    created = n.topic == "order.created"
     paid = status in PAID_STATUSES and text(p.get("date_paid_gmt"), p.get("date_paid")) is not None
-    if n.topic == "order.created":
-        names = [name] + ([PURCHASE] if paid and name != PURCHASE else [])
-    else:
-        names = [name] if paid else []
-    if not names:
+    events = convert.order_events(name, created=created, paid=paid)
+    if not events:
         return []
     raw = items(p.get("line_items"))
     if options.value == "subtotal":
@@ -113,17 +122,12 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     ids = {"order_id": order_id, "order_key": text(p.get("order_key")), "customer_id": ident(p.get("customer_id")),
            **convert.contact_ids(billing.get("email"), [(billing.get("phone"), None)])}
     # the *_gmt fields are UTC written without an offset; the others are site-local
-    placed = payload.when(p, ("date_created_gmt",), naive_is_utc=True)
-    paid_at = payload.when(p, ("date_paid_gmt", "date_modified_gmt", "date_created_gmt"), naive_is_utc=True)
-    return [
-        convert.conversion(
-            platform=NAME, name=event, key=f"order:{order_id}:{event}",
-            moment=payload.required_time(paid_at if event == PURCHASE or n.topic != "order.created" else placed,
-                                        f"order {order_id}"),
-            priced=priced, fields=fields, click=click, identifiers=ids,
-        )
-        for event in names
-    ]
+    return convert.order_conversions(
+        events, platform=NAME, order_id=order_id, created=created,
+        placed=payload.when(p, ("date_created_gmt",), naive_is_utc=True),
+        paid_at=payload.when(p, ("date_paid_gmt", "date_modified_gmt", "date_created_gmt"), naive_is_utc=True),
+        priced=priced, fields=fields, click=click, identifiers=ids,
+    )
 
 
 def _customer(n: Notification, name: str) -> Conversion:
