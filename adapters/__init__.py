@@ -1,22 +1,62 @@
-"""Inbound platform adapters: one pure module per platform with the same public names.
+"""Inbound platform adapters: one pure module per platform with the same public names
+(`Adapter` lists them), and `REGISTRY`, the one list of the platforms there are.
 
-Each module has NAME, SHOP_HEADER, TOPICS, verify, parse, to_conversions, delivery_key,
-is_ping and privacy_request.
+The shared pieces: `values` (requests, notifications, conversions, errors), `signing`
+(HMAC checks, shop names, hashing), `payload` (reading a delivery), `convert` (the steps
+of a conversion), `shopify_like` (what Shopify and Shopline share), `clickid`.
 """
 from __future__ import annotations
 
-from types import ModuleType
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 from adapters import shopify, shopline, woocommerce
+from adapters.values import Conversion, ConversionOptions, Notification, PrivacyRequest, WebhookRequest
 
-REGISTRY: dict[str, ModuleType] = {
+
+@runtime_checkable
+class Adapter(Protocol):
+    """The public names of a platform's module (the module itself is the adapter)."""
+
+    NAME: str
+    #: The header naming the shop (a domain; WooCommerce: the site URL).
+    SHOP_HEADER: str
+    #: Topic -> the Kwai event it yields by default.
+    TOPICS: Mapping[str, str]
+    #: Headers kept with a delivery so that it can be reprocessed (never the signature).
+    KEPT_HEADERS: tuple[str, ...]
+    #: One app secret signs every store of the app, so the signature does not tell stores
+    #: apart: on a store's own route the shop header must name that store.
+    APP_WIDE_SECRET: bool
+    #: Order ids are guessable: a click given by order id binds only with the order's key.
+    ORDER_ID_NEEDS_KEY: bool
+    #: The platform's pixel posts clicks from a sandboxed iframe, as `Origin: null`.
+    PIXEL_SANDBOX: bool
+
+    def verify(self, request: WebhookRequest, *, secrets: Sequence[str]) -> None: ...
+
+    def parse(self, request: WebhookRequest) -> Notification: ...
+
+    def to_conversions(self, notification: Notification, *, options: ConversionOptions) -> list[Conversion]: ...
+
+    def delivery_key(self, request: WebhookRequest, notification: Notification) -> str: ...
+
+    def is_ping(self, request: WebhookRequest) -> bool: ...
+
+    def privacy_request(self, notification: Notification) -> PrivacyRequest | None: ...
+
+    def normalise_shop_setting(self, value: str) -> str:
+        """The stores file's `shop` as the store is matched by; ValueError says what is wanted."""
+        ...
+
+
+REGISTRY: dict[str, Adapter] = {
     "shopify": shopify,
     "shopline": shopline,
     "woocommerce": woocommerce,
 }
 
 
-def get(platform: str) -> ModuleType:
+def get(platform: str) -> Adapter:
     """The adapter module for `platform`; KeyError names the known ones."""
     try:
         return REGISTRY[platform]
@@ -24,4 +64,4 @@ def get(platform: str) -> ModuleType:
         raise KeyError(f"unknown platform {platform!r} (known: {', '.join(sorted(REGISTRY))})") from None
 
 
-__all__ = ["REGISTRY", "get", "shopify", "shopline", "woocommerce"]
+__all__ = ["Adapter", "REGISTRY", "get", "shopify", "shopline", "woocommerce"]

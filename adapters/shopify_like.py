@@ -1,77 +1,111 @@
-"""The order, checkout, cart and customer conversion that Shopify and Shopline share:
-their webhooks carry alike payloads under alike topics."""
+"""What Shopify and Shopline share: their webhooks carry alike payloads under alike topics,
+so one parser and one conversion serve both. `ShopifyLike` holds what tells the two
+apart (name, headers, privacy topics); each platform's module builds its public names
+from one instance of it.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from adapters import clickid
-from adapters.base import Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest
-from adapters.common import (
-    PURCHASE, SIDES, Line, Priced, cents, choose_value, contact_ids, conversion, count, event_for,
-    header_value, ident, items, line_fields, load_object, money, obj, required_id, required_time, text,
-    total, when,
+from adapters.convert import (
+    Line, Priced, cents, choose_value, contact_ids, conversion, event_for, line_fields, order_conversions,
+    order_events, total,
 )
+from adapters.payload import (
+    body_key, count, header_value, ident, items, load_object, money, obj, required_id, required_time, text,
+    when,
+)
+from adapters.signing import normalise_shop
+from adapters.values import Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest
+
+TOPICS: dict[str, str] = {
+    "checkouts/create": "EVENT_INITIATED_CHECKOUT",
+    "orders/create": "EVENT_PLACE_ORDER",
+    "orders/paid": "EVENT_PURCHASE",
+    "orders/updated": "EVENT_PURCHASE",  # only once financial_status is paid
+    "carts/create": "EVENT_ADD_TO_CART",
+    "carts/update": "EVENT_ADD_TO_CART",
+    "customers/create": "EVENT_COMPLETE_REGISTRATION",
+}
+SIDES = ("presentment_money", "shop_money")
 
 
-def parse_shopify_like(request: WebhookRequest, *, platform: str, topic_header: str, shop_header: str,
-                       id_header: str, privacy_topics: frozenset[str]) -> Notification:
-    """Parse a Shopify or Shopline delivery (already verified)."""
-    topic = header_value(request, topic_header)
-    if topic is None:
-        raise PayloadError(f"missing {topic_header} header")
-    return Notification(
-        platform=platform, topic=topic, shop=header_value(request, shop_header),
-        delivery_id=header_value(request, id_header), payload=load_object(request.body),
-        kind="privacy" if topic in privacy_topics else "conversion",
-    )
+@dataclass(frozen=True)
+class ShopifyLike:
+    """One Shopify-like platform: its name, the headers it sends and its privacy topics."""
+
+    name: str
+    shop_header: str
+    topic_header: str
+    delivery_header: str  # stable across the platform's retries
+    privacy_topics: frozenset[str]
+
+    def parse(self, request: WebhookRequest) -> Notification:
+        """The verified delivery as a Notification; PayloadError unless the body is a JSON object."""
+        topic = header_value(request, self.topic_header)
+        if topic is None:
+            raise PayloadError(f"missing {self.topic_header} header")
+        return Notification(
+            platform=self.name, topic=topic, shop=header_value(request, self.shop_header),
+            delivery_id=header_value(request, self.delivery_header), payload=load_object(request.body),
+            kind="privacy" if topic in self.privacy_topics else "conversion",
+        )
+
+    def delivery_key(self, request: WebhookRequest, notification: Notification) -> str:
+        """The delivery id header (unchanged when resent), else a hash of topic and body."""
+        return header_value(request, self.delivery_header) or body_key(notification.topic, request.body)
+
+    def normalise_shop_setting(self, value: str) -> str:
+        """The stores file's `shop` as a bare lower-case domain; ValueError says what is wanted."""
+        domain = normalise_shop(value)
+        if not domain or "/" in domain or " " in domain:
+            raise ValueError(f"must be the shop's domain, such as acme.my{self.name}.com")
+        return domain
 
 
-def to_conversions(notification: Notification, *, options: ConversionOptions,
-                   topics: Mapping[str, str]) -> list[Conversion]:
-    """Convert a Shopify or Shopline notification; unknown or ignored topics give []."""
+def is_ping(request: WebhookRequest) -> bool:
+    """Never: every delivery from this platform is signed."""
+    return False
+
+
+def to_conversions(notification: Notification, *, options: ConversionOptions) -> list[Conversion]:
+    """The Kwai events a notification yields for a store with `options` ([] when none)."""
     converter = _CONVERTERS.get(notification.topic)
-    if notification.kind != "conversion" or notification.topic not in topics or converter is None:
+    if notification.kind != "conversion" or notification.topic not in TOPICS or converter is None:
         return []
-    name = event_for(notification.topic, topics[notification.topic], options)
+    name = event_for(notification.topic, TOPICS[notification.topic], options)
     return converter(notification, name, options) if name else []
 
 
 def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conversion]:
     p = n.payload
     order_id = required_id(p.get("id"), "order")
-    paid = text(p.get("financial_status")) == "paid"
-    if n.topic == "orders/create":
-        # An instant card payment creates the order already paid; orders/paid may follow
-        # and is deduplicated downstream on the same business key.
-        names = [name] + ([PURCHASE] if paid and name != PURCHASE else [])
-    elif n.topic == "orders/updated":
-        names = [name] if paid else []
-    else:
-        names = [name]
-    if not names:
+    created = n.topic == "orders/create"
+    paid = n.topic == "orders/paid" or text(p.get("financial_status")) == "paid"
+    events = order_events(name, created=created, paid=paid)
+    if not events:
         return []
     subtotal = options.value == "subtotal"
     priced = choose_value(_order_money(p, subtotal), options)
     fields = line_fields(_lines(p.get("line_items"), priced.side), options, priced=priced,
                          order_name=text(p.get("name")))
     click = clickid.find_click(attributes=[p.get("note_attributes"), p.get("attributes")],
-                       urls=[p.get("landing_site")], params=options.click_params)
+                               urls=[p.get("landing_site")], params=options.click_params)
     customer = obj(p.get("customer"))
     ids = {"order_id": order_id, "checkout_token": ident(p.get("checkout_token")),
            "cart_token": ident(p.get("cart_token")), "customer_id": ident(customer.get("id")),
            **_contacts(p)}
-    skip = "test order" if p.get("test") is True and not options.test_mode else None
-    placed = when(p, ("processed_at", "created_at"))
-    paid_at = _payment_time(p) or when(p, ("processed_at", "updated_at", "created_at"))
-    return [
-        conversion(platform=n.platform, name=event, key=f"order:{order_id}:{event}",
-                   moment=required_time(paid_at if event == PURCHASE or n.topic != "orders/create"
-                                        else placed, f"order {order_id}"),
-                   priced=priced, fields=fields, click=click, identifiers=ids, skip_reason=skip)
-        for event in names
-    ]
+    return order_conversions(
+        events, platform=n.platform, order_id=order_id, created=created,
+        placed=when(p, ("processed_at", "created_at")),
+        paid_at=_payment_time(p) or when(p, ("processed_at", "updated_at", "created_at")),
+        priced=priced, fields=fields, click=click, identifiers=ids,
+        skip_reason="test order" if p.get("test") is True and not options.test_mode else None,
+    )
 
 
 def _checkout(n: Notification, name: str, options: ConversionOptions) -> list[Conversion]:
@@ -82,7 +116,7 @@ def _checkout(n: Notification, name: str, options: ConversionOptions) -> list[Co
     priced = choose_value([("", money(amount), currency)], options)
     fields = line_fields(_lines(p.get("line_items"), ""), options, priced=priced, order_name=text(p.get("name")))
     click = clickid.find_click(attributes=[p.get("note_attributes"), p.get("attributes")],
-                       urls=[p.get("landing_site")], params=options.click_params)
+                               urls=[p.get("landing_site")], params=options.click_params)
     customer = obj(p.get("customer"))
     ids = {"checkout_token": token, "cart_token": ident(p.get("cart_token")),
            "customer_id": ident(customer.get("id")), **_contacts(p)}

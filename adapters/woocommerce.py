@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
+from urllib.parse import urlsplit
 
-from adapters import clickid, common
-from adapters.base import (
-    Conversion, ConversionOptions, Notification, PayloadError, SignatureError, WebhookRequest,
-    check_secrets, matches_any, require_header,
-)
-from adapters.common import PURCHASE, Line, ident, items, obj, text
+from adapters import clickid, convert, payload
+from adapters.convert import Line
+# a public name all the same: WooCommerce core sends no privacy topics, so it finds none
+from adapters.convert import privacy_request
+from adapters.payload import ident, items, obj, text
+from adapters.signing import HmacSignature
+from adapters.values import Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest
 
 NAME = "woocommerce"
 SHOP_HEADER = "x-wc-webhook-source"
 TOPIC_HEADER = "x-wc-webhook-topic"
-SIGNATURE_HEADER = "x-wc-webhook-signature"
 DELIVERY_HEADER = "x-wc-webhook-delivery-id"  # new on every attempt: for logs, not dedupe
 
 TOPICS: dict[str, str] = {
@@ -28,6 +29,13 @@ TOPICS: dict[str, str] = {
     "order.updated": "EVENT_PURCHASE",  # only once the order is paid
     "customer.created": "EVENT_COMPLETE_REGISTRATION",
 }
+KEPT_HEADERS = ("x-wc-webhook-topic", "x-wc-webhook-source", "x-wc-webhook-resource", "x-wc-webhook-event",
+                "x-wc-webhook-id")
+#: Each store has its own webhook secret: the signature alone names the store.
+APP_WIDE_SECRET = False
+#: Order ids are a small counter anybody can guess: a click binds one only with its order key.
+ORDER_ID_NEEDS_KEY = True
+PIXEL_SANDBOX = False
 
 PAID_STATUSES = frozenset({"processing", "completed"})
 #: Block-checkout drafts still arrive through order.updated (woocommerce#66995).
@@ -35,16 +43,9 @@ DRAFT_STATUSES = frozenset({"checkout-draft", "draft", "auto-draft"})
 SESSION_ENTRY_META = "_wc_order_attribution_session_entry"
 _PING = re.compile(rb"webhook_id=\d+")
 
-privacy_request = common.privacy_request  # WooCommerce core sends no privacy topics
-
-
 # https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks (WC_Webhook::generate_signature)
-def verify(request: WebhookRequest, *, secrets: Sequence[str]) -> None:
-    """Raise SignatureError unless X-WC-Webhook-Signature is the base64 HMAC of the raw body."""
-    check_secrets(secrets)
-    received = require_header(request, SIGNATURE_HEADER)
-    if not matches_any(received, request.body, secrets, encodings=("base64",)):
-        raise SignatureError("body does not match X-WC-Webhook-Signature")
+SIGNATURE = HmacSignature("X-WC-Webhook-Signature", encodings=("base64",))
+verify = SIGNATURE.verify
 
 
 # https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks (WC_Webhook::deliver, deliver_ping)
@@ -54,32 +55,41 @@ def parse(request: WebhookRequest) -> Notification:
         webhook_id = request.body.strip().split(b"=", 1)[1].decode("ascii")
         return Notification(platform=NAME, topic="ping", shop=None, delivery_id=None,
                             payload={"webhook_id": webhook_id}, kind="ping")
-    topic = common.header_value(request, TOPIC_HEADER)
+    topic = payload.header_value(request, TOPIC_HEADER)
     if topic is None:
         raise PayloadError("missing X-WC-Webhook-Topic header")
     return Notification(
-        platform=NAME, topic=topic, shop=common.header_value(request, SHOP_HEADER),
-        delivery_id=common.header_value(request, DELIVERY_HEADER), payload=common.load_object(request.body),
+        platform=NAME, topic=topic, shop=payload.header_value(request, SHOP_HEADER),
+        delivery_id=payload.header_value(request, DELIVERY_HEADER), payload=payload.load_object(request.body),
     )
 
 
 def is_ping(request: WebhookRequest) -> bool:
     """The form-encoded `webhook_id=N` ping sent on creation, unsigned and without topic."""
-    if request.header(SIGNATURE_HEADER) or request.header(TOPIC_HEADER):
+    if request.header(SIGNATURE.name) or request.header(TOPIC_HEADER):
         return False
     return _PING.fullmatch(request.body.strip()) is not None
 
 
 def delivery_key(request: WebhookRequest, notification: Notification) -> str:
     """A hash of topic and body: WooCommerce's delivery id changes on every attempt."""
-    return common.body_key(notification.topic, request.body)
+    return payload.body_key(notification.topic, request.body)
+
+
+def normalise_shop_setting(value: str) -> str:
+    """The stores file's `shop` as the site URL; ValueError says what is wanted."""
+    url = value.lower().rstrip("/")
+    url = url if "://" in url else "https://" + url
+    if not urlsplit(url).netloc or " " in url:
+        raise ValueError("must be the site URL, such as https://shop.example.com")
+    return url
 
 
 def to_conversions(notification: Notification, *, options: ConversionOptions) -> list[Conversion]:
     """The Kwai events a notification yields for a store with `options` ([] when none)."""
     if notification.kind != "conversion" or notification.topic not in TOPICS:
         return []
-    name = common.event_for(notification.topic, TOPICS[notification.topic], options)
+    name = convert.event_for(notification.topic, TOPICS[notification.topic], options)
     if name is None:
         return []
     if notification.topic == "customer.created":
@@ -92,52 +102,45 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     status = text(p.get("status"))
     if status in DRAFT_STATUSES:
         return []  # not an order yet: the shopper merely opened the block checkout
-    order_id = common.required_id(p.get("id"), "order")
+    order_id = payload.required_id(p.get("id"), "order")
+    created = n.topic == "order.created"
     paid = status in PAID_STATUSES and text(p.get("date_paid_gmt"), p.get("date_paid")) is not None
-    if n.topic == "order.created":
-        names = [name] + ([PURCHASE] if paid and name != PURCHASE else [])
-    else:
-        names = [name] if paid else []
-    if not names:
+    events = convert.order_events(name, created=created, paid=paid)
+    if not events:
         return []
     raw = items(p.get("line_items"))
     if options.value == "subtotal":
-        amount = common.total(common.money(line.get("subtotal")) for line in raw)
+        amount = convert.total(payload.money(line.get("subtotal")) for line in raw)
     else:
-        amount = common.money(p.get("total"))
-    priced = common.choose_value([("", amount, p.get("currency"))], options)
+        amount = payload.money(p.get("total"))
+    priced = convert.choose_value([("", amount, p.get("currency"))], options)
     number = text(p.get("number")) or ident(p.get("number")) or order_id
-    fields = common.line_fields(_lines(raw), options, priced=priced, order_name=f"#{number}")
+    fields = convert.line_fields(_lines(raw), options, priced=priced, order_name=f"#{number}")
     meta = p.get("meta_data")
     click = clickid.find_click(meta=meta, urls=[_meta(meta, SESSION_ENTRY_META)], params=options.click_params)
     billing = obj(p.get("billing"))
     ids = {"order_id": order_id, "order_key": text(p.get("order_key")), "customer_id": ident(p.get("customer_id")),
-           **common.contact_ids(billing.get("email"), [(billing.get("phone"), None)])}
+           **convert.contact_ids(billing.get("email"), [(billing.get("phone"), None)])}
     # the *_gmt fields are UTC written without an offset; the others are site-local
-    placed = common.when(p, ("date_created_gmt",), naive_is_utc=True)
-    paid_at = common.when(p, ("date_paid_gmt", "date_modified_gmt", "date_created_gmt"), naive_is_utc=True)
-    return [
-        common.conversion(
-            platform=NAME, name=event, key=f"order:{order_id}:{event}",
-            moment=common.required_time(paid_at if event == PURCHASE or n.topic != "order.created" else placed,
-                                        f"order {order_id}"),
-            priced=priced, fields=fields, click=click, identifiers=ids,
-        )
-        for event in names
-    ]
+    return convert.order_conversions(
+        events, platform=NAME, order_id=order_id, created=created,
+        placed=payload.when(p, ("date_created_gmt",), naive_is_utc=True),
+        paid_at=payload.when(p, ("date_paid_gmt", "date_modified_gmt", "date_created_gmt"), naive_is_utc=True),
+        priced=priced, fields=fields, click=click, identifiers=ids,
+    )
 
 
 def _customer(n: Notification, name: str) -> Conversion:
     p = n.payload
-    customer_id = common.required_id(p.get("id"), "customer")
+    customer_id = payload.required_id(p.get("id"), "customer")
     billing = obj(p.get("billing"))
-    moment = common.when(p, ("date_created_gmt", "date_modified_gmt"), naive_is_utc=True)
-    return common.conversion(
+    moment = payload.when(p, ("date_created_gmt", "date_modified_gmt"), naive_is_utc=True)
+    return convert.conversion(
         platform=NAME, name=name, key=f"customer:{customer_id}:{name}",
-        moment=common.required_time(moment, f"customer {customer_id}"), priced=common.Priced(),
+        moment=payload.required_time(moment, f"customer {customer_id}"), priced=convert.Priced(),
         fields={}, click=(None, None),
         identifiers={"customer_id": customer_id,
-                     **common.contact_ids(text(p.get("email"), billing.get("email")),
+                     **convert.contact_ids(text(p.get("email"), billing.get("email")),
                                           [(billing.get("phone"), None)])},
     )
 
@@ -146,7 +149,7 @@ def _lines(raw: list[Mapping[str, Any]]) -> list[Line]:
     return [
         Line(product_id=ident(line.get("product_id")), variant_id=ident(line.get("variation_id")),
              sku=text(line.get("sku")), title=_unescape(text(line.get("name"))),
-             quantity=common.count(line.get("quantity")), price=common.money(line.get("price")))
+             quantity=payload.count(line.get("quantity")), price=payload.money(line.get("price")))
         for line in raw
     ]
 

@@ -29,7 +29,7 @@ from requests.adapters import HTTPAdapter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.base import Conversion  # noqa: E402
+from adapters.values import Conversion  # noqa: E402
 from kwai_bridge.config import StoreConfig, Stores  # noqa: E402
 from kwai_bridge.db import make_engine, migrate  # noqa: E402
 from kwai_bridge.outbox import Outbox  # noqa: E402

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus, any_pair, clicks, reading, upsert_insert
 from kwai_bridge.outbox import Outbox

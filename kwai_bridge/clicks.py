@@ -20,8 +20,9 @@ from typing import Any, Callable, Mapping
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from adapters.base import PayloadError, sha256_email, sha256_phone
-from adapters.common import load_object
+from adapters.payload import load_object
+from adapters.signing import sha256_email, sha256_phone
+from adapters.values import PayloadError
 from kwai_bridge.attribution import IDENTIFIERS, Attribution
 from kwai_bridge.config import StoreConfig
 

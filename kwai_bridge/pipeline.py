@@ -12,27 +12,13 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import adapters
-from adapters.base import (
-    AdapterError,
-    Conversion,
-    Notification,
-    ShopMismatchError,
-    WebhookRequest,
-    normalise_shop,
-)
+from adapters import Adapter
+from adapters.signing import normalise_shop
+from adapters.values import AdapterError, Conversion, Notification, ShopMismatchError, WebhookRequest
 from kwai_bridge.config import StoreConfig, StoreRegistry
 from kwai_bridge.outbox import Outbox
 
 log = logging.getLogger(__name__)
-
-#: Headers kept with a delivery so that it can be reprocessed (never the signature).
-KEPT_HEADERS = {
-    "shopify": ("x-shopify-topic", "x-shopify-shop-domain", "x-shopify-webhook-id", "x-shopify-triggered-at"),
-    "shopline": ("x-shopline-topic", "x-shopline-shop-domain", "x-shopline-webhook-id"),
-    "woocommerce": ("x-wc-webhook-topic", "x-wc-webhook-source", "x-wc-webhook-resource",
-                    "x-wc-webhook-event", "x-wc-webhook-id"),
-}
-
 
 @dataclass(frozen=True)
 class Answer:
@@ -100,7 +86,7 @@ class Pipeline:
             return Answer(200, "pong")
         try:
             adapter.verify(request, secrets=store.webhook_secrets)
-            if store_id is not None and platform != "woocommerce":
+            if store_id is not None and adapter.APP_WIDE_SECRET:
                 # One app secret signs every store of an app: the signature alone does not
                 # tell stores apart, so the shop header must name this store.
                 if normalise_shop(request.header(adapter.SHOP_HEADER)) != normalise_shop(store.shop):
@@ -114,7 +100,7 @@ class Pipeline:
             return self._privacy(store, adapter, notification, key, now)
         return self._convert_and_store(store, adapter, notification, request, key, now)
 
-    def _convert_and_store(self, store: StoreConfig, adapter, notification: Notification,
+    def _convert_and_store(self, store: StoreConfig, adapter: Adapter, notification: Notification,
                            request: WebhookRequest, key: str, now: datetime) -> Answer:
         error = None
         conversions: Sequence[Conversion] = ()
@@ -129,7 +115,7 @@ class Pipeline:
         result = self.outbox.accept(
             store_id=store.id, platform=notification.platform, topic=notification.topic,
             delivery_key=key, received_at=now, body=request.body,
-            headers=kept_headers(notification.platform, request), conversions=conversions,
+            headers=kept_headers(adapter, request), conversions=conversions,
             outcome=outcome, error=error,
         )
         if result.duplicate:
@@ -139,7 +125,8 @@ class Pipeline:
                  notification.topic, outcome, result.created)
         return Answer(200, outcome, {"events": result.created})
 
-    def _privacy(self, store: StoreConfig, adapter, notification: Notification, key: str, now: datetime) -> Answer:
+    def _privacy(self, store: StoreConfig, adapter: Adapter, notification: Notification, key: str,
+                 now: datetime) -> Answer:
         request = adapter.privacy_request(notification)
         # The duty first, then the record of the delivery: if the duty fails the answer is
         # a 5xx and the platform's retry does it (redaction is idempotent), rather than a
@@ -180,8 +167,9 @@ class Pipeline:
         return done
 
 
-def kept_headers(platform: str, request: WebhookRequest) -> dict[str, str]:
-    return {h: request.headers[h] for h in KEPT_HEADERS.get(platform, ()) if h in request.headers}
+def kept_headers(adapter: Adapter, request: WebhookRequest) -> dict[str, str]:
+    """The headers to keep with a delivery so that it can be reprocessed (never the signature)."""
+    return {h: request.headers[h] for h in adapter.KEPT_HEADERS if h in request.headers}
 
 
 def _reason(exc: AdapterError) -> str:

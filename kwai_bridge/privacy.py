@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from sqlalchemy.engine import Engine
 
-from adapters.common import PrivacyRequest
+from adapters.values import PrivacyRequest
 from kwai_bridge.attribution import clicks_of, forget_clicks
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import reading

@@ -7,7 +7,7 @@ import json
 from decimal import Decimal
 from typing import Callable
 
-from adapters.base import ConversionOptions, WebhookRequest
+from adapters.values import ConversionOptions, WebhookRequest
 from kwai_bridge.kwai.wire import post_body
 from tests.signing import headers_for
 

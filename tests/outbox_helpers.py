@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.kwai.events import Content, KwaiEvent
 from kwai_bridge.outbox import EventRow, Outbox

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from datetime import timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import adapters
-from adapters.base import (
+from adapters.values import (
     AdapterError, Conversion, ConversionOptions, Notification, PayloadError, SignatureError, WebhookRequest,
 )
-from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
+from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES, KwaiEvent
 from tests.conftest import fixture_bytes
 from tests.signing import SIGNATURE_HEADERS, headers_for, sign
 
@@ -29,8 +29,9 @@ SAMPLES = {
     "woocommerce": ("order.created", "woocommerce/woocommerce_order_created.json"),
 }
 PLATFORMS = sorted(adapters.REGISTRY)
-PUBLIC = ("NAME", "SHOP_HEADER", "TOPICS", "verify", "parse", "to_conversions", "delivery_key",
-          "is_ping", "privacy_request")
+PUBLIC = ("NAME", "SHOP_HEADER", "TOPICS", "KEPT_HEADERS", "APP_WIDE_SECRET", "ORDER_ID_NEEDS_KEY",
+          "PIXEL_SANDBOX", "verify", "parse", "to_conversions", "delivery_key", "is_ping", "privacy_request",
+          "normalise_shop_setting")
 
 
 def signed(platform, *, body=None, topic=None, secret=SECRET, delivery_id=None):
@@ -41,10 +42,18 @@ def signed(platform, *, body=None, topic=None, secret=SECRET, delivery_id=None):
     return WebhookRequest.build(headers, body)
 
 
+def test_the_adapter_protocol_names_the_public_names():
+    protocol = vars(adapters.Adapter)
+    methods = {name for name, value in protocol.items() if callable(value) and not name.startswith("_")}
+    named = set(protocol["__annotations__"]) | methods
+    assert named == set(PUBLIC)
+
+
 def test_registry_is_the_three_platforms():
     assert adapters.REGISTRY == {"shopify": adapters.shopify, "shopline": adapters.shopline,
                                  "woocommerce": adapters.woocommerce}
     assert adapters.get("shopline") is adapters.shopline
+    assert all(isinstance(module, adapters.Adapter) for module in adapters.REGISTRY.values())
     with pytest.raises(KeyError, match="unknown platform 'magento'"):
         adapters.get("magento")
 
@@ -60,6 +69,64 @@ def test_same_public_names(platform):
     assert list(inspect.signature(module.verify).parameters) == ["request", "secrets"]
     assert inspect.signature(module.verify).parameters["secrets"].kind is inspect.Parameter.KEYWORD_ONLY
     assert inspect.signature(module.to_conversions).parameters["options"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+FACTS = {  # platform: (APP_WIDE_SECRET, ORDER_ID_NEEDS_KEY, PIXEL_SANDBOX)
+    "shopify": (True, False, True),
+    "shopline": (True, False, False),
+    "woocommerce": (False, True, False),
+}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_platform_facts(platform):
+    module = adapters.REGISTRY[platform]
+    assert (module.APP_WIDE_SECRET, module.ORDER_ID_NEEDS_KEY, module.PIXEL_SANDBOX) == FACTS[platform]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_kept_headers_name_the_delivery_but_never_the_signature(platform):
+    kept = adapters.REGISTRY[platform].KEPT_HEADERS
+    assert isinstance(kept, tuple) and all(h == h.lower() for h in kept)
+    assert SIGNATURE_HEADERS[platform].lower() not in kept
+    request = signed(platform)
+    again = WebhookRequest({h: v for h, v in request.headers.items() if h in kept}, request.body)
+    parse = adapters.REGISTRY[platform].parse
+    # what reprocessing needs (WooCommerce's delivery id is new on every attempt: not kept)
+    assert {**vars(parse(again)), "delivery_id": None} == {**vars(parse(request)), "delivery_id": None}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_every_platform_is_a_third_party_the_event_model_accepts(platform):
+    KwaiEvent(event_name="EVENT_PURCHASE", event_time=datetime(2024, 5, 1, tzinfo=timezone.utc),
+              third_party=platform, idempotency_key="order:1:EVENT_PURCHASE", click_id="c").validate()
+
+
+SHOP_SETTINGS = [
+    ("shopify", " Acme.MyShopify.com/ ", "acme.myshopify.com"),
+    ("shopify", "https://acme.myshopify.com", "acme.myshopify.com"),
+    ("shopline", "acme.myshopline.com", "acme.myshopline.com"),
+    ("woocommerce", "Shop.Example.com/", "https://shop.example.com"),
+    ("woocommerce", "http://shop.example.com/store/", "http://shop.example.com/store"),
+]
+BAD_SHOP_SETTINGS = [
+    ("shopify", "acme.myshopify.com/admin", "must be the shop's domain, such as acme.myshopify.com"),
+    ("shopline", "https://", "must be the shop's domain, such as acme.myshopline.com"),
+    ("shopify", "acme shop.com", "must be the shop's domain"),
+    ("woocommerce", "https:///shop", "must be the site URL, such as https://shop.example.com"),
+    ("woocommerce", "shop example.com", "must be the site URL"),
+]
+
+
+@pytest.mark.parametrize("platform, value, expected", SHOP_SETTINGS)
+def test_shop_setting_is_normalised_as_the_store_is_matched(platform, value, expected):
+    assert adapters.REGISTRY[platform].normalise_shop_setting(value) == expected
+
+
+@pytest.mark.parametrize("platform, value, message", BAD_SHOP_SETTINGS)
+def test_a_shop_setting_of_the_wrong_form_says_what_is_wanted(platform, value, message):
+    with pytest.raises(ValueError, match=message):
+        adapters.REGISTRY[platform].normalise_shop_setting(value)
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -11,8 +11,7 @@ from decimal import Decimal
 import pytest
 
 from adapters import shopify
-from adapters.base import ConversionOptions, PayloadError, SignatureError, WebhookRequest
-from adapters.common import PrivacyRequest
+from adapters.values import ConversionOptions, PayloadError, PrivacyRequest, SignatureError, WebhookRequest
 from kwai_bridge.kwai.events import Content
 from tests.adapter_helpers import delivery, sha, wire
 from tests.conftest import fixture_bytes

@@ -11,8 +11,7 @@ from decimal import Decimal
 import pytest
 
 from adapters import shopline
-from adapters.base import ConversionOptions, SignatureError, WebhookRequest
-from adapters.common import PrivacyRequest
+from adapters.values import ConversionOptions, PrivacyRequest, SignatureError, WebhookRequest
 from kwai_bridge.kwai.events import Content
 from tests.adapter_helpers import delivery, sha, wire
 from tests.conftest import fixture_bytes

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from adapters import woocommerce
-from adapters.base import ConversionOptions, PayloadError, SignatureError, WebhookRequest
+from adapters.values import ConversionOptions, PayloadError, SignatureError, WebhookRequest
 from kwai_bridge.kwai.events import Content
 from tests.adapter_helpers import delivery, sha, wire
 from tests.conftest import fixture_bytes

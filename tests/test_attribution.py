@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from adapters.clickid import find_click
 from kwai_bridge import db
 from kwai_bridge.attribution import IDENTIFIERS, Attribution, ClickStore, report

@@ -12,7 +12,7 @@ import requests
 from click.testing import CliRunner
 
 import kwai_bridge.cli as cli
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.kwai.events import KwaiEvent

@@ -15,7 +15,8 @@ from types import MappingProxyType
 
 import pytest
 
-from adapters.base import ConversionOptions, hmac_sha256, matches_any
+from adapters.signing import hmac_sha256, matches_any
+from adapters.values import ConversionOptions
 from kwai_bridge.config import (
     ConfigError, StoreConfig, StoreRegistry, Stores, load_stores, parse_stores,
 )

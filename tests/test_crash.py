@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.kwai.events import KwaiEvent

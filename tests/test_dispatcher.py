@@ -9,7 +9,7 @@ from random import Random
 
 import pytest
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge.config import StoreRegistry
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.outbox import Outbox

@@ -9,13 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+import adapters
 from kwai_bridge.db import deliveries, events
 from server import create_app
 from tests.conftest import fixture_bytes
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for, sign
 
-PLATFORMS = ("shopify", "shopline", "woocommerce")
+PLATFORMS = tuple(adapters.REGISTRY)
 SIGNATURE_HEADER = {"shopify": "X-Shopify-Hmac-Sha256", "shopline": "X-Shopline-Hmac-Sha256",
                     "woocommerce": "X-WC-Webhook-Signature"}
 TOPICS = ["orders/create", "orders/paid", "orders/updated", "carts/create", "checkouts/create",

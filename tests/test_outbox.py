@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge import db, outbox as outbox_module
 from kwai_bridge.db import EventStatus
 from kwai_bridge.outbox import Finish, UnknownDelivery

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from adapters.base import sha256_email, sha256_phone
+from adapters.signing import sha256_email, sha256_phone
 from kwai_bridge.cli import _runtime, main
 
 

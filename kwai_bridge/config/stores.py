@@ -7,7 +7,8 @@ from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from adapters.base import ConversionOptions, normalise_shop
+from adapters.signing import normalise_shop
+from adapters.values import ConversionOptions
 
 
 class ConfigError(ValueError):

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from adapters.base import normalise_shop
+from adapters.signing import normalise_shop
 from kwai_bridge.config.stores import ConfigError, StoreConfig, Stores, origin
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
 from kwai_bridge.parsing import FromEnv, Invalid, boolean, choice, integer, non_empty_string, strings

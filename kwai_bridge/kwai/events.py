@@ -5,6 +5,7 @@ This module knows nothing of platforms or of Kwai's wire spellings (those live i
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -29,8 +30,9 @@ EVENT_NAMES: frozenset[str] = frozenset(
 #: The only currencies Kwai accepts today.
 CURRENCIES: frozenset[str] = frozenset({"BRL", "IDR", "USD"})
 
-#: The platforms that may appear as `third_party`.
-THIRD_PARTIES: frozenset[str] = frozenset({"shopify", "shopline", "woocommerce"})
+#: What `third_party` must look like: a platform's name, such as `shopify`. Which
+#: platforms there are is the adapters' registry's to say, not this module's.
+_THIRD_PARTY = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class EventError(ValueError):
@@ -84,8 +86,8 @@ class KwaiEvent:
         validate_event_name(self.event_name)
         if not self.click_id:
             raise EventError(f"{self.event_name} {self.idempotency_key}: missing click id")
-        if self.third_party not in THIRD_PARTIES:
-            raise EventError(f"unknown third_party {self.third_party!r}")
+        if not isinstance(self.third_party, str) or not _THIRD_PARTY.fullmatch(self.third_party):
+            raise EventError(f"third_party {self.third_party!r} is not a platform's name")
         if (self.value is None) != (self.currency is None):
             raise EventError(
                 f"{self.idempotency_key}: value and currency go together or not at all"
@@ -138,14 +140,7 @@ def validate_event_name(name: str) -> None:
         raise EventError(f"unknown Kwai event name {name!r}")
 
 
-def utc(dt: datetime) -> datetime:
-    """Return `dt` as aware UTC; refuse a naive datetime."""
-    if dt.tzinfo is None:
-        raise EventError("naive datetime")
-    return dt.astimezone(timezone.utc)
-
-
 __all__ = [
     "CURRENCIES", "Content", "EVENT_NAMES", "EventError", "KwaiEvent",
-    "THIRD_PARTIES", "utc", "validate_event_name",
+    "validate_event_name",
 ]

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from adapters.base import Conversion
+from adapters.values import Conversion
 from kwai_bridge.db import (
     DeliveryOutcome, EventStatus, any_pair, deliveries, event_identifiers, events, reading, writing_cursor,
 )

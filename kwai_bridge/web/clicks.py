@@ -7,7 +7,7 @@ from typing import Any, Callable
 from flask import Blueprint, Response, current_app, request
 from marshmallow import ValidationError
 
-from adapters.base import PayloadError
+from adapters.values import PayloadError
 from kwai_bridge import clicks
 from kwai_bridge.web.responses import json_response
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from adapters.base import WebhookRequest
+from adapters.values import WebhookRequest
 from kwai_bridge.jsontext import compact
 from kwai_bridge.pipeline import Answer, Pipeline
 

@@ -1,121 +1,23 @@
-"""Shared conversion pieces: reading payload values, choosing value and currency, building
-Kwai events and privacy requests (the Shopify and Shopline conversions live in
-`adapters.shopify_like`).
-
-Payload values are read defensively: a field of the wrong type counts as absent, so a
-strange payload gives fewer details or a PayloadError, never a TypeError.
-"""
+"""The steps every conversion shares: choosing the value and currency Kwai accepts,
+content fields from order lines, hashed contact identifiers, which events an order
+yields, the Conversion itself, and the privacy request a privacy topic carries."""
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
-import orjson
-
-from adapters.base import (
-    Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest, sha256_email, sha256_phone,
-)
+from adapters.payload import ident, obj, required_time, text
+from adapters.signing import sha256_email, sha256_phone
+from adapters.values import Conversion, ConversionOptions, Notification, PrivacyRequest
 from kwai_bridge.kwai.events import CURRENCIES, Content, KwaiEvent
 
 PURCHASE = "EVENT_PURCHASE"
 CENT = Decimal("0.01")
-SIDES = ("presentment_money", "shop_money")
 
 
-# -- reading the request -----------------------------------------------------------------
-def load_object(body: bytes) -> dict[str, Any]:
-    """Parse `body` as a JSON object or raise PayloadError.
-
-    orjson parses a webhook's body in less than half the time of the standard library.
-    What it refuses (a lone surrogate, a number beyond a double, a byte order mark) goes
-    to the standard library, so that no signed body the platforms send is turned away;
-    NaN and Infinity stay refused. Integers beyond 64 bits are read as floats by orjson;
-    the platforms' ids are 64-bit.
-    """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            data = json.loads(body, parse_constant=_refuse_constant)
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            raise PayloadError(f"body is not JSON ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise PayloadError(f"body is a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def header_value(request: WebhookRequest, name: str) -> str | None:
-    value = request.header(name)
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def body_key(topic: str, body: bytes) -> str:
-    """The delivery key when the platform gives no stable delivery id."""
-    return hashlib.sha256(topic.encode("utf-8", "replace") + b"\n" + body).hexdigest()
-
-
-# -- reading payload values ----------------------------------------------------------
-# `type(v) is dict` first: JSON gives dicts, and the check against the Mapping ABC costs
-# several times more on the webhook path, where these run dozens of times per request.
-def obj(value: Any) -> Mapping[str, Any]:
-    return value if type(value) is dict or isinstance(value, Mapping) else {}
-
-
-def items(value: Any) -> list[Mapping[str, Any]]:
-    if not isinstance(value, list):
-        return []
-    return [v for v in value if type(v) is dict or isinstance(v, Mapping)]
-
-
-def text(*values: Any) -> str | None:
-    """The first non-blank string among `values`, stripped."""
-    for value in values:
-        if isinstance(value, str):
-            value = value.strip()
-            if value:
-                return value
-    return None
-
-
-def ident(value: Any) -> str | None:
-    """An id as an exact string (Shopify ids pass 2^53); 0 and blanks mean absent."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value) if value else None
-    found = text(value)
-    return None if found in (None, "0") else found
-
-
-def count(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and value.strip().isdecimal():
-        value = int(value.strip())
-    return max(value, 0) if isinstance(value, int) else 0
-
-
-def money(value: Any) -> Decimal | None:
-    """A Decimal from a string or number (via str, never float arithmetic); blank = None."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except ArithmeticError:
-        return None
-    return amount if amount.is_finite() else None
-
-
+# -- amounts ---------------------------------------------------------------------------
 def cents(amount: Decimal | None, rate: Decimal | None = Decimal(1)) -> Decimal | None:
     """`amount * rate` quantised to 2 places, half up; None if it cannot be."""
     if amount is None or rate is None:
@@ -135,37 +37,6 @@ def total(amounts: Iterable[Decimal | None]) -> Decimal | None:
         return sum(found, Decimal(0))  # type: ignore[arg-type]
     except ArithmeticError:
         return None
-
-
-def when(payload: Mapping[str, Any], keys: Sequence[str], *, naive_is_utc: bool = False) -> datetime | None:
-    """The first of `keys` that holds an ISO 8601 time, as aware UTC."""
-    for key in keys:
-        raw = text(payload.get(key))
-        if raw is None:
-            continue
-        try:
-            moment = datetime.fromisoformat(raw)
-            if moment.tzinfo is None:
-                if not naive_is_utc:
-                    continue  # a local time without offset cannot be placed
-                moment = moment.replace(tzinfo=timezone.utc)
-            return moment.astimezone(timezone.utc)
-        except (ValueError, OverflowError):
-            continue
-    return None
-
-
-def required_time(moment: datetime | None, what: str) -> datetime:
-    if moment is None:
-        raise PayloadError(f"{what} carries no usable time")
-    return moment
-
-
-def required_id(value: Any, what: str) -> str:
-    found = ident(value)
-    if found is None:
-        raise PayloadError(f"{what} has no id")
-    return found
 
 
 # -- value and currency -----------------------------------------------------------------
@@ -260,6 +131,33 @@ def event_for(topic: str, default: str, options: ConversionOptions) -> str | Non
     return options.topic_events.get(topic, default) or None
 
 
+def order_events(name: str, *, created: bool, paid: bool) -> list[str]:
+    """The events an order notification yields: `name`, on creation always and later only
+    once the order is paid; an order created already paid (an instant card payment) also
+    yields the purchase, which a paid topic that may follow repeats under the same
+    business key, so that it is deduplicated downstream."""
+    if created:
+        return [name, PURCHASE] if paid and name != PURCHASE else [name]
+    return [name] if paid else []
+
+
+def order_conversions(events: Sequence[str], *, platform: str, order_id: str, created: bool,
+                      placed: datetime | None, paid_at: datetime | None, priced: Priced,
+                      fields: Mapping[str, Any], click: tuple[str | None, str | None],
+                      identifiers: Mapping[str, str | None], skip_reason: str | None = None) -> list[Conversion]:
+    """One conversion per event of an order, keyed `order:<id>:<event>`: the purchase, and
+    whatever a topic after creation yields, happen at payment; the rest when the order
+    was placed. PayloadError when the time an event needs is missing."""
+    return [
+        conversion(platform=platform, name=event, key=f"order:{order_id}:{event}",
+                   moment=required_time(paid_at if event == PURCHASE or not created else placed,
+                                        f"order {order_id}"),
+                   priced=priced, fields=fields, click=click, identifiers=identifiers,
+                   skip_reason=skip_reason)
+        for event in events
+    ]
+
+
 def conversion(*, platform: str, name: str, key: str, moment: datetime, priced: Priced,
                fields: Mapping[str, Any], click: tuple[str | None, str | None],
                identifiers: Mapping[str, str | None], skip_reason: str | None = None,
@@ -276,17 +174,6 @@ def conversion(*, platform: str, name: str, key: str, moment: datetime, priced: 
 
 
 # -- privacy -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PrivacyRequest:
-    """What a privacy topic asks of us, with the shopper identified by id and hashes only."""
-
-    action: str  # "redact_customer" | "redact_shop" | "data_request"
-    customer_id: str | None = None
-    email_sha256: str | None = None
-    phone_sha256: str | None = None
-    order_ids: tuple[str, ...] = ()
-
-
 PRIVACY_ACTIONS = {
     "customers/data_request": "data_request",
     "customers/redact": "redact_customer",

@@ -1,14 +1,12 @@
-"""What every platform adapter shares: request and notification values, conversion
-options and results, the error tree, and the signature helpers.
+"""The values adapters take and give, and their error tree: the raw webhook request,
+the parsed notification, a store's conversion options, the conversions and privacy
+requests derived from a notification.
 
 Adapters are pure: no flask, requests, database or `os`, and no clock (time comes in
 as a parameter).
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping, Sequence
@@ -108,75 +106,12 @@ class Conversion:
     value_note: str | None = None
 
 
-# -- signature helpers ---------------------------------------------------------------
-def require_header(request: WebhookRequest, name: str) -> str:
-    value = request.header(name)
-    if not value:
-        raise SignatureError(f"missing {name} header")
-    return value.strip()
+@dataclass(frozen=True)
+class PrivacyRequest:
+    """What a privacy topic asks of us, with the shopper identified by id and hashes only."""
 
-
-def hmac_sha256(secret: str, body: bytes) -> bytes:
-    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
-
-
-def check_secrets(secrets: Sequence[str]) -> None:
-    if not secrets or any(not s for s in secrets):
-        raise SignatureError("no webhook secret configured for this store")
-
-
-def matches_any(received: str, body: bytes, secrets: Sequence[str], *, encodings: Sequence[str]) -> bool:
-    """True when `received` equals the HMAC of `body` under any secret, in any encoding.
-
-    Every candidate is compared in constant time; all are computed, so the time taken
-    does not tell which secret or encoding came close.
-    """
-    check_secrets(secrets)
-    received_bytes = received.encode("ascii", "replace")
-    ok = False
-    for secret in secrets:
-        digest = hmac_sha256(secret, body)
-        for encoding in encodings:
-            if encoding == "base64":
-                expected = base64.b64encode(digest)
-            elif encoding == "hex":
-                expected = digest.hex().encode()
-                # hex is case-insensitive
-                ok |= hmac.compare_digest(expected, received_bytes.lower())
-                continue
-            else:  # pragma: no cover - programming error
-                raise ValueError(encoding)
-            ok |= hmac.compare_digest(expected, received_bytes)
-    return ok
-
-
-def normalise_shop(value: str | None) -> str:
-    """Compare shop domains and site URLs ignoring case, scheme and a trailing slash."""
-    if not value:
-        return ""
-    v = value.strip().lower()
-    for prefix in ("https://", "http://"):
-        if v.startswith(prefix):
-            v = v[len(prefix):]
-    return v.rstrip("/")
-
-
-def sha256_email(email: str | None) -> str | None:
-    if not email or "@" not in email:
-        return None
-    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
-
-
-def sha256_phone(phone: str | None, *, country_code: str | None = None) -> str | None:
-    """Hash a phone after keeping digits only; `country_code` is prefixed when the number
-    was written without one (no leading `+`)."""
-    if not phone:
-        return None
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    if not digits:
-        return None
-    if country_code and not phone.strip().startswith("+"):
-        cc = "".join(ch for ch in country_code if ch.isdigit())
-        if cc and not digits.startswith(cc):
-            digits = cc + digits
-    return hashlib.sha256(digits.encode("ascii")).hexdigest()
+    action: str  # "redact_customer" | "redact_shop" | "data_request"
+    customer_id: str | None = None
+    email_sha256: str | None = None
+    phone_sha256: str | None = None
+    order_ids: tuple[str, ...] = ()
