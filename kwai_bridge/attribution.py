@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
 
+import adapters
 from adapters.values import Conversion
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus, any_pair, clicks, reading, upsert_insert
@@ -47,10 +48,10 @@ class Click:
 def order_key_matches(platform: str, click_key: str | None, event_key: str | None) -> bool:
     """Whether a click given by order id may bind an order with `event_key`.
 
-    A WooCommerce order id is a small counter anybody can guess, so the click must bring
+    Where order ids are guessable (a small counter on WooCommerce), the click must bring
     the order's key; a key, when given on any platform, must match.
     """
-    if click_key is None and platform != "woocommerce":
+    if click_key is None and not adapters.REGISTRY[platform].ORDER_ID_NEEDS_KEY:
         return True
     return bool(click_key) and click_key == event_key
 

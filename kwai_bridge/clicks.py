@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+import adapters
 from adapters.payload import load_object
 from adapters.signing import sha256_email, sha256_phone
-from adapters.values import PayloadError
 from kwai_bridge.attribution import IDENTIFIERS, Attribution
 from kwai_bridge.config import StoreConfig
 
@@ -100,7 +100,7 @@ def pixel_sandbox(store: StoreConfig, origin: str | None) -> bool:
     visitors' browsers post from many addresses: a null origin may report a checkout
     token only (random, not guessable like an order id or cart contents), and gets no
     CORS headers: the pixel posts without reading the answer."""
-    return store.platform == "shopify" and (origin or "").strip() == "null"
+    return adapters.REGISTRY[store.platform].PIXEL_SANDBOX and (origin or "").strip() == "null"
 
 
 def sandbox_may_report(identifiers: Mapping[str, str]) -> bool:

@@ -13,14 +13,13 @@ import tomllib
 from dataclasses import fields
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
 
-from adapters.signing import normalise_shop
+import adapters
 from kwai_bridge.config.stores import ConfigError, StoreConfig, Stores, origin
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
 from kwai_bridge.parsing import FromEnv, Invalid, boolean, choice, integer, non_empty_string, strings
 
-PLATFORMS = ("shopify", "shopline", "woocommerce")
+PLATFORMS = tuple(adapters.REGISTRY)
 EXAMPLE_FILE = "deploy/stores.example.toml"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _ENV_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -109,17 +108,11 @@ assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}
 
 
 def _shop(platform: str, value: str) -> str:
-    """A bare lower-case domain for Shopify and Shopline; a site URL for WooCommerce."""
-    if platform == "woocommerce":
-        url = value.lower().rstrip("/")
-        url = url if "://" in url else "https://" + url
-        if not urlsplit(url).netloc or " " in url:
-            raise Invalid("must be the site URL, such as https://shop.example.com")
-        return url
-    domain = normalise_shop(value)
-    if not domain or "/" in domain or " " in domain:
-        raise Invalid(f"must be the shop's domain, such as acme.my{platform}.com")
-    return domain
+    """The shop as the platform's adapter matches it (a domain, or a site URL)."""
+    try:
+        return adapters.REGISTRY[platform].normalise_shop_setting(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def _parse_store(entry: dict[str, Any], *, position: int,
