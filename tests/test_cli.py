@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -75,7 +76,7 @@ def test_migrate_then_commands_run(env):
 def test_log_level_is_the_validated_setting(env, monkeypatch, value, level):
     # A wrong level leaves logging at INFO; the command that reads the settings says why.
     configured = []
-    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kw: configured.append(kw["level"]))
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: configured.append(kw["level"]))
     result = CliRunner().invoke(cli.main, ["stores", "check"], env={**env, "KWAI_BRIDGE_LOG_LEVEL": value})
     assert configured == [level]
     assert (result.exit_code == 0) == (value != "LOUD")

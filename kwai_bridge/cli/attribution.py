@@ -5,7 +5,7 @@ import json
 
 import click
 
-from kwai_bridge.cli import _runtime, _since, _utcnow, main
+from kwai_bridge.cli.base import load_runtime, main, parse_since, utcnow
 
 
 @main.group()
@@ -21,8 +21,8 @@ def attribution_report(store_id: str | None, since: str | None, as_json: bool) -
     """Per event name, events by the source of their click id, and those unattributed."""
     from kwai_bridge.attribution import report
 
-    runtime = _runtime()
-    found = report(runtime.outbox, store_id=store_id, since=_since(since))
+    runtime = load_runtime()
+    found = report(runtime.outbox, store_id=store_id, since=parse_since(since))
     if as_json:
         click.echo(json.dumps(found, indent=2, sort_keys=True))
         return
@@ -41,7 +41,7 @@ def attribution_prune() -> None:
     """Delete click-store entries older than their store's click_window_days."""
     from kwai_bridge.attribution import ClickStore
 
-    runtime = _runtime()
+    runtime = load_runtime()
     windows = {store.id: store.click_window_days for store in runtime.registry.stores}
-    done = ClickStore(runtime.engine).prune(now=_utcnow(), windows=windows)
+    done = ClickStore(runtime.engine).prune(now=utcnow(), windows=windows)
     click.echo(f"{done} expired click(s) deleted")

@@ -6,7 +6,7 @@ import json
 import click
 
 from adapters.signing import sha256_email, sha256_phone
-from kwai_bridge.cli import _runtime, main
+from kwai_bridge.cli.base import load_runtime, main
 
 
 @main.group()
@@ -29,5 +29,5 @@ def privacy_export(store_id: str, customer_id: str | None, email: str | None, ph
                   phone_sha256=sha256_phone(phone), order_ids=order_ids)
     if not pairs:
         raise click.UsageError("name the customer: --customer, --email, --phone or --order")
-    runtime = _runtime()  # a store no longer in the stores file may still have data: no check
+    runtime = load_runtime()  # a store no longer in the stores file may still have data: no check
     click.echo(json.dumps(Privacy(runtime.engine).export(store_id, pairs), indent=2, sort_keys=True))

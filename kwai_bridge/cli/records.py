@@ -6,7 +6,7 @@ import uuid
 
 import click
 
-from kwai_bridge.cli import _runtime, _since, _utcnow, main
+from kwai_bridge.cli.base import load_runtime, main, parse_since, utcnow
 from kwai_bridge.db import EventStatus
 from kwai_bridge.outbox import EventRow
 
@@ -53,7 +53,7 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def events_list(status: str | None, store_id: str | None, limit: int, as_json: bool) -> None:
     """List events, newest first."""
-    runtime = _runtime()
+    runtime = load_runtime()
     rows = runtime.outbox.list_events(status=status, store_id=store_id, limit=limit)
     if as_json:
         click.echo(json.dumps([event_json(r) for r in rows], indent=2))
@@ -71,8 +71,8 @@ def events_list(status: str | None, store_id: str | None, limit: int, as_json: b
 @click.option("--result", type=int, help="only events that Kwai answered with this result code")
 def events_replay(event_id: int | None, store_id: str | None, result: int | None) -> None:
     """Put dead or held events back to pending."""
-    runtime = _runtime()
-    count = runtime.outbox.replay(now=_utcnow(), event_id=event_id, store_id=store_id, result=result)
+    runtime = load_runtime()
+    count = runtime.outbox.replay(now=utcnow(), event_id=event_id, store_id=store_id, result=result)
     click.echo(f"{count} event(s) back to pending")
 
 
@@ -88,8 +88,8 @@ def deliveries_reprocess(since: str | None, store_id: str | None) -> None:
     """Convert again the deliveries whose conversion failed (raw bodies are kept 7 days)."""
     from kwai_bridge.runtime import build_pipeline
 
-    runtime = _runtime()
-    done = build_pipeline(runtime).reprocess(since=_since(since), store_id=store_id, now=_utcnow())
+    runtime = load_runtime()
+    done = build_pipeline(runtime).reprocess(since=parse_since(since), store_id=store_id, now=utcnow())
     click.echo(json.dumps(done, sort_keys=True))
 
 
@@ -102,11 +102,11 @@ def send_test_event(store_id: str, clickid: str, event_name: str) -> None:
     from kwai_bridge.kwai.client import Delivered
     from kwai_bridge.kwai.events import EventError, KwaiEvent
 
-    runtime = _runtime()
+    runtime = load_runtime()
     store = runtime.registry.stores.get(store_id)
     if store is None:
         raise click.ClickException(runtime.registry.error or f"no store {store_id!r} in the stores file")
-    event = KwaiEvent(event_name=event_name, event_time=_utcnow(), third_party=store.platform,
+    event = KwaiEvent(event_name=event_name, event_time=utcnow(), third_party=store.platform,
                       idempotency_key=f"test:{uuid.uuid4().hex}", click_id=clickid)
     client = runtime.kwai_client()
     try:

@@ -1,0 +1,142 @@
+"""The commands that run the service: serve, worker, migrate, and the stores file check."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import click
+
+from kwai_bridge.attribution import ClickStore
+from kwai_bridge.cli.base import load_runtime, main, utcnow
+from kwai_bridge.config import EXAMPLE_FILE, ConfigError, load_stores
+from kwai_bridge.db import make_engine, migrate as run_migrations
+from kwai_bridge.runtime import Runtime, webhook_url
+from kwai_bridge.settings import settings_from_env
+
+log = logging.getLogger("kwai_bridge")
+
+
+# -- serve -------------------------------------------------------------------------
+def print_urls(runtime: Runtime, port: int) -> None:
+    if runtime.registry.error:
+        click.echo(f"Not ready: {runtime.registry.error}")
+        click.echo(f"Write a stores file (see {EXAMPLE_FILE}), point KWAI_BRIDGE_STORES at it, "
+                   "then reload with SIGHUP or restart.")
+        return
+    click.echo("Webhook URLs to paste into each store's admin:")
+    for store_id, platform, url in runtime.webhook_urls(port):
+        click.echo(f"  {store_id:<20} {platform:<12} {url}")
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), show_default="8000 or $PORT")
+@click.option("--workers", type=int, default=None, help="gunicorn worker processes (default 2 x cores)")
+@click.option("--with-worker", is_flag=True, help="also run the dispatcher in a child process")
+def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
+    """Serve the webhook routes with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.util import import_app
+
+    from kwai_bridge.web.serving import gunicorn_options
+
+    runtime = load_runtime()  # migrates SQLite, checks PostgreSQL's schema, before any fork
+    runtime.engine.dispose()
+    print_urls(runtime, port)
+    child = None
+    if with_worker:
+        child = subprocess.Popen([sys.executable, "-P", "-m", "kwai_bridge.cli", "worker"])
+
+    class App(BaseApplication):
+        def load_config(self):
+            for name, value in gunicorn_options(host=host, port=port, workers=workers or None).items():
+                self.cfg.set(name, value)
+            if child is not None:
+                # SIGHUP makes gunicorn start fresh workers, which read the stores file
+                # again; pass it on so that the dispatcher reloads it too.
+                self.cfg.set("on_reload", lambda arbiter: child.send_signal(signal.SIGHUP))
+
+        def load(self):
+            return import_app(self.cfg.wsgi_app)
+
+    try:
+        App().run()
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(timeout=30)
+
+
+# -- worker ------------------------------------------------------------------------
+@main.command()
+@click.option("--once", is_flag=True, help="send everything due, then exit")
+def worker(once: bool) -> None:
+    """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
+    from kwai_bridge.worker import Dispatcher
+
+    runtime = load_runtime()
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        runtime.registry.install_sighup()
+    s = runtime.settings
+    dispatcher = Dispatcher(outbox=runtime.outbox, registry=runtime.registry, client=runtime.kwai_client(),
+                            concurrency=s.dispatch_concurrency, lease_seconds=s.lease_seconds)
+    log.info("dispatcher started (concurrency %d)", s.dispatch_concurrency)
+    pruner = threading.Thread(target=_prune_loop, args=(runtime, stop), daemon=True)
+    if not once:
+        pruner.start()
+    tally = dispatcher.run(stop=stop, once=once, poll_interval=s.poll_interval)
+    log.info("dispatcher stopped: %s", tally)
+    if once:
+        click.echo(json.dumps(tally, sort_keys=True))
+
+
+def _prune_loop(runtime: Runtime, stop: threading.Event) -> None:
+    s = runtime.settings
+    while not stop.is_set():
+        try:
+            now = utcnow()
+            pruned = runtime.outbox.prune(now=now, body_days=s.body_retention_days,
+                                          sent_days=s.sent_retention_days)
+            pruned["clicks"] = ClickStore(runtime.engine).prune(
+                now=now, windows={st.id: st.click_window_days for st in runtime.registry.stores})
+            if any(pruned.values()):
+                log.info("retention: %s", pruned)
+        except Exception:
+            log.exception("retention pass failed; trying again later")
+        stop.wait(3600)
+
+
+# -- migrate, stores -------------------------------------------------------------
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema in place."""
+    settings = settings_from_env(os.environ)
+    version = run_migrations(make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous))
+    click.echo(f"schema at version {version}")
+
+
+@main.group()
+def stores() -> None:
+    """The stores file."""
+
+
+@stores.command("check")
+def stores_check() -> None:
+    """Validate the stores file and print each store's webhook URL."""
+    settings = settings_from_env(os.environ)
+    try:
+        loaded = load_stores(settings.stores, environ=os.environ)
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    base = settings.base_url(8000)
+    for store in loaded:
+        click.echo(f"ok  {store.id:<20} {store.platform:<12} {webhook_url(base, store)}")
+    click.echo(f"{len(loaded)} store(s) valid")
