@@ -16,6 +16,7 @@ from adapters import Adapter
 from adapters.signing import normalise_shop
 from adapters.values import AdapterError, Conversion, Notification, ShopMismatchError, WebhookRequest
 from kwai_bridge.config import StoreConfig, StoreRegistry
+from kwai_bridge.db import DeliveryOutcome
 from kwai_bridge.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class Pipeline:
             error = f"{exc.__class__.__name__}: {exc}"
             log.error("store %s: %s %s conversion failed, stored for reprocessing: %s",
                       store.id, notification.platform, notification.topic, error)
-        outcome = "failed" if error else ("queued" if conversions else "ignored")
+        outcome = DeliveryOutcome.FAILED if error else (DeliveryOutcome.QUEUED if conversions else DeliveryOutcome.IGNORED)
         result = self.outbox.accept(
             store_id=store.id, platform=notification.platform, topic=notification.topic,
             delivery_key=key, received_at=now, body=request.body,
@@ -135,7 +136,7 @@ class Pipeline:
             self.privacy.apply(store, request, now=now)
         result = self.outbox.accept(
             store_id=store.id, platform=notification.platform, topic=notification.topic,
-            delivery_key=key, received_at=now, body=b"", headers={}, conversions=(), outcome="privacy",
+            delivery_key=key, received_at=now, body=b"", headers={}, conversions=(), outcome=DeliveryOutcome.PRIVACY,
         )
         if result.duplicate:
             return Answer(200, "duplicate")
@@ -162,7 +163,7 @@ class Pipeline:
                 done["failed"] += 1
                 continue
             self.outbox.add_conversions(delivery.id, store_id=store.id, platform=delivery.platform,
-                                        conversions=conversions, outcome="reprocessed", now=now)
+                                        conversions=conversions, outcome=DeliveryOutcome.REPROCESSED, now=now)
             done["reprocessed"] += 1
         return done
 

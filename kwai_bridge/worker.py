@@ -18,6 +18,7 @@ from random import Random
 from typing import Callable
 
 from kwai_bridge.config import StoreConfig, StoreRegistry
+from kwai_bridge.db import EventStatus
 from kwai_bridge.outbox import Claimed, Finish, Outbox
 from kwai_bridge.retry import next_attempt_at
 from kwai_bridge.kwai.client import (
@@ -89,40 +90,40 @@ class Dispatcher:
         which the loop records for every ready row in one transaction (`_settle`)."""
         store = self.registry.stores.get(row.store_id)
         if store is None:
-            return partial(Finish, row.id, "held", error=f"store {row.store_id} is not configured")
+            return partial(Finish, row.id, EventStatus.HELD, error=f"store {row.store_id} is not configured")
         if self._token_refused(store):
-            return partial(Finish, row.id, "held", error=HELD_FOR_TOKEN, result=TOKEN_REFUSED)
+            return partial(Finish, row.id, EventStatus.HELD, error=HELD_FOR_TOKEN, result=TOKEN_REFUSED)
         try:
             result = self._send(row, store)
         except EventError as exc:
             log.error("event %s (%s): refused before sending: %s", row.id, row.store_id, exc)
-            return partial(Finish, row.id, "dead", error=str(exc))
+            return partial(Finish, row.id, EventStatus.DEAD, error=str(exc))
         return partial(self._decide, row, store, result)
 
     def _decide(self, row: Claimed, store: StoreConfig, result: SendResult, now: datetime) -> Finish | HoldStore:
         """What to record for `row` given Kwai's answer; no effect of its own."""
         outcome = result.outcome
         if isinstance(outcome, Delivered):
-            return Finish(row.id, "sent", now, response=result.body, result=1)
+            return Finish(row.id, EventStatus.SENT, now, response=result.body, result=1)
         if isinstance(outcome, Rejected):
             if outcome.token_refused:
-                return HoldStore(store, Finish(row.id, "held", now, error=HELD_FOR_TOKEN,
+                return HoldStore(store, Finish(row.id, EventStatus.HELD, now, error=HELD_FOR_TOKEN,
                                                response=result.body, result=TOKEN_REFUSED))
             log.warning("event %s (%s): rejected by Kwai with %s", row.id, row.store_id, outcome.code)
-            return Finish(row.id, "dead", now, error=f"Kwai rejected ({outcome.code}): {outcome.message}",
+            return Finish(row.id, EventStatus.DEAD, now, error=f"Kwai rejected ({outcome.code}): {outcome.message}",
                           response=result.body, result=outcome.code)
         if isinstance(outcome, RetryLater):
             attempts = row.attempts + 1
             when = next_attempt_at(attempts, now=now, rng=self.rng, retry_after=outcome.retry_after)
             if when is None:
                 log.warning("event %s (%s): dead after %d attempts", row.id, row.store_id, attempts)
-                return Finish(row.id, "dead", now, error=f"gave up after {attempts} attempts: {outcome.reason}",
+                return Finish(row.id, EventStatus.DEAD, now, error=f"gave up after {attempts} attempts: {outcome.reason}",
                               response=result.body)
-            return Finish(row.id, "pending", now, error=outcome.reason, response=result.body,
+            return Finish(row.id, EventStatus.PENDING, now, error=outcome.reason, response=result.body,
                           next_attempt_at=when)
         assert isinstance(outcome, Dead)
         log.warning("event %s (%s): dead: %s", row.id, row.store_id, outcome.reason)
-        return Finish(row.id, "dead", now, error=outcome.reason, response=result.body)
+        return Finish(row.id, EventStatus.DEAD, now, error=outcome.reason, response=result.body)
 
     def _hold_store(self, hold: HoldStore) -> Finish:
         """Hold the store's pending events (in `_settle`'s transaction); return the
