@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, inspect, select, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from kwai_bridge import db
 from kwai_bridge.db import SCHEMA_VERSION, SchemaError, ensure_schema, make_engine, migrate, schema_state
@@ -101,6 +101,36 @@ def test_ensure_schema_with_auto_migrate_builds_an_empty_database(engine):
     ensure_schema(engine, auto_migrate=True)
     ensure_schema(engine, auto_migrate=False)
     assert schema_state(engine) == (SCHEMA_VERSION, SCHEMA_VERSION)
+
+
+def test_migration_3_upgrades_a_release_2_database_keeping_its_rows(engine):
+    from kwai_bridge.db import migrations
+
+    with engine.begin() as conn:  # a database as release 2 left it: without v3's columns and tables
+        migrations._v1(conn)
+        migrations._v2(conn)
+        conn.execute(text("DROP INDEX uq_deliveries_store_body"))
+        conn.execute(text("ALTER TABLE deliveries DROP COLUMN body_sha256"))
+        conn.execute(text("ALTER TABLE events DROP COLUMN click_note"))
+        db.schema_version.create(conn)
+        conn.execute(db.schema_version.insert().values(version=2))
+        conn.execute(text("INSERT INTO deliveries (store_id, platform, topic, delivery_key, received_at, outcome) "
+                          "VALUES ('s', 'shopify', 'orders/paid', 'old', '2026-11-01 10:00:00', 'queued')"))
+    assert not inspect(engine).has_table("rate_windows")
+    assert migrate(engine) == SCHEMA_VERSION == 3
+    assert migrate(engine) == 3  # a second run changes nothing
+    assert {"body_sha256"} <= {c["name"] for c in inspect(engine).get_columns("deliveries")}
+    assert {"click_note"} <= {c["name"] for c in inspect(engine).get_columns("events")}
+    assert inspect(engine).has_table("rate_windows") and inspect(engine).has_table("heartbeats")
+    with engine.begin() as conn:
+        row = conn.execute(select(db.deliveries.c.delivery_key, db.deliveries.c.body_sha256)).one()  # kept, hash unknown
+        assert tuple(row) == ("old", None)
+        values = dict(store_id="s", platform="shopify", topic="orders/paid", received_at=T0, outcome="queued")
+        conn.execute(db.deliveries.insert().values(delivery_key="a", body_sha256="f" * 64, **values))
+        conn.execute(db.deliveries.insert().values(delivery_key="b", body_sha256=None, **values))
+    with pytest.raises(IntegrityError):  # one body per store, whatever its delivery key
+        with engine.begin() as conn:
+            conn.execute(db.deliveries.insert().values(delivery_key="c", body_sha256="f" * 64, **values))
 
 
 # -- the UTC column ------------------------------------------------------------------

@@ -13,13 +13,13 @@ from kwai_bridge.db.migrations import (
 )
 from kwai_bridge.db.schema import (
     DeliveryOutcome, EventStatus, UTCDateTime, any_pair, clicks, deliveries, event_identifiers, events,
-    high_water, metadata, schema_version,
+    heartbeats, high_water, metadata, rate_windows, schema_version,
 )
 from kwai_bridge.db.sqlite import BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS
 
 __all__ = [
     "BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
     "SchemaError", "UTCDateTime", "any_pair", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
-    "event_identifiers", "events", "high_water", "make_engine", "metadata", "migrate", "reading",
-    "schema_state", "schema_version", "upsert_insert", "writing_cursor",
+    "event_identifiers", "events", "heartbeats", "high_water", "make_engine", "metadata", "migrate",
+    "rate_windows", "reading", "schema_state", "schema_version", "upsert_insert", "writing_cursor",
 ]

@@ -11,12 +11,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from kwai_bridge.db.engine import reading, upsert_insert
 from kwai_bridge.db.schema import (
-    clicks, deliveries, event_identifiers, events, high_water, metadata, schema_version,
+    clicks, deliveries, event_identifiers, events, heartbeats, high_water, metadata, rate_windows, schema_version,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Events read per batch when migration 2 fills `event_identifiers`.
 _BACKFILL_BATCH = 500
 # Any constant will do; it only has to be the same in every process that migrates.
@@ -28,9 +28,9 @@ class SchemaError(Exception):
 
 
 def _v1(conn: Connection) -> None:
-    # Version 1 is the first release's schema, which `metadata` still describes. When a
-    # later version changes a table, copy today's definitions in here first: a released
-    # migration must keep creating exactly what it created.
+    # Version 1 creates the first release's tables as `metadata` describes them today: on
+    # a new database they come with the columns later versions added, and those
+    # versions' steps find them there and add nothing (each step checks first).
     metadata.create_all(conn, tables=[deliveries, events, high_water], checkfirst=True)
 
 
@@ -58,6 +58,26 @@ def _v2(conn: Connection) -> None:
         last = rows[-1].id
 
 
+def _v3(conn: Connection) -> None:
+    # The signed body's hash (deduplication by body), why an event's offered click id was
+    # not used, the shared rate counters and the processes' heartbeats.
+    _add_column(conn, deliveries.c.body_sha256)
+    _add_column(conn, events.c.click_note)
+    for index in deliveries.indexes:
+        if index.name == "uq_deliveries_store_body":
+            index.create(conn, checkfirst=True)
+    metadata.create_all(conn, tables=[rate_windows, heartbeats], checkfirst=True)
+
+
+def _add_column(conn: Connection, column) -> None:
+    """ALTER TABLE ... ADD COLUMN, unless the table has it already (a new database does)."""
+    table = column.table.name
+    if column.name in {c["name"] for c in inspect(conn).get_columns(table)}:
+        return
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.execute(text(f'ALTER TABLE {table} ADD COLUMN {column.name} {kind}'))
+
+
 def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
     """(kind, value) pairs of an events.identifiers JSON text; anything else is skipped."""
     try:
@@ -71,7 +91,7 @@ def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
 
 #: Append-only: (version, function). Each function must be safe to run on a database
 #: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
-MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1), (2, _v2))
+MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1), (2, _v2), (3, _v3))
 
 
 def _current(conn: Connection) -> int | None:

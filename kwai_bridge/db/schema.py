@@ -90,9 +90,13 @@ deliveries = Table(
     Column("error", Text),
     Column("body", LargeBinary),
     Column("headers", Text),
+    # The signed body's SHA-256 (v3): a captured body is accepted once per store, under
+    # whatever webhook id or topic it comes back with. NULL for rows stored before v3.
+    Column("body_sha256", String),
     UniqueConstraint("store_id", "delivery_key", name="uq_deliveries_store_key"),
     _one_of("outcome", DeliveryOutcome, "ck_deliveries_outcome"),
     Index("ix_deliveries_received_at", "received_at"),
+    Index("uq_deliveries_store_body", "store_id", "body_sha256", unique=True),
 )
 
 events = Table(
@@ -108,6 +112,9 @@ events = Table(
     Column("identifiers", Text),
     Column("skip_reason", Text),
     Column("value_note", Text),
+    # Why the event has no click id although the payload offered one (v3), e.g. a landing
+    # URL whose escapes WordPress removed.
+    Column("click_note", Text),
     Column("attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("next_attempt_at", UTCDateTime),
     Column("lease_until", UTCDateTime),
@@ -159,4 +166,28 @@ clicks = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("store_id", "kind", "value", name="pk_clicks"),
     Index("ix_clicks_store_clicked_at", "store_id", "clicked_at"),
+)
+
+
+#: Counters over fixed windows (v3), shared by every process: `scope` names what is
+#: limited (clicks per client address, per store), `key` whose count it is.
+rate_windows = Table(
+    "rate_windows", metadata,
+    Column("scope", String, nullable=False),
+    Column("key", String, nullable=False),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("count", Integer, nullable=False),
+    PrimaryKeyConstraint("scope", "key", name="pk_rate_windows"),
+)
+
+#: The last sign of life of each long-running process (v3): a dispatcher writes its row
+#: while it runs, and readiness and status read it.
+heartbeats = Table(
+    "heartbeats", metadata,
+    Column("role", String, nullable=False),
+    Column("owner", String, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("beat_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("role", "owner", name="pk_heartbeats"),
+    Index("ix_heartbeats_role_beat", "role", "beat_at"),
 )
