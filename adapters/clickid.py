@@ -89,9 +89,10 @@ def find_click(*, attributes: Sequence[Any] = (), meta: Any = None, urls: Sequen
 
 
 # -- click ids from URLs that WordPress sanitised -------------------------------------
-#: What Kwai percent-encodes in a click id on its landing URLs: its ids are base64-like,
-#: and the manual's example escapes `_` (`%5F`) and `=` (`%3D`) too.
-ESCAPED_BY_KWAI = frozenset("+/=_")
+#: Characters of a base64 click id that every URL encoder escapes in a query value. Kwai
+#: escapes `_` as well (the manual's example has `%5F`), but many encoders leave `_` and
+#: `-` as they are, so finding one proves nothing about how the URL was kept.
+ALWAYS_ESCAPED = frozenset("+/=")
 _BASE64_LIKE = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
 #: Characters a URL carries only once decoded (an escape removed leaves none of them).
 _DECODED_ONLY = re.compile(r"[\s\"<>\\^`{|}]|[^\x00-\x7f]")
@@ -103,20 +104,21 @@ def stripped_click_doubt(click_id: str, url: str) -> str | None:
 
     WordPress removes every `%xx` from the order attribution's session entry. Where the
     entry was decoded before it was kept, nothing was left to remove; where it was not, a
-    click id loses the characters Kwai had escaped and still looks like a click id. So an
-    id is trusted only when the entry shows it was decoded: the id holds a character Kwai
-    escapes, or the URL holds one that only a decoded URL has (a space, say); and only
-    when its shape can be base64's (alphabet, padding, length).
+    click id loses the characters that had been escaped and still looks like a click id.
+    So an id is trusted only when the entry shows it was decoded: the id holds a
+    character every encoder escapes (`+`, `/`, `=`), or the URL holds one that only a
+    decoded URL has (a space, say); and only when its shape can be base64's (alphabet,
+    padding, length).
     """
     if not _BASE64_LIKE.match(click_id):
         return "the click id has characters a Kwai click id does not have"
     bare = click_id.rstrip("=")
     if len(bare) % 4 == 1 or (bare != click_id and len(click_id) % 4):
         return "the click id's length or padding cannot be base64's"
-    if any(ch in ESCAPED_BY_KWAI for ch in click_id) or _DECODED_ONLY.search(url):
+    if any(ch in ALWAYS_ESCAPED for ch in click_id) or _DECODED_ONLY.search(url):
         return None
-    return ("the landing URL was kept with its escapes removed, so characters Kwai escapes may "
-            "be missing from the click id")
+    return ("the landing URL may have been kept with its escapes removed, and nothing shows that "
+            "the click id kept all its characters")
 
 
 # -- internals -----------------------------------------------------------------------
@@ -180,7 +182,7 @@ def _clean(value: Any) -> str | None:
 
 
 __all__ = [
-    "ATTRIBUTE_NAMES", "ESCAPED_BY_KWAI", "REDIRECT_PARAMS", "click_id_from_attributes", "find_click",
+    "ALWAYS_ESCAPED", "ATTRIBUTE_NAMES", "REDIRECT_PARAMS", "click_id_from_attributes", "find_click",
     "stripped_click_doubt",
     "click_id_from_params", "click_id_from_url",
 ]

@@ -144,7 +144,8 @@ def order_events(name: str, *, created: bool, paid: bool) -> list[str]:
 def order_conversions(events: Sequence[str], *, platform: str, order_id: str, created: bool,
                       placed: datetime | None, paid_at: datetime | None, priced: Priced,
                       fields: Mapping[str, Any], click: tuple[str | None, str | None],
-                      identifiers: Mapping[str, str | None], skip_reason: str | None = None) -> list[Conversion]:
+                      identifiers: Mapping[str, str | None], skip_reason: str | None = None,
+                      click_note: str | None = None) -> list[Conversion]:
     """One conversion per event of an order, keyed `order:<id>:<event>`: the purchase, and
     whatever a topic after creation yields, happen at payment; the rest when the order
     was placed. PayloadError when the time an event needs is missing."""
@@ -153,7 +154,7 @@ def order_conversions(events: Sequence[str], *, platform: str, order_id: str, cr
                    moment=required_time(paid_at if event == PURCHASE or not created else placed,
                                         f"order {order_id}"),
                    priced=priced, fields=fields, click=click, identifiers=identifiers,
-                   skip_reason=skip_reason)
+                   skip_reason=skip_reason, click_note=click_note)
         for event in events
     ]
 
@@ -161,7 +162,7 @@ def order_conversions(events: Sequence[str], *, platform: str, order_id: str, cr
 def conversion(*, platform: str, name: str, key: str, moment: datetime, priced: Priced,
                fields: Mapping[str, Any], click: tuple[str | None, str | None],
                identifiers: Mapping[str, str | None], skip_reason: str | None = None,
-               high_water: tuple[str, int] | None = None) -> Conversion:
+               high_water: tuple[str, int] | None = None, click_note: str | None = None) -> Conversion:
     event = KwaiEvent(
         event_name=name, event_time=moment, third_party=platform, idempotency_key=key,
         click_id=click[0], value=priced.value, currency=priced.currency, **fields,
@@ -169,7 +170,7 @@ def conversion(*, platform: str, name: str, key: str, moment: datetime, priced: 
     return Conversion(
         event=event, click_source=click[1], skip_reason=skip_reason,
         identifiers={k: v for k, v in identifiers.items() if v}, high_water=high_water,
-        value_note=priced.note,
+        value_note=priced.note, click_note=click_note,
     )
 
 

@@ -96,6 +96,8 @@ class Conversion:
     - `high_water`: for carts, `(cart key, item count)`; the event is emitted only when
       the count passes the highest count already seen for that key.
     - `value_note`: why the event carries no value, when it does not.
+    - `click_note`: why a click id the payload offered was not used (one that may have
+      been corrupted on the way), when that is why the event has none.
     """
 
     event: KwaiEvent
@@ -104,6 +106,7 @@ class Conversion:
     identifiers: Mapping[str, str] = field(default_factory=dict)
     high_water: tuple[str, int] | None = None
     value_note: str | None = None
+    click_note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,7 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     priced = convert.choose_value([("", amount, p.get("currency"))], options)
     number = text(p.get("number")) or ident(p.get("number")) or order_id
     fields = convert.line_fields(_lines(raw), options, priced=priced, order_name=f"#{number}")
-    meta = p.get("meta_data")
-    click = clickid.find_click(meta=meta, urls=[_meta(meta, SESSION_ENTRY_META)], params=options.click_params)
+    click, click_note = _click(p.get("meta_data"), options)
     billing = obj(p.get("billing"))
     ids = {"order_id": order_id, "order_key": text(p.get("order_key")), "customer_id": ident(p.get("customer_id")),
            **convert.contact_ids(billing.get("email"), [(billing.get("phone"), None)])}
@@ -126,8 +125,26 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
         events, platform=NAME, order_id=order_id, created=created,
         placed=payload.when(p, ("date_created_gmt",), naive_is_utc=True),
         paid_at=payload.when(p, ("date_paid_gmt", "date_modified_gmt", "date_created_gmt"), naive_is_utc=True),
-        priced=priced, fields=fields, click=click, identifiers=ids,
+        priced=priced, fields=fields, click=click, identifiers=ids, click_note=click_note,
     )
+
+
+def _click(meta: Any, options: ConversionOptions) -> tuple[tuple[str | None, str | None], str | None]:
+    """The order's click id and its source, and why a landing URL's was not used.
+
+    WordPress keeps the session entry with every `%xx` removed: a click id read from it
+    is used only when it cannot have lost characters. Otherwise the event waits, without
+    a click id, for stronger evidence (the snippet's or the plugin's click, bound within
+    the store's late-binding window); a wrong click id is worse than none.
+    """
+    entry = _meta(meta, SESSION_ENTRY_META)
+    found = clickid.find_click(meta=meta, urls=[entry], params=options.click_params)
+    if found[1] != "landing_url" or found[0] is None or entry is None:
+        return found, None
+    doubt = clickid.stripped_click_doubt(found[0], entry)
+    if doubt is None:
+        return found, None
+    return (None, None), f"the click id in {SESSION_ENTRY_META} was not used: {doubt}"
 
 
 def _customer(n: Notification, name: str) -> Conversion:

@@ -173,7 +173,7 @@ def test_wire_body(topic, payload, expected):
 
 
 @pytest.mark.parametrize(("payload", "source"), [
-    (with_meta((SESSION, "https://shop.example/?click_id=U")), "landing_url"),
+    (with_meta((SESSION, "https://shop.example/?click_id=Uv/1")), "landing_url"),
     (with_meta(("_kwai_click_id", "M")), "order_meta"),
     (with_meta((SESSION, "https://shop.example/?utm_source=kwai")), None),
     (with_meta((SESSION, "")), None),
@@ -181,6 +181,32 @@ def test_wire_body(topic, payload, expected):
 ])
 def test_click_source(payload, source):
     assert {c.click_source for c in convert("order.updated", payload)} == {source}
+
+
+# WordPress keeps the session entry with every %xx removed: "9X8Yq/Qt2g==" sent as
+# 9X8Yq%2FQt2g%3D%3D arrives as 9X8YqQt2g, which still looks like a click id.
+@pytest.mark.parametrize(("entry", "click", "noted"), [
+    ("https://shop.example/?click_id=9X8YqQt2g", None, True),  # may have lost characters: not sent
+    ("https://shop.example/?click_id=9X8Yq/Qt2g==", "9X8Yq/Qt2g==", False),  # kept decoded: whole
+    ("https://shop.example/?utm_campaign=Black Friday&click_id=Lw2HvYVkoj1MyzQwwNX4dg",
+     "Lw2HvYVkoj1MyzQwwNX4dg", False),  # a space shows the entry was decoded
+])
+def test_a_click_id_wordpress_may_have_corrupted_is_not_used(entry, click, noted):
+    conversions = convert("order.updated", with_meta((SESSION, entry)))
+    assert {(c.event.click_id, c.click_source) for c in conversions} == {(click, "landing_url" if click else None)}
+    notes = {c.click_note for c in conversions}
+    if noted:
+        (note,) = notes
+        assert note.startswith("the click id in _wc_order_attribution_session_entry was not used: ")
+        assert "9X8Y" not in note  # the note says why, never the id
+    else:
+        assert notes == {None}
+
+
+def test_order_meta_beats_a_doubtful_session_entry_without_a_note():
+    payload = with_meta((SESSION, "https://shop.example/?click_id=9X8YqQt2g"), ("_kwai_click_id", "Meta+1"))
+    assert {(c.event.click_id, c.click_source, c.click_note) for c in convert("order.updated", payload)} == {
+        ("Meta+1", "order_meta", None)}
 
 
 @pytest.mark.parametrize(("options", "value", "currency"), [

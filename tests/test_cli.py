@@ -101,7 +101,7 @@ def test_events_list_json_shape_and_filters(env):
     assert {r["business_key"] for r in rows} == {f"order:{i}:EVENT_PURCHASE" for i in (1, 2, 3)}
     assert set(rows[0]) == {"id", "store", "platform", "event_name", "business_key", "status", "click_source",
                             "attempts", "next_attempt_at", "last_result", "last_error", "skip_reason",
-                            "value_note", "value", "currency", "created_at", "sent_at"}
+                            "value_note", "click_note", "value", "currency", "created_at", "sent_at"}
     only = json.loads(invoke(env, "events", "list", "--json", "--status", "unattributed").output)
     assert [r["business_key"] for r in only] == ["order:3:EVENT_PURCHASE"]
     assert json.loads(invoke(env, "events", "list", "--json", "--store", "woo").output) == []

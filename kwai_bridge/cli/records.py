@@ -34,6 +34,7 @@ def event_json(row: EventRow) -> dict:
         "last_error": row.last_error,
         "skip_reason": row.skip_reason,
         "value_note": row.value_note,
+        "click_note": row.click_note,
         "value": None if row.event.value is None else str(row.event.value),
         "currency": row.event.currency,
         "created_at": _iso(row.created_at),

@@ -139,7 +139,8 @@ class Outbox(LeaseQueries):
                 "store_id": store_id, "platform": platform, "business_key": event.idempotency_key,
                 "event_name": event.event_name, "status": status, "event": compact(event.to_record()),
                 "click_source": conversion.click_source, "identifiers": compact(dict(identifiers)),
-                "skip_reason": conversion.skip_reason, "value_note": conversion.value_note, "attempts": 0,
+                "skip_reason": conversion.skip_reason, "value_note": conversion.value_note,
+                "click_note": conversion.click_note, "attempts": 0,
                 "next_attempt_at": now if status == EventStatus.PENDING else None, "created_at": now, "updated_at": now,
             })
             # The same identifiers as the JSON column, one row each, for indexed look-ups

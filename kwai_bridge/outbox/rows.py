@@ -52,6 +52,7 @@ class EventRow:
     identifiers: dict[str, str]
     skip_reason: str | None
     value_note: str | None
+    click_note: str | None
     attempts: int
     next_attempt_at: datetime | None
     lease_until: datetime | None

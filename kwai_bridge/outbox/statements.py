@@ -68,7 +68,7 @@ class _Statements:
             .on_conflict_do_nothing(index_elements=["store_id", "delivery_key"])
             .returning(deliveries.c.id), deliveries, dialect)
         columns = ("store_id", "platform", "business_key", "event_name", "status", "event", "click_source",
-                   "identifiers", "skip_reason", "value_note", "attempts", "next_attempt_at", "created_at",
+                   "identifiers", "skip_reason", "value_note", "click_note", "attempts", "next_attempt_at", "created_at",
                    "updated_at", "delivery_id")
         self.insert_event = _Prepared(
             insert(events).values({name: bindparam(name) for name in columns})
