@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from datetime import datetime, timezone
@@ -200,3 +201,25 @@ def test_woocommerce_checkout_and_order_received_attribute_the_order_webhook(pag
     assert sorted((r.fields["event_name"], r.fields["clickid"]) for r in kwai.successes()) == [
         ("EVENT_PLACE_ORDER", click), ("EVENT_PURCHASE", click)]
     assert {r.click_source for r in bridge.runtime.outbox.list_events()} == {"click_store:order_id"}
+
+
+def test_woocommerce_stripped_landing_url_waits_for_the_snippets_click(page, world, kwai):
+    bridge, _, woo = world
+    escaped = "Wp8Yq%2FQt2g%2BZx%3D%3D"  # what Kwai put on the landing URL: Wp8Yq/Qt2g+Zx==
+    visit(page, woo.url + "/?utm_source=kwai&click_id=" + escaped)
+    click = "Wp8Yq/Qt2g+Zx=="
+    assert cookie(page) == click
+    # WordPress kept the landing URL with its escapes removed: Wp8YqQt2gZx, a wrong id.
+    stripped = re.sub(r"%[0-9A-Fa-f]{2}", "", woo.url + "/?utm_source=kwai&click_id=" + escaped)
+    order = {**WOO_ORDER, "meta_data": [{"id": 9, "key": "_wc_order_attribution_session_entry", "value": stripped}]}
+    bridge.webhook("woocommerce", "woo", "order.created", order)
+    waiting = bridge.runtime.outbox.list_events()
+    assert {(e.status, e.event.click_id) for e in waiting} == {("unattributed", None)}
+    assert all("_wc_order_attribution_session_entry was not used" in e.click_note for e in waiting)
+    assert bridge.dispatch(kwai) == {} and kwai.received == []  # nothing goes out with the corrupted id
+
+    visit(page, woo.url + "/checkout/order-received/727/?key=wc_order_58d2d042d1d")  # the snippet's click
+    assert bridge.wait_for_click("woo", order_id="727") == {"order_id": click}
+    assert bridge.dispatch(kwai) == {"sent": 2}
+    assert sorted((r.fields["event_name"], r.fields["clickid"]) for r in kwai.successes()) == [
+        ("EVENT_PLACE_ORDER", click), ("EVENT_PURCHASE", click)]
