@@ -195,6 +195,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # The standard library listens with a backlog of 5: a dispatcher opening 16 or more
+    # connections at once on a busy machine then waits for connect retries (seconds),
+    # which no Kwai would make it do.
+    request_queue_size = 128
+
+
 class FakeKwai:
     """A threaded HTTP/1.1 fake of Kwai's Event API on loopback; see the module docstring."""
 
@@ -209,7 +216,7 @@ class FakeKwai:
         self._delivered = 0
         self._connections = 0
         self._canned: deque[_Canned] = deque()
-        self._server = ThreadingHTTPServer((host, port), _Handler, bind_and_activate=True)
+        self._server = _Server((host, port), _Handler, bind_and_activate=True)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
