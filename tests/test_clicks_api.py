@@ -243,14 +243,15 @@ def _settings_of(script: str, target: str = "window") -> dict:
     ("/snippet/acme.js", "window", "snippet.js"),
     ("/snippet/acme/pixel.js", "self", "shopify-pixel.js"),
 ])
-def test_the_snippet_is_served_with_its_settings_and_is_cacheable(client, path, target, source):
-    answer = client.get(path)
+def test_the_snippet_is_served_with_its_settings_and_is_cacheable(app_for, path, target, source):
+    client = app_for(PUBLIC_URL="https://bridge.example.com").test_client()
+    answer = client.get(path, headers={"Host": "attacker.example"})
     assert answer.status_code == 200
     assert answer.mimetype == "application/javascript"
     assert answer.headers["Cache-Control"] == "public, max-age=300"
     script = answer.get_data(as_text=True)
     assert _settings_of(script, target) == {
-        "endpoint": "http://localhost/clicks/acme", "platform": "shopify",
+        "endpoint": "https://bridge.example.com/clicks/acme", "platform": "shopify",
         "clickParams": ["click_id", "</script><script>alert(1)//"], "windowDays": 30, "consentMode": False}
     assert "</script>" not in script.partition("\n")[0]
     assert script.endswith((STATIC / source).read_text())
@@ -259,10 +260,25 @@ def test_the_snippet_is_served_with_its_settings_and_is_cacheable(client, path, 
     assert again.status_code == 304 and again.get_data() == b""
 
 
-def test_the_snippet_endpoint_uses_the_public_url(app_for):
-    client = app_for(PUBLIC_URL="https://bridge.example.com").test_client()
-    assert _settings_of(client.get("/snippet/woo.js").get_data(as_text=True))["endpoint"] == \
-        "https://bridge.example.com/clicks/woo"
+@pytest.mark.parametrize("host", ["localhost", "localhost:5000", "127.0.0.1:8123", "[::1]:8000", "shop.localhost"])
+def test_without_a_public_url_a_loopback_host_is_served_but_not_to_shared_caches(client, host):
+    answer = client.get("/snippet/woo.js", headers={"Host": host})
+    assert answer.status_code == 200
+    assert _settings_of(answer.get_data(as_text=True))["endpoint"] == f"http://{host}/clicks/woo"
+    assert answer.headers["Cache-Control"] == "private, no-cache"
+
+
+@pytest.mark.parametrize("path", ["/snippet/acme.js", "/snippet/acme/pixel.js"])
+@pytest.mark.parametrize("host", ["attacker.example", "bridge.example.com", "127.0.0.1.evil.example",
+                                  "localhost.evil.example:80", "[::1"])
+def test_without_a_public_url_any_other_host_is_refused_naming_the_setting(client, path, host):
+    # the script tells shoppers' browsers where to post click ids: a Host header a client
+    # chose (and a shared cache then kept) would send them elsewhere
+    answer = client.get(path, headers={"Host": host})
+    assert answer.status_code == 503
+    assert "KWAI_BRIDGE_PUBLIC_URL" in answer.json["status"]
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert b"clicks/" not in answer.get_data()
 
 
 @pytest.mark.parametrize("path", ["/snippet/nope.js", "/snippet/nope/pixel.js"])
