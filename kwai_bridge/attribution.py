@@ -9,6 +9,7 @@ id, checkout token, cart token, customer id, hashed e-mail, hashed phone
 """
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -17,7 +18,6 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
 
-import adapters
 from adapters.values import Conversion
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus, any_pair, clicks, reading, upsert_insert
@@ -45,15 +45,11 @@ class Click:
     order_key: str | None = None
 
 
-def order_key_matches(platform: str, click_key: str | None, event_key: str | None) -> bool:
-    """Whether a click given by order id may bind an order with `event_key`.
-
-    Where order ids are guessable (a small counter on WooCommerce), the click must bring
-    the order's key; a key, when given on any platform, must match.
-    """
-    if click_key is None and not adapters.REGISTRY[platform].ORDER_ID_NEEDS_KEY:
-        return True
-    return bool(click_key) and click_key == event_key
+def order_key_matches(click_key: str | None, event_key: str | None) -> bool:
+    """Whether a click given by order id may bind an order with `event_key`: only with
+    the order's own key (WooCommerce's order key, Shopify's order token), since order ids
+    are guessable (a counter on WooCommerce, public numbers elsewhere)."""
+    return bool(click_key) and bool(event_key) and hmac.compare_digest(click_key.encode(), event_key.encode())
 
 
 class ClickStore:
@@ -132,13 +128,13 @@ def _click(m: Mapping[str, Any]) -> Click:
                  clicked_at=m["clicked_at"], order_key=m["order_key"])
 
 
-def best_click(platform: str, found: Mapping[str, Click], identifiers: Mapping[str, str]) -> Click | None:
+def best_click(found: Mapping[str, Click], identifiers: Mapping[str, str]) -> Click | None:
     """The click of the first identifier in precedence order that may bind the event."""
     for kind in IDENTIFIERS:
         click = found.get(kind)
         if click is None or click.value != identifiers.get(kind):
             continue
-        if kind == "order_id" and not order_key_matches(platform, click.order_key, identifiers.get("order_key")):
+        if kind == "order_id" and not order_key_matches(click.order_key, identifiers.get("order_key")):
             continue  # a mismatched order key binds nothing
         return click
     return None
@@ -160,7 +156,7 @@ class Attribution:
                 resolved.append(conversion)
                 continue
             found = self.clicks.lookup(store.id, conversion.identifiers, since=since)
-            click = best_click(store.platform, found, conversion.identifiers)
+            click = best_click(found, conversion.identifiers)
             if click is not None:
                 conversion = replace(conversion, event=conversion.event.with_click_id(click.click_id),
                                      click_source=STORE_SOURCE + click.kind)
@@ -182,7 +178,7 @@ class Attribution:
         # A race remains: a webhook converted while this click is being stored may miss
         # both; its event then waits for the next click on one of its identifiers.
         for event_id, carried in self.outbox.unattributed_matching(store.id, identifiers, since=since):
-            chosen = best_click(store.platform, click, carried)
+            chosen = best_click(click, carried)
             if chosen is not None:
                 by_kind.setdefault(chosen.kind, []).append(event_id)
         bound = sum(self.outbox.attach_click(store.id, event_ids=ids, click_id=click_id,

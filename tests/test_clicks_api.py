@@ -21,6 +21,7 @@ SHOP_ORIGIN = "https://acme.myshopify.com"
 STOREFRONT = "https://www.acme.com"
 LOCAL_STOREFRONT = "http://127.0.0.1:8123"
 FOREIGN = "https://evil.example"
+TOKEN = "acme-servers-" + "7" * 40
 
 
 class Clock:
@@ -43,7 +44,7 @@ def clock() -> Clock:
 def app_for(tmp_path, database_url, clock):
     def build(**settings_):
         stores = [store_entry("shopify", "acme", storefront_domains=["www.acme.com", LOCAL_STOREFRONT],
-                              click_params=["click_id", "</script><script>alert(1)//"]),
+                              click_params=["click_id", "</script><script>alert(1)//"], click_tokens=[TOKEN]),
                   store_entry("woocommerce", "woo")]
         config = {"DATABASE_URL": database_url, "STORES": str(write_stores(tmp_path / "stores.toml", stores)),
                   **settings_}
@@ -63,7 +64,7 @@ def clicks_of(client, store_id="acme", **identifiers):
     return {kind: click.click_id for kind, click in found.items()}
 
 
-def post(client, body, *, origin=None, addr="198.51.100.1", headers=None):
+def post(client, body, *, origin=STOREFRONT, addr="198.51.100.1", headers=None):
     headers = {**({"Origin": origin} if origin else {}), **(headers or {})}
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return client.post("/clicks/acme", data=data, headers=headers, content_type="application/json",
@@ -97,6 +98,50 @@ def test_upper_case_hashes_are_stored_lower_case(client):
     assert clicks_of(client, email_sha256="ab" * 32) == {"email_sha256": "C1"}
 
 
+def test_a_shopify_cart_token_with_its_key_is_stored_under_the_token_alone(client):
+    # Shopify's Ajax cart API answers `<token>?key=<key>`; the order webhook carries the token
+    answer = post(client, {"click_id": "C1", "cart_token": "Z2NwLXVzLWVhc3Qx?key=5f1e0c2d9a"})
+    assert answer.status_code == 202, answer.json
+    assert clicks_of(client, cart_token="Z2NwLXVzLWVhc3Qx") == {"cart_token": "C1"}
+    assert clicks_of(client, cart_token="Z2NwLXVzLWVhc3Qx?key=5f1e0c2d9a") == {}
+    refused = post(client, {"click_id": "C1", "cart_token": "?key=5f1e0c2d9a"})
+    assert refused.status_code == 400 and "cart_token" in refused.json["errors"]
+
+
+# -- who may report what ---------------------------------------------------------------------------
+def test_a_request_without_origin_needs_one_of_the_store_click_tokens(client):
+    body = {"click_id": "C1", "cart_token": "c1"}
+    bare = post(client, body, origin=None)
+    assert bare.status_code == 401 and "Authorization: Bearer" in bare.json["status"]
+    assert bare.headers["WWW-Authenticate"].startswith("Bearer")
+    for wrong in ("Bearer " + "8" * 52, "Basic " + TOKEN, TOKEN, "Bearer"):
+        answer = post(client, body, origin=None, headers={"Authorization": wrong})
+        assert answer.status_code == 401 and "click_tokens" in answer.json["status"]
+    woo = client.post("/clicks/woo", json=body, headers={"Authorization": "Bearer " + TOKEN})
+    assert woo.status_code == 401  # the token of another store
+    assert clicks_of(client, cart_token="c1") == {}
+    server = post(client, {**body, "customer_id": "77"}, origin=None, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert server.status_code == 202, server.json
+    assert clicks_of(client, cart_token="c1", customer_id="77") == {"cart_token": "C1", "customer_id": "C1"}
+
+
+@pytest.mark.parametrize("origin", [STOREFRONT, FOREIGN])
+def test_a_guessable_customer_id_is_taken_from_the_store_servers_only(client, origin):
+    answer = post(client, {"click_id": "Forged", "customer_id": "77", "cart_token": "c1"}, origin=origin)
+    assert answer.status_code == 403
+    assert "customer_id" in answer.json["status"] or answer.json["status"] == "origin not allowed"
+    assert clicks_of(client, customer_id="77", cart_token="c1") == {}
+
+
+def test_an_order_id_comes_with_the_order_key_from_everyone(client):
+    for headers, origin in (({}, STOREFRONT), ({"Authorization": f"Bearer {TOKEN}"}, None)):
+        alone = post(client, {"click_id": "Forged", "order_id": "1001"}, origin=origin, headers=headers)
+        assert alone.status_code == 400 and "order_key" in alone.json["errors"]["order_id"][0]
+    assert clicks_of(client, order_id="1001") == {}
+    keyed = post(client, {"click_id": "C1", "order_id": "1001", "order_key": "b7e3c1f0a9d84e2c"})
+    assert keyed.status_code == 202 and clicks_of(client, order_id="1001") == {"order_id": "C1"}
+
+
 # -- refused ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("body, field", [
     ({"cart_token": "c1"}, "click_id"),
@@ -104,7 +149,8 @@ def test_upper_case_hashes_are_stored_lower_case(client):
     ({"click_id": "C1", "cart_token": "c1", "referrer": "x"}, "referrer"),
     ({"click_id": 123, "cart_token": "c1"}, "click_id"),
     ({"click_id": "C1", "cart_token": ["c1"]}, "cart_token"),
-    ({"click_id": "C1", "order_id": 727}, "order_id"),
+    ({"click_id": "C1", "order_id": 727, "order_key": "k"}, "order_id"),
+    ({"click_id": "C1", "order_id": "727"}, "order_id"),
     ({"click_id": "", "cart_token": "c1"}, "click_id"),
     ({"click_id": "C 1", "cart_token": "c1"}, "click_id"),
     ({"click_id": "C1", "email_sha256": "not-a-hash"}, "email_sha256"),
@@ -141,7 +187,7 @@ def test_a_body_over_the_limit_is_413_and_stores_nothing(client):
 
 
 def test_unknown_store_is_404(client):
-    answer = client.post("/clicks/nope", json={"click_id": "C1", "cart_token": "c1"})
+    answer = client.post("/clicks/nope", json={"click_id": "C1", "cart_token": "c1"}, headers={"Origin": STOREFRONT})
     assert answer.status_code == 404
     assert client.options("/clicks/nope", headers={"Origin": SHOP_ORIGIN}).status_code == 404
 
@@ -213,13 +259,14 @@ def test_a_shopify_pixel_sandbox_posting_as_text_from_origin_null_is_stored_with
     assert answer.status_code == 202 and "Access-Control-Allow-Origin" not in answer.headers
     assert clicks_of(client, checkout_token="chk-5") == {"checkout_token": "Pix+1"}
     # any site can frame a sandbox: from one, nothing but a checkout token
-    for guessable in ({"order_id": "1001"}, {"cart_token": "c1"}, {"checkout_token": "chk-6", "order_id": "1002"}):
+    for guessable in ({"order_id": "1001", "order_key": "k"}, {"cart_token": "c1"},
+                      {"checkout_token": "chk-6", "order_id": "1002", "order_key": "k"}):
         refused = client.post("/clicks/acme", data=json.dumps({"click_id": "Evil", **guessable}),
                               headers={"Origin": "null"}, content_type="text/plain")
         assert refused.status_code == 403 and "checkout_token" in refused.json["status"]
     assert clicks_of(client, order_id="1001", cart_token="c1", checkout_token="chk-6") == {}
     # no other platform runs a pixel sandbox: there, a null origin is a foreign one
-    woo = client.post("/clicks/woo", data=json.dumps({"click_id": "W1", "order_id": "7"}),
+    woo = client.post("/clicks/woo", data=json.dumps({"click_id": "W1", "order_id": "7", "order_key": "wc_order_k"}),
                       headers={"Origin": "null"}, content_type="text/plain")
     assert woo.status_code == 403
     assert clicks_of(client, "woo", order_id="7") == {}
@@ -307,11 +354,11 @@ def fuzz_client(tmp_path, sqlite_url, clock):
 @given(body=st.one_of(st.dictionaries(_KEYS, _VALUES, max_size=6).map(lambda d: json.dumps(d).encode()),
                       st.binary(max_size=300)))
 def test_fuzzed_bodies_never_give_a_5xx(fuzz_client, body):
-    answer = post(fuzz_client, body)
-    assert answer.status_code in (202, 400), answer.get_data()
+    answer = post(fuzz_client, body, origin=SHOP_ORIGIN)
+    assert answer.status_code in (202, 400, 403), answer.get_data()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(size=st.integers(min_value=CLICK_BODY_LIMIT + 1, max_value=200_000), byte=st.binary(min_size=1, max_size=1))
 def test_oversized_bodies_are_413(fuzz_client, size, byte):
-    assert post(fuzz_client, byte * size).status_code == 413
+    assert post(fuzz_client, byte * size, origin=SHOP_ORIGIN).status_code == 413

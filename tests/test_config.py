@@ -99,6 +99,9 @@ INVALID_STORE = [
     ({"late_binding_hours": "721"}, 'store "acme"', "late_binding_hours", "from 0 to 720"),
     ({"test_mode": '"yes"'}, 'store "acme"', "test_mode", "true or false"),
     ({"consent_mode": "1"}, 'store "acme"', "consent_mode", "true or false"),
+    ({"click_tokens": '"' + "t" * 40 + '"'}, 'store "acme"', "click_tokens", "must be a list of random tokens"),
+    ({"click_tokens": '["short"]'}, 'store "acme"', "click_tokens", "32 to 512 printable characters"),
+    ({"click_tokens": '["' + "t" * 20 + " " + "t" * 20 + '"]'}, 'store "acme"', "click_tokens", "openssl rand"),
     ({"webhook_secret": f'["{SECRET}"]'}, 'store "acme"', "webhook_secret",
      "unknown field (did you mean webhook_secrets?)"),
     ({"id": DROP, "Id": '"acme"'}, "store #1", "Id", "unknown field"),
@@ -155,7 +158,8 @@ def test_every_field_is_read():
         value='"subtotal"', content_id='"sku"', currency_rates='{EUR = 5.8, IDR = "0.00035", JPY = 3}',
         report_currency='"USD"', click_params='["kwai_click", "click_id"]',
         storefront_domains='["www.acme.com"]', click_window_days="7", late_binding_hours="0",
-        consent_mode="true")).get("acme")
+        consent_mode="true", click_tokens='["' + "k" * 64 + '"]')).get("acme")
+    assert store.click_tokens == ("k" * 64,) and "k" * 64 not in repr(store)
     assert store.shop == "https://shop.example.com"
     assert store.currency_rates == {"EUR": Decimal("5.8"), "IDR": Decimal("0.00035"), "JPY": Decimal("3")}
     assert isinstance(store.topic_events, MappingProxyType)

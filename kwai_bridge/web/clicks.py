@@ -2,6 +2,7 @@
 clicks to, with its CORS headers and rate limit. The rules are kwai_bridge.clicks."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from flask import Blueprint, Response, current_app, request
@@ -11,6 +12,7 @@ from adapters.values import PayloadError
 from kwai_bridge import clicks
 from kwai_bridge.web.responses import json_response
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("clicks", __name__)
 
 
@@ -40,19 +42,19 @@ def post_click(store_id: str) -> Response:
         return json_response({"status": "too many requests"}, 429, {"Retry-After": str(int(wait) + 1)})
     if store is None:
         return json_response({"status": "unknown store"}, 404)
-    origin = request.headers.get("Origin")
-    sandboxed = clicks.pixel_sandbox(store, origin)
-    if origin and clicks.allowed_origin(store, origin) is None and not sandboxed:
-        return json_response({"status": "origin not allowed"}, 403)
     request.max_content_length = clicks.CLICK_BODY_LIMIT  # larger: 413 from the app's error handler
     try:
+        who = clicks.caller(store, origin=request.headers.get("Origin"),
+                            authorization=request.headers.get("Authorization"))
         click_id, identifiers, order_key = clicks.parse_click(request.get_data(cache=False))
+        clicks.check_identifiers(who, identifiers)
+    except clicks.Refused as exc:
+        log.info("store %s: click refused (%d): %s", store.id, exc.status_code, exc.message)
+        return json_response({"status": exc.message}, exc.status_code, exc.headers)
     except PayloadError as exc:
         return json_response({"status": str(exc)}, 400)
     except ValidationError as exc:
         return json_response({"status": "invalid click", "errors": exc.normalized_messages()}, 400)
-    if sandboxed and not clicks.sandbox_may_report(identifiers):
-        return json_response({"status": "from a sandboxed frame, report a checkout_token only"}, 403)
     clicks.record(current_app.extensions["kwai_bridge.attribution"], store, click_id=click_id,
                   identifiers=identifiers, order_key=order_key, now=current_app.config["CLOCK"]())
     return json_response({"status": "stored"}, 202)
