@@ -15,13 +15,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from adapters.values import Conversion
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus, any_pair, clicks, reading, upsert_insert
 from kwai_bridge.outbox import Outbox
+from kwai_bridge.ratelimit import FixedWindows, Limit
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,34 @@ IDENTIFIERS: tuple[str, ...] = (
 #: Sources the adapters found on the cart or order itself: stronger than the click store.
 OWN_SOURCES = frozenset({"attribute", "order_meta"})
 STORE_SOURCE = "click_store:"
+#: The counter of a store's click requests (`rate_windows.scope`).
+STORE_SCOPE = "clicks:store"
+#: Eviction looks at most this often (in requests counted for the store): the look walks
+#: the store's entries on the index, and between looks at most this many requests of at
+#: most len(IDENTIFIERS) entries each can be added.
+EVICTION_EVERY = 500
+
+
+@dataclass(frozen=True)
+class ClickQuota:
+    """What one click request may take of a store: `per_window` requests a window for
+    the store (counted with `more`, e.g. the client's address, in one statement), and at
+    most `max_clicks` entries kept, the oldest evicted first."""
+
+    per_window: int
+    max_clicks: int
+    more: tuple[Limit, ...] = ()
+
+    @property
+    def evict_every(self) -> int:
+        """Requests between two looks at the store's entry count."""
+        return max(1, min(EVICTION_EVERY, self.max_clicks // (2 * len(IDENTIFIERS))))
+
+    @property
+    def keep(self) -> int:
+        """How many entries a look leaves, so that until the next look the store never
+        holds more than `max_clicks`."""
+        return self.max_clicks - len(IDENTIFIERS) * (self.evict_every - 1)
 
 
 @dataclass(frozen=True)
@@ -57,14 +86,28 @@ class ClickStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.windows = FixedWindows(engine.dialect)
         self._insert = upsert_insert(engine.dialect)
 
     def record(self, store_id: str, *, click_id: str, identifiers: Mapping[str, str],
-               clicked_at: datetime, order_key: str | None = None, now: datetime) -> int:
+               clicked_at: datetime, order_key: str | None = None, now: datetime,
+               quota: ClickQuota | None = None) -> int:
         """Remember `click_id` for each identifier unless a newer click is already kept;
-        return how many entries changed. `order_key` goes with the `order_id` entry."""
+        return how many entries changed. `order_key` goes with the `order_id` entry.
+
+        With a `quota` the request is counted first, in the same transaction, and
+        RateLimited (nothing stored, nothing counted) when over a limit; the store's
+        oldest entries are evicted beyond `quota.max_clicks`. The store's counter row
+        orders its requests (see FixedWindows.take), so that cap holds exactly.
+        """
+        if not set(identifiers) <= set(IDENTIFIERS):  # also what bounds the entries a request adds
+            raise ValueError(f"identifiers must be among {', '.join(IDENTIFIERS)}")
         changed = 0
         with self.engine.begin() as conn:
+            counted = None
+            if quota is not None:
+                store = Limit(STORE_SCOPE, store_id, quota.per_window)
+                counted = self.windows.take(conn, [store, *quota.more], now=now)[store]
             for kind, value in identifiers.items():
                 stmt = self._insert(clicks).values(
                     store_id=store_id, kind=kind, value=value, click_id=click_id, clicked_at=clicked_at,
@@ -77,7 +120,27 @@ class ClickStore:
                     where=clicks.c.clicked_at <= stmt.excluded.clicked_at,
                 ).returning(clicks.c.kind)
                 changed += conn.execute(stmt).first() is not None
+            # The first request of each window looks too: the count restarts there.
+            if quota is not None and (counted - 1) % quota.evict_every == 0:
+                evicted = self._evict(conn, store_id, keep=quota.keep)
+                if evicted:
+                    log.info("store %s: %d oldest click(s) evicted (max_clicks %d)",
+                             store_id, evicted, quota.max_clicks)
         return changed
+
+    @staticmethod
+    def _evict(conn: Connection, store_id: str, *, keep: int) -> int:
+        """Delete the store's entries but the newest `keep` (and those clicked at the same
+        moment as the oldest of them: it only evicts more); return how many."""
+        c = clicks.c
+        boundary = (select(c.clicked_at).where(c.store_id == store_id)
+                    .order_by(c.clicked_at.desc()).limit(1).offset(keep).scalar_subquery())
+        return conn.execute(delete(clicks).where(c.store_id == store_id, c.clicked_at <= boundary)).rowcount
+
+    def count(self, store_id: str) -> int:
+        """How many entries the store holds."""
+        with reading(self.engine) as conn:
+            return conn.execute(select(func.count()).select_from(clicks).where(clicks.c.store_id == store_id)).scalar()
 
     def lookup(self, store_id: str, identifiers: Mapping[str, str], *, since: datetime) -> dict[str, Click]:
         """The clicks kept for any of `identifiers`, clicked at or after `since`, by kind."""
@@ -90,7 +153,8 @@ class ClickStore:
             return {m["kind"]: _click(m) for m in conn.execute(stmt).mappings()}
 
     def prune(self, *, now: datetime, windows: Mapping[str, int], default_days: int = 30) -> int:
-        """Delete entries older than their store's window (`default_days` for other stores)."""
+        """Delete entries older than their store's window (`default_days` for other stores),
+        and the request counters of windows that have passed."""
         c = clicks.c
         done = 0
         with self.engine.begin() as conn:
@@ -100,6 +164,7 @@ class ClickStore:
             others = c.store_id.not_in(list(windows)) if windows else True
             done += conn.execute(delete(clicks).where(
                 others, c.clicked_at < now - timedelta(days=default_days))).rowcount
+            self.windows.prune(conn, now=now)
         return done
 
 
@@ -164,11 +229,12 @@ class Attribution:
         return resolved
 
     def record_click(self, store: StoreConfig, *, click_id: str, identifiers: Mapping[str, str],
-                     order_key: str | None, now: datetime) -> int:
-        """Store a click reported for `identifiers` and bind the store's unattributed events
-        received within its late-binding window; return how many events were bound."""
+                     order_key: str | None, now: datetime, quota: ClickQuota | None = None) -> int:
+        """Store a click reported for `identifiers` (held to `quota`: RateLimited, see
+        ClickStore.record) and bind the store's unattributed events received within its
+        late-binding window; return how many events were bound."""
         self.clicks.record(store.id, click_id=click_id, identifiers=identifiers, clicked_at=now,
-                           order_key=order_key, now=now)
+                           order_key=order_key, now=now, quota=quota)
         if store.late_binding_hours <= 0:
             return 0
         since = now - timedelta(hours=store.late_binding_hours)

@@ -1,6 +1,6 @@
-"""The rules of the storefront side of attribution: what a click body may hold, whose
-browsers may report clicks, the rate limit, and the snippet's settings. The routes that
-apply them are kwai_bridge.web.clicks and kwai_bridge.web.snippet.
+"""The rules of the storefront side of attribution: what a click body may hold, who may
+report which identifiers, the limits, and the snippet's settings. The routes that apply
+them are kwai_bridge.web.clicks and kwai_bridge.web.snippet.
 
 A click body names the click id and at least one identifier the store's webhooks will
 carry. A clear `email` or `phone` is hashed at once (never stored nor logged in clear).
@@ -10,40 +10,41 @@ else's order: a browser on one of the store's origins reports cart and checkout 
 an order id with the order's key, or the e-mail or phone the shopper typed (hashed); a
 sandboxed pixel (`Origin: null`) a checkout token only. A customer id can be guessed
 (WooCommerce counts them): only the store's own servers, with one of its `click_tokens`,
-may report one. A request
-without `Origin` is not a browser's and must bring such a token. Browsers get CORS only
-from the store's own origins; every client address is limited by an in-process token
-bucket (each web worker has its own).
+may report one. A request without `Origin` is not a browser's and must bring such a
+token. Browsers get CORS only from the store's own origins.
+
+Limits, counted in the database so that they hold across web workers and machines:
+requests a minute per client address (an IPv6 /64; not for the store's servers) and per
+store, and entries kept per store (the oldest evicted first; each identifier keeps one).
 """
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
-import threading
-from collections import OrderedDict
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 import adapters
 from adapters.payload import load_object
 from adapters.signing import sha256_email, sha256_phone
-from kwai_bridge.attribution import IDENTIFIERS, Attribution
+from kwai_bridge.attribution import IDENTIFIERS, Attribution, ClickQuota
 from kwai_bridge.config import StoreConfig
+from kwai_bridge.ratelimit import Limit
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: The largest click body accepted; a real one is a few hundred bytes.
 CLICK_BODY_LIMIT = 4096
-#: Per client address: 120 requests a minute, bursts of 60.
-RATE_PER_MINUTE = 120
-BURST = 60
+#: The counter of a client address's click requests (`rate_windows.scope`).
+ADDRESS_SCOPE = "clicks:address"
 
 _HEX64 = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="must be 64 hexadecimal digits (a SHA-256)")
 _TOKEN = [validate.Length(min=1, max=512), validate.Regexp(r"^[\x21-\x7e]+$", error="must be printable ASCII")]
@@ -183,42 +184,34 @@ def pixel_sandbox(store: StoreConfig, origin: str | None) -> bool:
     return adapters.REGISTRY[store.platform].PIXEL_SANDBOX and (origin or "").strip() == "null"
 
 
+def address_key(address: str | None) -> str:
+    """What a client address is counted under: the address, or for IPv6 its /64 (one
+    subscriber's whole prefix)."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return "-"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def quota(store: StoreConfig, who: Caller, *, address: str | None, per_address: int) -> ClickQuota:
+    """The limits a click from `who` at `address` is held to: the store's, and the
+    address's unless the store's own servers post."""
+    more = () if who is Caller.SERVER else (Limit(ADDRESS_SCOPE, address_key(address), per_address),)
+    return ClickQuota(per_window=store.clicks_per_minute, max_clicks=store.max_clicks, more=more)
+
+
 def record(attribution: Attribution, store: StoreConfig, *, click_id: str, identifiers: Mapping[str, str],
-           order_key: str | None, now: datetime) -> None:
-    """Store a click reported from `store`'s storefront; the log names the kinds of
-    identifier, never their values."""
-    attribution.record_click(store, click_id=click_id, identifiers=identifiers, order_key=order_key, now=now)
+           order_key: str | None, now: datetime, quota: ClickQuota | None = None) -> None:
+    """Store a click reported for `store` (RateLimited past `quota`); the log names the
+    kinds of identifier, never their values."""
+    attribution.record_click(store, click_id=click_id, identifiers=identifiers, order_key=order_key, now=now,
+                             quota=quota)
     log.info("store %s: click stored for %s", store.id, ", ".join(sorted(identifiers)))
-
-
-# -- the rate limit ----------------------------------------------------------------------
-class RateLimiter:
-    """A token bucket per client address: `per_minute` sustained, `burst` at once.
-
-    In-process: with several web workers each keeps its own buckets, so a client may
-    reach workers x the limit. `clock` returns seconds (any origin).
-    """
-
-    def __init__(self, *, clock: Callable[[], float], per_minute: float = RATE_PER_MINUTE,
-                 burst: int = BURST, max_clients: int = 10_000) -> None:
-        self.clock = clock
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
-        self.max_clients = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, client: str) -> float:
-        """Spend one token of `client`; return 0 when allowed, else seconds to wait."""
-        now = self.clock()
-        with self._lock:
-            tokens, last = self._buckets.pop(client, (self.burst, now))
-            tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-            allowed = tokens >= 1.0
-            self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
-            while len(self._buckets) > self.max_clients:
-                self._buckets.popitem(last=False)  # the longest idle: its bucket is full again
-            return 0.0 if allowed else (1.0 - tokens) / self.rate
 
 
 # -- the snippet -------------------------------------------------------------------------
@@ -245,7 +238,7 @@ def snippet_script(store: StoreConfig, base_url: str, *, name: str, target: str)
 
 
 __all__ = [
-    "BURST", "CLICK_BODY_LIMIT", "MAY_REPORT", "RATE_PER_MINUTE", "STATIC", "Caller", "ClickSchema", "RateLimiter",
-    "Refused", "allowed_origin", "caller", "check_identifiers", "config_line", "parse_click", "pixel_sandbox",
-    "record", "snippet_script", "snippet_settings",
+    "ADDRESS_SCOPE", "CLICK_BODY_LIMIT", "MAY_REPORT", "STATIC", "Caller", "ClickSchema", "Refused",
+    "address_key", "allowed_origin", "caller", "check_identifiers", "config_line", "parse_click", "pixel_sandbox",
+    "quota", "record", "snippet_script", "snippet_settings",
 ]

@@ -47,6 +47,8 @@ class StoreConfig:
     click_window_days: int = 30
     late_binding_hours: int = 24
     consent_mode: bool = False
+    clicks_per_minute: int = 600  # click requests to the store a minute, all addresses together
+    max_clicks: int = 100_000  # click-store entries kept for the store; the oldest go first
     # Bearer tokens of the store's own servers: a click posted with one needs no browser
     # Origin and may name any identifier (see kwai_bridge.clicks).
     click_tokens: tuple[str, ...] = field(default=(), repr=False)

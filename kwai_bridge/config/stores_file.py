@@ -112,6 +112,8 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "click_window_days": integer(1, 365),
     "late_binding_hours": integer(0, 720),
     "consent_mode": boolean,
+    "clicks_per_minute": integer(1, 1_000_000),
+    "max_clicks": integer(10, 100_000_000),
     "click_tokens": _click_tokens,
 }
 assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}

@@ -1,15 +1,17 @@
 """`POST /clicks/<store_id>`: the public API the snippet (or anything else) reports
-clicks to, with its CORS headers and rate limit. The rules are kwai_bridge.clicks."""
+clicks to, with its CORS headers and limits. The rules are kwai_bridge.clicks."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+import math
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from marshmallow import ValidationError
 
 from adapters.values import PayloadError
 from kwai_bridge import clicks
+from kwai_bridge.ratelimit import RateLimited
 from kwai_bridge.web.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,6 @@ def post_click(store_id: str) -> Response:
     store = runtime.registry.stores.get(store_id)
     if request.method == "OPTIONS":  # the preflight: CORS headers come from _cors
         return Response(status=204 if store is not None else 404)
-    wait = current_app.extensions["kwai_bridge.click_limiter"].take(request.remote_addr or "-")
-    if wait:
-        return json_response({"status": "too many requests"}, 429, {"Retry-After": str(int(wait) + 1)})
     if store is None:
         return json_response({"status": "unknown store"}, 404)
     request.max_content_length = clicks.CLICK_BODY_LIMIT  # larger: 413 from the app's error handler
@@ -55,13 +54,20 @@ def post_click(store_id: str) -> Response:
         return json_response({"status": str(exc)}, 400)
     except ValidationError as exc:
         return json_response({"status": "invalid click", "errors": exc.normalized_messages()}, 400)
-    clicks.record(current_app.extensions["kwai_bridge.attribution"], store, click_id=click_id,
-                  identifiers=identifiers, order_key=order_key, now=current_app.config["CLOCK"]())
+    limits = clicks.quota(store, who, address=request.remote_addr,
+                          per_address=runtime.settings.clicks_per_address)
+    try:
+        clicks.record(current_app.extensions["kwai_bridge.attribution"], store, click_id=click_id,
+                      identifiers=identifiers, order_key=order_key, now=current_app.config["CLOCK"](), quota=limits)
+    except RateLimited as exc:
+        status = ("too many clicks from this address" if exc.limit.scope == clicks.ADDRESS_SCOPE
+                  else "too many clicks for this store")
+        log.info("store %s: click refused: %s", store.id, status)
+        return json_response({"status": status}, 429, {"Retry-After": str(math.ceil(exc.retry_after))})
     return json_response({"status": "stored"}, 202)
 
 
-def install(app: Any, *, attribution: Any, clock: Callable[[], float]) -> None:
-    """Register the route on `app` with the attribution service and the limiter's clock."""
+def install(app: Any, *, attribution: Any) -> None:
+    """Register the route on `app` with the attribution service."""
     app.extensions["kwai_bridge.attribution"] = attribution
-    app.extensions["kwai_bridge.click_limiter"] = clicks.RateLimiter(clock=clock)
     app.register_blueprint(blueprint)
