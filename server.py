@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 # its home is kwai_bridge.runtime.
 from kwai_bridge.runtime import Runtime, build_attribution, build_pipeline
 from kwai_bridge.web import clicks, health, snippet, webhooks
+from kwai_bridge.web.proxies import ForwardedByTrustedProxies
 from kwai_bridge.web.responses import http_error
 
 
@@ -33,13 +34,14 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
     app.config["CLOCK"] = clock or (lambda: datetime.now(timezone.utc))
     app.extensions["kwai_bridge.runtime"] = runtime
     app.extensions["kwai_bridge.pipeline"] = build_pipeline(runtime)
-    clicks.install(app, attribution=build_attribution(runtime),
-                   clock=lambda: app.config["CLOCK"]().timestamp())
-    if runtime.settings.trusted_proxies:
+    clicks.install(app, attribution=build_attribution(runtime))
+    proxies = runtime.settings.trusted_proxies
+    if proxies.networks:
+        app.wsgi_app = ForwardedByTrustedProxies(app.wsgi_app, proxies.networks)
+    elif proxies.hops:  # the weaker form: believed from any peer
         from werkzeug.middleware.proxy_fix import ProxyFix
 
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=runtime.settings.trusted_proxies,
-                                x_proto=runtime.settings.trusted_proxies)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies.hops, x_proto=proxies.hops)
     app.register_blueprint(snippet.blueprint)
     app.register_blueprint(webhooks.blueprint)
     app.register_blueprint(health.blueprint)

@@ -27,8 +27,6 @@ class Adapter(Protocol):
     #: One app secret signs every store of the app, so the signature does not tell stores
     #: apart: on a store's own route the shop header must name that store.
     APP_WIDE_SECRET: bool
-    #: Order ids are guessable: a click given by order id binds only with the order's key.
-    ORDER_ID_NEEDS_KEY: bool
     #: The platform's pixel posts clicks from a sandboxed iframe, as `Origin: null`.
     PIXEL_SANDBOX: bool
 

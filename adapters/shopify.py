@@ -16,7 +16,6 @@ SHOP_HEADER = "x-shopify-shop-domain"
 TOPICS = shopify_like.TOPICS
 KEPT_HEADERS = ("x-shopify-topic", "x-shopify-shop-domain", "x-shopify-webhook-id", "x-shopify-triggered-at")
 APP_WIDE_SECRET = True
-ORDER_ID_NEEDS_KEY = False
 #: A custom pixel runs in a sandboxed iframe without `allow-same-origin`: `Origin: null`.
 PIXEL_SANDBOX = True
 

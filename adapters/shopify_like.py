@@ -96,9 +96,10 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     click = clickid.find_click(attributes=[p.get("note_attributes"), p.get("attributes")],
                                urls=[p.get("landing_site")], params=options.click_params)
     customer = obj(p.get("customer"))
-    ids = {"order_id": order_id, "checkout_token": ident(p.get("checkout_token")),
-           "cart_token": ident(p.get("cart_token")), "customer_id": ident(customer.get("id")),
-           **_contacts(p)}
+    # `token`, the order's own secret, is its key: a click given by order id binds with it only.
+    ids = {"order_id": order_id, "order_key": text(p.get("token")),
+           "checkout_token": ident(p.get("checkout_token")), "cart_token": ident(p.get("cart_token")),
+           "customer_id": ident(customer.get("id")), **_contacts(p)}
     return order_conversions(
         events, platform=n.platform, order_id=order_id, created=created,
         placed=when(p, ("processed_at", "created_at")),

@@ -17,7 +17,6 @@ SHOP_HEADER = "x-shopline-shop-domain"
 TOPICS = shopify_like.TOPICS
 KEPT_HEADERS = ("x-shopline-topic", "x-shopline-shop-domain", "x-shopline-webhook-id")
 APP_WIDE_SECRET = True
-ORDER_ID_NEEDS_KEY = False
 PIXEL_SANDBOX = False
 
 # https://developer.shopline.com/docs/apps/api-instructions-for-use/generate-and-verify-signatures

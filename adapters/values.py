@@ -91,7 +91,8 @@ class Conversion:
       `landing_url`), None when there is no click id.
     - `skip_reason`: set when the event is kept for the record but never sent.
     - `identifiers`: what attribution can look the shopper up by (`order_id`,
-      `order_key`, `checkout_token`, `cart_token`, `customer_id`, `email_sha256`,
+      `order_key` (the order's own secret: WooCommerce's order key, Shopify's order
+      token), `checkout_token`, `cart_token`, `customer_id`, `email_sha256`,
       `phone_sha256`).
     - `high_water`: for carts, `(cart key, item count)`; the event is emitted only when
       the count passes the highest count already seen for that key.

@@ -34,7 +34,6 @@ KEPT_HEADERS = ("x-wc-webhook-topic", "x-wc-webhook-source", "x-wc-webhook-resou
 #: Each store has its own webhook secret: the signature alone names the store.
 APP_WIDE_SECRET = False
 #: Order ids are a small counter anybody can guess: a click binds one only with its order key.
-ORDER_ID_NEEDS_KEY = True
 PIXEL_SANDBOX = False
 
 PAID_STATUSES = frozenset({"processing", "completed"})

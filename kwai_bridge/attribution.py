@@ -9,19 +9,20 @@ id, checkout token, cart token, customer id, hashed e-mail, hashed phone
 """
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
-import adapters
 from adapters.values import Conversion
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus, any_pair, clicks, reading, upsert_insert
 from kwai_bridge.outbox import Outbox
+from kwai_bridge.ratelimit import FixedWindows, Limit
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,34 @@ IDENTIFIERS: tuple[str, ...] = (
 #: Sources the adapters found on the cart or order itself: stronger than the click store.
 OWN_SOURCES = frozenset({"attribute", "order_meta"})
 STORE_SOURCE = "click_store:"
+#: The counter of a store's click requests (`rate_windows.scope`).
+STORE_SCOPE = "clicks:store"
+#: Eviction looks at most this often (in requests counted for the store): the look walks
+#: the store's entries on the index, and between looks at most this many requests of at
+#: most len(IDENTIFIERS) entries each can be added.
+EVICTION_EVERY = 500
+
+
+@dataclass(frozen=True)
+class ClickQuota:
+    """What one click request may take of a store: `per_window` requests a window for
+    the store (counted with `more`, e.g. the client's address, in one statement), and at
+    most `max_clicks` entries kept, the oldest evicted first."""
+
+    per_window: int
+    max_clicks: int
+    more: tuple[Limit, ...] = ()
+
+    @property
+    def evict_every(self) -> int:
+        """Requests between two looks at the store's entry count."""
+        return max(1, min(EVICTION_EVERY, self.max_clicks // (2 * len(IDENTIFIERS))))
+
+    @property
+    def keep(self) -> int:
+        """How many entries a look leaves, so that until the next look the store never
+        holds more than `max_clicks`."""
+        return self.max_clicks - len(IDENTIFIERS) * (self.evict_every - 1)
 
 
 @dataclass(frozen=True)
@@ -45,15 +74,11 @@ class Click:
     order_key: str | None = None
 
 
-def order_key_matches(platform: str, click_key: str | None, event_key: str | None) -> bool:
-    """Whether a click given by order id may bind an order with `event_key`.
-
-    Where order ids are guessable (a small counter on WooCommerce), the click must bring
-    the order's key; a key, when given on any platform, must match.
-    """
-    if click_key is None and not adapters.REGISTRY[platform].ORDER_ID_NEEDS_KEY:
-        return True
-    return bool(click_key) and click_key == event_key
+def order_key_matches(click_key: str | None, event_key: str | None) -> bool:
+    """Whether a click given by order id may bind an order with `event_key`: only with
+    the order's own key (WooCommerce's order key, Shopify's order token), since order ids
+    are guessable (a counter on WooCommerce, public numbers elsewhere)."""
+    return bool(click_key) and bool(event_key) and hmac.compare_digest(click_key.encode(), event_key.encode())
 
 
 class ClickStore:
@@ -61,14 +86,28 @@ class ClickStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.windows = FixedWindows(engine.dialect)
         self._insert = upsert_insert(engine.dialect)
 
     def record(self, store_id: str, *, click_id: str, identifiers: Mapping[str, str],
-               clicked_at: datetime, order_key: str | None = None, now: datetime) -> int:
+               clicked_at: datetime, order_key: str | None = None, now: datetime,
+               quota: ClickQuota | None = None) -> int:
         """Remember `click_id` for each identifier unless a newer click is already kept;
-        return how many entries changed. `order_key` goes with the `order_id` entry."""
+        return how many entries changed. `order_key` goes with the `order_id` entry.
+
+        With a `quota` the request is counted first, in the same transaction, and
+        RateLimited (nothing stored, nothing counted) when over a limit; the store's
+        oldest entries are evicted beyond `quota.max_clicks`. The store's counter row
+        orders its requests (see FixedWindows.take), so that cap holds exactly.
+        """
+        if not set(identifiers) <= set(IDENTIFIERS):  # also what bounds the entries a request adds
+            raise ValueError(f"identifiers must be among {', '.join(IDENTIFIERS)}")
         changed = 0
         with self.engine.begin() as conn:
+            counted = None
+            if quota is not None:
+                store = Limit(STORE_SCOPE, store_id, quota.per_window)
+                counted = self.windows.take(conn, [store, *quota.more], now=now)[store]
             for kind, value in identifiers.items():
                 stmt = self._insert(clicks).values(
                     store_id=store_id, kind=kind, value=value, click_id=click_id, clicked_at=clicked_at,
@@ -81,7 +120,27 @@ class ClickStore:
                     where=clicks.c.clicked_at <= stmt.excluded.clicked_at,
                 ).returning(clicks.c.kind)
                 changed += conn.execute(stmt).first() is not None
+            # The first request of each window looks too: the count restarts there.
+            if quota is not None and (counted - 1) % quota.evict_every == 0:
+                evicted = self._evict(conn, store_id, keep=quota.keep)
+                if evicted:
+                    log.info("store %s: %d oldest click(s) evicted (max_clicks %d)",
+                             store_id, evicted, quota.max_clicks)
         return changed
+
+    @staticmethod
+    def _evict(conn: Connection, store_id: str, *, keep: int) -> int:
+        """Delete the store's entries but the newest `keep` (and those clicked at the same
+        moment as the oldest of them: it only evicts more); return how many."""
+        c = clicks.c
+        boundary = (select(c.clicked_at).where(c.store_id == store_id)
+                    .order_by(c.clicked_at.desc()).limit(1).offset(keep).scalar_subquery())
+        return conn.execute(delete(clicks).where(c.store_id == store_id, c.clicked_at <= boundary)).rowcount
+
+    def count(self, store_id: str) -> int:
+        """How many entries the store holds."""
+        with reading(self.engine) as conn:
+            return conn.execute(select(func.count()).select_from(clicks).where(clicks.c.store_id == store_id)).scalar()
 
     def lookup(self, store_id: str, identifiers: Mapping[str, str], *, since: datetime) -> dict[str, Click]:
         """The clicks kept for any of `identifiers`, clicked at or after `since`, by kind."""
@@ -94,7 +153,8 @@ class ClickStore:
             return {m["kind"]: _click(m) for m in conn.execute(stmt).mappings()}
 
     def prune(self, *, now: datetime, windows: Mapping[str, int], default_days: int = 30) -> int:
-        """Delete entries older than their store's window (`default_days` for other stores)."""
+        """Delete entries older than their store's window (`default_days` for other stores),
+        and the request counters of windows that have passed."""
         c = clicks.c
         done = 0
         with self.engine.begin() as conn:
@@ -104,6 +164,7 @@ class ClickStore:
             others = c.store_id.not_in(list(windows)) if windows else True
             done += conn.execute(delete(clicks).where(
                 others, c.clicked_at < now - timedelta(days=default_days))).rowcount
+            self.windows.prune(conn, now=now)
         return done
 
 
@@ -132,13 +193,13 @@ def _click(m: Mapping[str, Any]) -> Click:
                  clicked_at=m["clicked_at"], order_key=m["order_key"])
 
 
-def best_click(platform: str, found: Mapping[str, Click], identifiers: Mapping[str, str]) -> Click | None:
+def best_click(found: Mapping[str, Click], identifiers: Mapping[str, str]) -> Click | None:
     """The click of the first identifier in precedence order that may bind the event."""
     for kind in IDENTIFIERS:
         click = found.get(kind)
         if click is None or click.value != identifiers.get(kind):
             continue
-        if kind == "order_id" and not order_key_matches(platform, click.order_key, identifiers.get("order_key")):
+        if kind == "order_id" and not order_key_matches(click.order_key, identifiers.get("order_key")):
             continue  # a mismatched order key binds nothing
         return click
     return None
@@ -160,7 +221,7 @@ class Attribution:
                 resolved.append(conversion)
                 continue
             found = self.clicks.lookup(store.id, conversion.identifiers, since=since)
-            click = best_click(store.platform, found, conversion.identifiers)
+            click = best_click(found, conversion.identifiers)
             if click is not None:
                 conversion = replace(conversion, event=conversion.event.with_click_id(click.click_id),
                                      click_source=STORE_SOURCE + click.kind)
@@ -168,11 +229,12 @@ class Attribution:
         return resolved
 
     def record_click(self, store: StoreConfig, *, click_id: str, identifiers: Mapping[str, str],
-                     order_key: str | None, now: datetime) -> int:
-        """Store a click reported for `identifiers` and bind the store's unattributed events
-        received within its late-binding window; return how many events were bound."""
+                     order_key: str | None, now: datetime, quota: ClickQuota | None = None) -> int:
+        """Store a click reported for `identifiers` (held to `quota`: RateLimited, see
+        ClickStore.record) and bind the store's unattributed events received within its
+        late-binding window; return how many events were bound."""
         self.clicks.record(store.id, click_id=click_id, identifiers=identifiers, clicked_at=now,
-                           order_key=order_key, now=now)
+                           order_key=order_key, now=now, quota=quota)
         if store.late_binding_hours <= 0:
             return 0
         since = now - timedelta(hours=store.late_binding_hours)
@@ -182,7 +244,7 @@ class Attribution:
         # A race remains: a webhook converted while this click is being stored may miss
         # both; its event then waits for the next click on one of its identifiers.
         for event_id, carried in self.outbox.unattributed_matching(store.id, identifiers, since=since):
-            chosen = best_click(store.platform, click, carried)
+            chosen = best_click(click, carried)
             if chosen is not None:
                 by_kind.setdefault(chosen.kind, []).append(event_id)
         bound = sum(self.outbox.attach_click(store.id, event_ids=ids, click_id=click_id,

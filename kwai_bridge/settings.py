@@ -2,6 +2,7 @@
 meaning (the README's configuration table is rendered from `SETTINGS_DOC`)."""
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from urllib.parse import urlsplit
@@ -13,6 +14,21 @@ from kwai_bridge.kwai.client import DEFAULT_BASE_URL, GET_PATH, POST_PATH
 from kwai_bridge.parsing import FromEnv, Invalid, integer
 
 PREFIX = "KWAI_BRIDGE_"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class TrustedProxies:
+    """Whom to believe about the client's address: a request whose peer is in `networks`
+    (the proxies' own addresses), or, the weaker form, `hops` proxies counted from the
+    right of X-Forwarded-For whatever the peer (a client that reaches the bridge directly
+    then names its own address)."""
+
+    hops: int = 0
+    networks: tuple[IPNetwork, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.hops or self.networks)
 
 
 @dataclass(frozen=True)
@@ -25,7 +41,8 @@ class Settings:
     max_body_bytes: int = 1048576
     dispatch_concurrency: int = 16
     public_url: str = ""
-    trusted_proxies: int = 0
+    trusted_proxies: TrustedProxies = TrustedProxies()
+    clicks_per_address: int = 120
     sqlite_synchronous: str = "FULL"
     lease_seconds: int = 90
     poll_interval: float = 1.0
@@ -77,6 +94,22 @@ def _url(example: str) -> Callable[[str], str]:
     return parse
 
 
+def _trusted_proxies(v: str) -> TrustedProxies:
+    if re.fullmatch(r"\d+", v):
+        hops = int(v)
+        if hops <= 10:
+            return TrustedProxies(hops=hops)
+    else:
+        try:
+            networks = tuple(ipaddress.ip_network(part.strip(), strict=False) for part in v.split(",") if part.strip())
+        except ValueError:
+            networks = ()
+        if networks:
+            return TrustedProxies(networks=networks)
+    raise Invalid("must be the proxies' addresses or networks separated by commas (10.0.0.2, 10.1.0.0/16), "
+                  "or the weaker count of proxy hops from 0 to 10")
+
+
 def _database_url(v: str) -> str:
     if not re.match(r"^(sqlite:///.+|postgresql(\+psycopg)?://.+)$", v):
         raise Invalid("must be sqlite:///<path> or postgresql://user:password@host/db")
@@ -95,9 +128,15 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
      "largest webhook body accepted; a larger one is answered 413"),
     ("DISPATCH_CONCURRENCY", "16", integer(1, 256), "events the worker sends to Kwai at once"),
     ("PUBLIC_URL", "", _url("https://bridge.example.com"),
-     "public base URL of the bridge for printed webhook URLs (empty: http://localhost:<port>)"),
-    ("TRUSTED_PROXIES", "0", integer(0, 10),
-     "reverse-proxy hops to trust in X-Forwarded-For (0: use the peer address)"),
+     "public base URL of the bridge, for printed webhook URLs and the snippet's click endpoint "
+     "(empty: http://localhost:<port>, and the snippet is served to loopback hosts only)"),
+    ("TRUSTED_PROXIES", "0", _trusted_proxies,
+     "the reverse proxies in front: their addresses or networks (10.0.0.2, 10.1.0.0/16), whose "
+     "X-Forwarded-For names the client; or, weaker, a count of hops believed from any peer "
+     "(0: the peer is the client)"),
+    ("CLICKS_PER_ADDRESS", "120", integer(1, 1_000_000),
+     "click requests a minute from one client address (an IPv6 /64), counted in the database "
+     "across all web processes"),
     ("SQLITE_SYNCHRONOUS", "FULL", _setting_choice("FULL", "NORMAL"),
      "SQLite durability: FULL survives power loss, NORMAL is faster"),
     ("LEASE_SECONDS", "90", integer(1, 3600),

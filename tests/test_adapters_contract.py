@@ -29,8 +29,8 @@ SAMPLES = {
     "woocommerce": ("order.created", "woocommerce/woocommerce_order_created.json"),
 }
 PLATFORMS = sorted(adapters.REGISTRY)
-PUBLIC = ("NAME", "SHOP_HEADER", "TOPICS", "KEPT_HEADERS", "APP_WIDE_SECRET", "ORDER_ID_NEEDS_KEY",
-          "PIXEL_SANDBOX", "verify", "parse", "to_conversions", "delivery_key", "is_ping", "privacy_request",
+PUBLIC = ("NAME", "SHOP_HEADER", "TOPICS", "KEPT_HEADERS", "APP_WIDE_SECRET", "PIXEL_SANDBOX",
+          "verify", "parse", "to_conversions", "delivery_key", "is_ping", "privacy_request",
           "normalise_shop_setting")
 
 
@@ -71,17 +71,17 @@ def test_same_public_names(platform):
     assert inspect.signature(module.to_conversions).parameters["options"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
-FACTS = {  # platform: (APP_WIDE_SECRET, ORDER_ID_NEEDS_KEY, PIXEL_SANDBOX)
-    "shopify": (True, False, True),
-    "shopline": (True, False, False),
-    "woocommerce": (False, True, False),
+FACTS = {  # platform: (APP_WIDE_SECRET, PIXEL_SANDBOX)
+    "shopify": (True, True),
+    "shopline": (True, False),
+    "woocommerce": (False, False),
 }
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_platform_facts(platform):
     module = adapters.REGISTRY[platform]
-    assert (module.APP_WIDE_SECRET, module.ORDER_ID_NEEDS_KEY, module.PIXEL_SANDBOX) == FACTS[platform]
+    assert (module.APP_WIDE_SECRET, module.PIXEL_SANDBOX) == FACTS[platform]
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -76,8 +76,8 @@ def test_orders_create_sample_is_a_skipped_test_order():
     # two lines have no product id (a protection plan, a case): not contents, still counted
     assert event.contents == tuple(Content(c["id"], c["quantity"], c["price"]) for c in ORDER_CONTENTS)
     assert (event.content_id, event.content_name, event.quantity) == ("788032119674292922", "Aviator sunglasses", 5)
-    assert conversion.identifiers == {"order_id": "820982911946154508", "customer_id": "115310627314723954",
-                                      "email_sha256": sha("jon@example.com")}
+    assert conversion.identifiers == {"order_id": "820982911946154508", "order_key": "123456abcd",
+                                      "customer_id": "115310627314723954", "email_sha256": sha("jon@example.com")}
     assert "jon@example.com" not in repr(conversions)
 
 

@@ -31,6 +31,7 @@ WOO = StoreConfig(id="woo", platform="woocommerce", shop="https://woo.example", 
                   pixel_id="p", access_token="t", click_window_days=30)
 ALL_IDS = {"order_id": "1001", "checkout_token": "chk-1", "cart_token": "cart-1", "customer_id": "77",
            "email_sha256": "e" * 64, "phone_sha256": "f" * 64}
+ORDER_KEY = "b7e3c1f0a9d84e2c"  # the order's token, which a click by order id must bring
 
 
 def conversion(key: str = "order:1001:EVENT_PURCHASE", *, click: str | None = None, source: str | None = None,
@@ -102,7 +103,9 @@ def test_prune_uses_a_default_window_for_stores_no_longer_configured(store):
     ("woocommerce", "wc_order_right", "wc_order_wrong", False),
     ("woocommerce", None, "wc_order_right", False),    # a guessed order id without its key
     ("woocommerce", "wc_order_right", None, False),
-    ("shopify", None, None, True),                     # Shopify's pixel sends no key
+    ("shopify", "b7e3c1f0a9d8", "b7e3c1f0a9d8", True),  # Shopify's key is the order's token
+    ("shopify", None, None, False),                    # an order id alone is guessable everywhere
+    ("shopify", None, "b7e3c1f0a9d8", False),
     ("shopify", "k1", "k2", False),
 ])
 def test_a_click_by_order_id_binds_only_with_the_matching_order_key(
@@ -126,10 +129,11 @@ def test_each_source_beats_the_ones_after_it(attribution, store, winner):
     for source in later:
         if source.startswith("click_store:"):
             kind = source.split(":", 1)[1]
-            store.record("acme", click_id=f"C-{kind}", identifiers={kind: ALL_IDS[kind]}, clicked_at=T0, now=T0)
+            store.record("acme", click_id=f"C-{kind}", identifiers={kind: ALL_IDS[kind]}, clicked_at=T0, now=T0,
+                         order_key=ORDER_KEY if kind == "order_id" else None)
     # an adapter reports one source of its own: the strongest it found
     own = next((s for s in later if s in ("attribute", "order_meta", "landing_url")), None)
-    given = conversion(click=f"C-{own}" if own else None, source=own, **ALL_IDS)
+    given = conversion(click=f"C-{own}" if own else None, source=own, order_key=ORDER_KEY, **ALL_IDS)
     (resolved,) = attribution.resolve(SHOPIFY, [given], T0 + timedelta(hours=1))
     expected_click = None if winner is None else f"C-{winner.split(':')[-1]}"
     assert (resolved.event.click_id, resolved.click_source) == (expected_click, winner)

@@ -3,6 +3,7 @@ the variable) and never a secret; reloads keep the last good stores."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from adapters.values import ConversionOptions
 from kwai_bridge.config import (
     ConfigError, StoreConfig, StoreRegistry, Stores, load_stores, parse_stores,
 )
-from kwai_bridge.settings import SETTINGS_DOC, Settings, settings_from_env, settings_markdown
+from kwai_bridge.settings import SETTINGS_DOC, Settings, TrustedProxies, settings_from_env, settings_markdown
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SECRET, TOKEN = "whsec-5ecret-one", "tok-5ecret-XYZ"
@@ -99,6 +100,11 @@ INVALID_STORE = [
     ({"late_binding_hours": "721"}, 'store "acme"', "late_binding_hours", "from 0 to 720"),
     ({"test_mode": '"yes"'}, 'store "acme"', "test_mode", "true or false"),
     ({"consent_mode": "1"}, 'store "acme"', "consent_mode", "true or false"),
+    ({"clicks_per_minute": "0"}, 'store "acme"', "clicks_per_minute", "from 1 to 1000000"),
+    ({"max_clicks": "5"}, 'store "acme"', "max_clicks", "from 10 to 100000000"),
+    ({"click_tokens": '"' + "t" * 40 + '"'}, 'store "acme"', "click_tokens", "must be a list of random tokens"),
+    ({"click_tokens": '["short"]'}, 'store "acme"', "click_tokens", "32 to 512 printable characters"),
+    ({"click_tokens": '["' + "t" * 20 + " " + "t" * 20 + '"]'}, 'store "acme"', "click_tokens", "openssl rand"),
     ({"webhook_secret": f'["{SECRET}"]'}, 'store "acme"', "webhook_secret",
      "unknown field (did you mean webhook_secrets?)"),
     ({"id": DROP, "Id": '"acme"'}, "store #1", "Id", "unknown field"),
@@ -144,6 +150,7 @@ def test_defaults():
     assert dict(store.topic_events) == {} and dict(store.currency_rates) == {}
     assert (store.report_currency, store.click_params, store.storefront_domains) == ("", ("click_id",), ())
     assert (store.click_window_days, store.late_binding_hours, store.consent_mode) == (30, 24, False)
+    assert (store.clicks_per_minute, store.max_clicks, store.click_tokens) == (600, 100_000, ())
     assert store.conversion_options() == ConversionOptions()
     hash(store)  # usable as a dict key despite its mapping fields
 
@@ -155,7 +162,10 @@ def test_every_field_is_read():
         value='"subtotal"', content_id='"sku"', currency_rates='{EUR = 5.8, IDR = "0.00035", JPY = 3}',
         report_currency='"USD"', click_params='["kwai_click", "click_id"]',
         storefront_domains='["www.acme.com"]', click_window_days="7", late_binding_hours="0",
-        consent_mode="true")).get("acme")
+        consent_mode="true", click_tokens='["' + "k" * 64 + '"]', clicks_per_minute="60",
+        max_clicks="5000")).get("acme")
+    assert (store.clicks_per_minute, store.max_clicks) == (60, 5000)
+    assert store.click_tokens == ("k" * 64,) and "k" * 64 not in repr(store)
     assert store.shop == "https://shop.example.com"
     assert store.currency_rates == {"EUR": Decimal("5.8"), "IDR": Decimal("0.00035"), "JPY": Decimal("3")}
     assert isinstance(store.topic_events, MappingProxyType)
@@ -382,7 +392,8 @@ def test_settings_defaults():
     assert settings.kwai_post_url == "https://www.adsnebula.com/log/common/api"
     assert settings.kwai_get_url == "https://www.adsnebula.com/log/common/gapi"
     assert (settings.max_body_bytes, settings.dispatch_concurrency, settings.trusted_proxies) == (
-        1048576, 16, 0)
+        1048576, 16, TrustedProxies())
+    assert not settings.trusted_proxies and settings.clicks_per_address == 120
     assert (settings.sqlite_synchronous, settings.lease_seconds, settings.poll_interval) == ("FULL", 90, 1.0)
     assert (settings.body_retention_days, settings.sent_retention_days) == (7, 30)
     assert (settings.kwai_connect_timeout, settings.kwai_timeout, settings.log_level) == (3.05, 10.0, "INFO")
@@ -408,8 +419,19 @@ def test_settings_are_read():
     assert settings.kwai_post_url == "http://127.0.0.1:9999/log/api"
     assert settings.base_url(8000) == "https://bridge.example.com"
     assert (settings.sqlite_synchronous, settings.log_level, settings.poll_interval) == ("NORMAL", "DEBUG", 0.25)
-    assert (settings.trusted_proxies, settings.lease_seconds, settings.max_body_bytes) == (1, 120, 1048576)
+    assert (settings.trusted_proxies, settings.lease_seconds, settings.max_body_bytes) == (
+        TrustedProxies(hops=1), 120, 1048576)
     assert "pw@db" not in repr(settings)
+
+
+def test_trusted_proxies_are_read_as_networks_or_the_weaker_hop_count():
+    def read(value: str) -> TrustedProxies:
+        return settings_from_env({"KWAI_BRIDGE_TRUSTED_PROXIES": value}).trusted_proxies
+
+    assert read("10.0.0.2, 10.1.0.0/16,2001:db8::/32") == TrustedProxies(networks=(
+        ipaddress.ip_network("10.0.0.2/32"), ipaddress.ip_network("10.1.0.0/16"), ipaddress.ip_network("2001:db8::/32")))
+    assert read("10.1.2.3/16").networks == (ipaddress.ip_network("10.1.0.0/16"),)  # host bits allowed
+    assert read("2") == TrustedProxies(hops=2) and read("0") == TrustedProxies() and not read("0")
 
 
 @pytest.mark.parametrize("variable, value, words", [
@@ -421,6 +443,11 @@ def test_settings_are_read():
     ("DISPATCH_CONCURRENCY", "0", "from 1 to 256"),
     ("PUBLIC_URL", "bridge.example.com", "must be a URL"),
     ("TRUSTED_PROXIES", "-1", "from 0 to 10"),
+    ("TRUSTED_PROXIES", "11", "addresses or networks separated by commas"),
+    ("TRUSTED_PROXIES", "10.0.0.300", "addresses or networks"),
+    ("TRUSTED_PROXIES", "10.0.0.2;10.0.0.3", "addresses or networks"),
+    ("TRUSTED_PROXIES", ",", "addresses or networks"),
+    ("CLICKS_PER_ADDRESS", "0", "from 1"),
     ("SQLITE_SYNCHRONOUS", "OFF", "FULL, NORMAL"),
     ("LEASE_SECONDS", "1.5", "whole number"),
     ("LEASE_SECONDS", "12", "must exceed KWAI_BRIDGE_KWAI_CONNECT_TIMEOUT + KWAI_BRIDGE_KWAI_TIMEOUT"),

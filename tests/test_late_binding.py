@@ -55,8 +55,12 @@ def webhook(client, platform: str, store_id: str, topic: str, payload: dict) -> 
     assert answer.status_code == 200 and answer.json["status"] == "queued", answer.json
 
 
+ORIGINS = {"acme": "https://" + SHOPS["shopify"], "woo": SHOPS["woocommerce"]}
+
+
 def click(client, store_id: str, **body) -> None:
-    assert client.post(f"/clicks/{store_id}", json=body).status_code == 202
+    answer = client.post(f"/clicks/{store_id}", json=body, headers={"Origin": ORIGINS[store_id]})
+    assert answer.status_code == 202, answer.json
 
 
 def rows(app, store_id: str = "acme"):
@@ -139,3 +143,50 @@ def test_a_click_does_not_replace_the_click_id_a_cart_already_carries(app, clock
     click(client, "acme", click_id="Other", cart_token="cart-own")
     (row,) = rows(app)
     assert (row.status, row.event.click_id, row.click_source) == ("pending", "FromCart", "attribute")
+
+
+ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+GENUINE = "Genuine+Landing/1="
+
+
+def shopify_order() -> dict:
+    return {**ORDER, "test": False, "financial_status": "paid", "landing_site": f"/?click_id={GENUINE}"}
+
+
+def woo_order() -> dict:
+    meta = [{"id": 1, "key": "_wc_order_attribution_session_entry", "value": f"https://woo.example/?click_id={GENUINE}"}]
+    return {**WOO_ORDER, "customer_id": 25, "meta_data": meta}
+
+
+@pytest.mark.parametrize("store_id, forged", [
+    ("acme", {"order_id": "820982911946154508"}),  # an order id alone: public, sequential
+    ("acme", {"customer_id": "115310627314723954"}),
+    ("woo", {"customer_id": "25"}),  # a small counter
+    ("woo", {"order_id": "727", "order_key": "wc_order_guessed"}),
+])
+@pytest.mark.parametrize("origin", ["store", None])
+def test_a_forged_click_cannot_take_an_order_from_its_own_landing_url(app, clock, store_id, forged, origin):
+    client = app.test_client()
+    headers = {"Origin": ORIGINS[store_id]} if origin else {}
+    answer = client.post(f"/clicks/{store_id}", json={"click_id": "Forged", **forged}, headers=headers)
+    assert answer.status_code in (202, 400, 401, 403)  # 202: stored, yet it must bind nothing
+    clock.at(timedelta(minutes=2))
+    if store_id == "acme":
+        webhook(client, "shopify", "acme", "orders/paid", shopify_order())
+    else:
+        webhook(client, "woocommerce", "woo", "order.updated", woo_order())
+    found = {(r.event.click_id, r.click_source) for r in rows(app, store_id)}
+    assert found == {(GENUINE, "landing_url")}
+
+
+def test_a_shopify_order_is_bound_by_its_id_with_the_order_token(app, clock):
+    client = app.test_client()
+    webhook(client, "shopify", "acme", "orders/paid", {**shopify_order(), "landing_site": None})
+    clock.at(timedelta(minutes=5))
+    answer = client.post("/clicks/acme", json={"click_id": "Keyed", "order_id": "820982911946154508",
+                                               "order_key": "not-the-token"}, headers={"Origin": ORIGINS["acme"]})
+    assert answer.status_code == 202
+    assert {r.status for r in rows(app)} == {"unattributed"}
+    click(client, "acme", click_id="Keyed", order_id="820982911946154508", order_key="123456abcd")
+    assert {(r.status, r.event.click_id, r.click_source) for r in rows(app)} == {
+        ("pending", "Keyed", "click_store:order_id")}

@@ -30,8 +30,8 @@ TOPICS = {"shopify": ("customers/redact", "shop/redact"), "shopline": ("customer
 
 
 def order(order_id: int, *, customer_id: int | None, email: str | None, cart_token: str | None) -> dict:
-    return {**ORDER, "id": order_id, "test": False, "financial_status": "paid", "email": email,
-            "contact_email": None, "cart_token": cart_token,
+    return {**ORDER, "id": order_id, "token": f"token-{order_id}", "test": False, "financial_status": "paid",
+            "email": email, "contact_email": None, "cart_token": cart_token,
             "customer": {**ORDER["customer"], "id": customer_id, "email": email} if customer_id else None}
 
 
@@ -60,7 +60,8 @@ def populate(client, platform: str) -> None:
     send(client, platform, "orders/paid", order(555, customer_id=999, email="b@example.com", cart_token="cart-B"))
     for body in ({"click_id": "CA", "cart_token": "cart-A"}, {"click_id": "CA", "email": "john@example.com"},
                  {"click_id": "CB", "cart_token": "cart-B"}):
-        assert client.post(f"/clicks/{store}", json=body).status_code == 202
+        answer = client.post(f"/clicks/{store}", json=body, headers={"Origin": f"https://{SHOPS[platform]}"})
+        assert answer.status_code == 202
 
 
 def held(app, store_id: str) -> dict:

@@ -47,6 +47,11 @@ class StoreConfig:
     click_window_days: int = 30
     late_binding_hours: int = 24
     consent_mode: bool = False
+    clicks_per_minute: int = 600  # click requests to the store a minute, all addresses together
+    max_clicks: int = 100_000  # click-store entries kept for the store; the oldest go first
+    # Bearer tokens of the store's own servers: a click posted with one needs no browser
+    # Origin and may name any identifier (see kwai_bridge.clicks).
+    click_tokens: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         # Coerce the container types only, so a test may pass lists and dicts;
@@ -54,7 +59,7 @@ class StoreConfig:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        for name in ("webhook_secrets", "click_params", "storefront_domains"):
+        for name in ("webhook_secrets", "click_params", "storefront_domains", "click_tokens"):
             value = getattr(self, name)
             put(name, (value,) if isinstance(value, str) else tuple(value))
         put("topic_events", MappingProxyType(dict(self.topic_events)))

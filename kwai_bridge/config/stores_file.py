@@ -82,6 +82,15 @@ def _domains(v: Any) -> tuple[str, ...]:
     return domains
 
 
+def _click_tokens(v: Any) -> tuple[str, ...]:
+    what = ("must be a list of random tokens of 32 to 512 printable characters, such as "
+            "[\"${ACME_CLICK_TOKEN}\"] (make one with: openssl rand -hex 32)")
+    tokens = strings(non_empty_list=False, what=what)(v)
+    if any(not re.fullmatch(r"[\x21-\x7e]{32,512}", t) for t in tokens):
+        raise Invalid(what)
+    return tokens
+
+
 _LIST_OF_STRINGS = "must be a non-empty list of non-empty strings"
 _REQUIRED = frozenset({"id", "platform", "shop", "webhook_secrets", "pixel_id", "access_token"})
 _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first names the store
@@ -103,6 +112,9 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "click_window_days": integer(1, 365),
     "late_binding_hours": integer(0, 720),
     "consent_mode": boolean,
+    "clicks_per_minute": integer(1, 1_000_000),
+    "max_clicks": integer(10, 100_000_000),
+    "click_tokens": _click_tokens,
 }
 assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}
 

@@ -1,16 +1,20 @@
 """`POST /clicks/<store_id>`: the public API the snippet (or anything else) reports
-clicks to, with its CORS headers and rate limit. The rules are kwai_bridge.clicks."""
+clicks to, with its CORS headers and limits. The rules are kwai_bridge.clicks."""
 from __future__ import annotations
 
-from typing import Any, Callable
+import logging
+import math
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from marshmallow import ValidationError
 
 from adapters.values import PayloadError
 from kwai_bridge import clicks
+from kwai_bridge.ratelimit import RateLimited
 from kwai_bridge.web.responses import json_response
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("clicks", __name__)
 
 
@@ -35,31 +39,35 @@ def post_click(store_id: str) -> Response:
     store = runtime.registry.stores.get(store_id)
     if request.method == "OPTIONS":  # the preflight: CORS headers come from _cors
         return Response(status=204 if store is not None else 404)
-    wait = current_app.extensions["kwai_bridge.click_limiter"].take(request.remote_addr or "-")
-    if wait:
-        return json_response({"status": "too many requests"}, 429, {"Retry-After": str(int(wait) + 1)})
     if store is None:
         return json_response({"status": "unknown store"}, 404)
-    origin = request.headers.get("Origin")
-    sandboxed = clicks.pixel_sandbox(store, origin)
-    if origin and clicks.allowed_origin(store, origin) is None and not sandboxed:
-        return json_response({"status": "origin not allowed"}, 403)
     request.max_content_length = clicks.CLICK_BODY_LIMIT  # larger: 413 from the app's error handler
     try:
+        who = clicks.caller(store, origin=request.headers.get("Origin"),
+                            authorization=request.headers.get("Authorization"))
         click_id, identifiers, order_key = clicks.parse_click(request.get_data(cache=False))
+        clicks.check_identifiers(who, identifiers)
+    except clicks.Refused as exc:
+        log.info("store %s: click refused (%d): %s", store.id, exc.status_code, exc.message)
+        return json_response({"status": exc.message}, exc.status_code, exc.headers)
     except PayloadError as exc:
         return json_response({"status": str(exc)}, 400)
     except ValidationError as exc:
         return json_response({"status": "invalid click", "errors": exc.normalized_messages()}, 400)
-    if sandboxed and not clicks.sandbox_may_report(identifiers):
-        return json_response({"status": "from a sandboxed frame, report a checkout_token only"}, 403)
-    clicks.record(current_app.extensions["kwai_bridge.attribution"], store, click_id=click_id,
-                  identifiers=identifiers, order_key=order_key, now=current_app.config["CLOCK"]())
+    limits = clicks.quota(store, who, address=request.remote_addr,
+                          per_address=runtime.settings.clicks_per_address)
+    try:
+        clicks.record(current_app.extensions["kwai_bridge.attribution"], store, click_id=click_id,
+                      identifiers=identifiers, order_key=order_key, now=current_app.config["CLOCK"](), quota=limits)
+    except RateLimited as exc:
+        status = ("too many clicks from this address" if exc.limit.scope == clicks.ADDRESS_SCOPE
+                  else "too many clicks for this store")
+        log.info("store %s: click refused: %s", store.id, status)
+        return json_response({"status": status}, 429, {"Retry-After": str(math.ceil(exc.retry_after))})
     return json_response({"status": "stored"}, 202)
 
 
-def install(app: Any, *, attribution: Any, clock: Callable[[], float]) -> None:
-    """Register the route on `app` with the attribution service and the limiter's clock."""
+def install(app: Any, *, attribution: Any) -> None:
+    """Register the route on `app` with the attribution service."""
     app.extensions["kwai_bridge.attribution"] = attribution
-    app.extensions["kwai_bridge.click_limiter"] = clicks.RateLimiter(clock=clock)
     app.register_blueprint(blueprint)
