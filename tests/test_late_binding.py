@@ -146,7 +146,7 @@ def test_a_click_does_not_replace_the_click_id_a_cart_already_carries(app, clock
 
 
 ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
-GENUINE = "Genuine+Landing/1="
+GENUINE = "Genuine+Landing/123="  # base64-shaped, as a Kwai click id is
 
 
 def shopify_order() -> dict:
