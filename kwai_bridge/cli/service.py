@@ -77,6 +77,7 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
 @click.option("--once", is_flag=True, help="send everything due, then exit")
 def worker(once: bool) -> None:
     """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
+    from kwai_bridge.heartbeat import Heartbeats
     from kwai_bridge.worker import Dispatcher
 
     runtime = load_runtime()
@@ -87,7 +88,8 @@ def worker(once: bool) -> None:
         runtime.registry.install_sighup()
     s = runtime.settings
     dispatcher = Dispatcher(outbox=runtime.outbox, registry=runtime.registry, client=runtime.kwai_client(),
-                            concurrency=s.dispatch_concurrency, lease_seconds=s.lease_seconds)
+                            concurrency=s.dispatch_concurrency, lease_seconds=s.lease_seconds,
+                            heartbeats=Heartbeats(runtime.engine))
     log.info("dispatcher started (concurrency %d)", s.dispatch_concurrency)
     pruner = threading.Thread(target=_prune_loop, args=(runtime, stop), daemon=True)
     if not once:
