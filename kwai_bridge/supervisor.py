@@ -1,6 +1,6 @@
 """Keep a child process running: start it, and whenever it dies log at ERROR how it
-ended (exit status or signal) and start it again after a back-off that doubles with
-each death in a row, up to a cap. `kwai-bridge serve --with-worker` runs the
+ended (exit status or signal; at WARNING for a clean exit, status 0) and start it again
+after a back-off that doubles with each death in a row, up to a cap. `kwai-bridge serve --with-worker` runs the
 dispatcher this way.
 
 The back-off is a pure function of the deaths in a row (`restart_delay`, a table in
@@ -71,6 +71,7 @@ class Supervisor:
         self._proc: subprocess.Popen | None = None
         self._started_at = 0.0
         self._lost_status = False
+        self._winding_down = False  # see `winding_down`
         self.deaths = 0  # in a row
         self._watcher = threading.Thread(target=self._watch, name=f"supervise-{name}", daemon=True)
 
@@ -100,6 +101,12 @@ class Supervisor:
         with self._lock:
             if self._proc is not None:
                 self._reaped(self._proc)
+
+    def winding_down(self) -> None:
+        """Note that the whole process is stopping, from a signal handler (it only sets a
+        flag): a signal sent to the process group (Ctrl-C, systemd's stop) reaches the
+        child too, and its end is then neither an error nor a reason to restart it."""
+        self._winding_down = True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop restarting, ask the child to stop (SIGTERM), and wait for it; after
@@ -157,13 +164,17 @@ class Supervisor:
                     if self._stopping.wait(POLL_SECONDS):
                         return
                 how = describe_exit(None if self._lost_status else proc.returncode)
-            if self._stopping.is_set():
+            if self._stopping.is_set() or self._winding_down:
                 return
             ran = self.clock() - self._started_at
             self.deaths = 1 if ran >= STABLE_SECONDS else self.deaths + 1
             delay = restart_delay(self.deaths)
-            log.error("%s (pid %s) %s after %.0f s; starting it again in %g s (%d death(s) in a row)",
-                      self.name, proc.pid if proc else "-", how, ran, delay, self.deaths)
+            # Exit status 0 is a child that was asked to stop (SIGTERM, SIGINT), most often
+            # by a signal to the whole process group that is stopping serve too.
+            clean = proc is not None and proc.returncode == 0 and not self._lost_status
+            log.log(logging.WARNING if clean else logging.ERROR,
+                    "%s (pid %s) %s after %.0f s; starting it again in %g s (%d death(s) in a row)",
+                    self.name, proc.pid if proc else "-", how, ran, delay, self.deaths)
             if self.sleep(delay):
                 return
             with self._lock:

@@ -84,11 +84,13 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
 
 
 def _supervising_arbiter(app, supervisor: Supervisor):
-    """gunicorn's arbiter, made to leave the dispatcher's exit status to `supervisor`.
+    """gunicorn's arbiter, made to leave the dispatcher to `supervisor`.
 
     The arbiter reaps every child with waitpid(-1), the dispatcher too, and drops the
     status of a child it does not know: the supervisor collects its child's status
-    first, as gunicorn does for its own dirty arbiter.
+    first, as gunicorn does for its own dirty arbiter. And a signal that stops the
+    arbiter tells the supervisor at once, before the dispatcher (which may have had the
+    same signal, sent to the whole process group) ends.
     """
     from gunicorn.arbiter import Arbiter
 
@@ -96,6 +98,11 @@ def _supervising_arbiter(app, supervisor: Supervisor):
         def reap_workers(self):
             supervisor.reap()
             super().reap_workers()
+
+        def signal(self, sig, frame):
+            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                supervisor.winding_down()
+            super().signal(sig, frame)
 
     return SupervisingArbiter(app)
 
