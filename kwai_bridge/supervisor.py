@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,10 @@ class Supervisor:
     child ran.
     """
 
-    def __init__(self, command: Sequence[str], *, name: str, env: Mapping[str, str] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
+    def __init__(self, command: Sequence[str], *, name: str, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], bool] | None = None) -> None:
         self.command = list(command)
         self.name = name
-        self.env = dict(env) if env is not None else None
         self.clock = clock
         self._stopping = threading.Event()
         self.sleep = sleep or self._stopping.wait
@@ -131,7 +129,7 @@ class Supervisor:
         """Start a child (under `_lock`)."""
         self._started_at = self.clock()
         self._lost_status = False
-        self._proc = subprocess.Popen(self.command, env=self.env)
+        self._proc = subprocess.Popen(self.command)
         log.info("%s started (pid %d)", self.name, self._proc.pid)
 
     def _reaped_locked(self, proc: subprocess.Popen) -> bool:
