@@ -22,12 +22,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## Benchmarks (not part of `make test`): dispatch throughput, webhook ingest, click limits.
+## Benchmarks (not part of `make test`): dispatch throughput, webhook ingest, click limits,
+## and the long chaos run (it restarts the local PostgreSQL when run as root: see benchmarks/chaos.py).
 bench: $(STAMP)
 	status=0; \
 	$(BIN)/python benchmarks/dispatch.py || status=1; \
 	$(BIN)/python benchmarks/ingest.py || status=1; \
 	$(BIN)/python benchmarks/clicks.py || status=1; \
+	$(BIN)/python benchmarks/chaos.py || status=1; \
 	exit $$status
 
 ## The whole flow offline on loopback: fake Kwai, signed webhooks, dispatcher.

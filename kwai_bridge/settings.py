@@ -50,6 +50,7 @@ class Settings:
     sent_retention_days: int = 30
     kwai_connect_timeout: float = 3.05
     kwai_timeout: float = 10.0
+    dispatcher_stale_seconds: int = 60
     log_level: str = "INFO"
 
     @property
@@ -148,6 +149,9 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
      "days sent events are kept; a repeated webhook within them is recognised"),
     ("KWAI_CONNECT_TIMEOUT", "3.05", _setting_float(0.1, 60), "seconds to connect to Kwai"),
     ("KWAI_TIMEOUT", "10", _setting_float(0.1, 300), "seconds to wait for Kwai's answer"),
+    ("DISPATCHER_STALE_SECONDS", "60", integer(0, 86400),
+     "/readyz answers 503 when a dispatcher's heartbeat is older than this many seconds and none "
+     "is newer (0: do not check)"),
     ("LOG_LEVEL", "INFO", _setting_choice("DEBUG", "INFO", "WARNING", "ERROR"),
      "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -170,6 +174,12 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(f"{PREFIX}LEASE_SECONDS: must exceed {PREFIX}KWAI_CONNECT_TIMEOUT + "
                           f"{PREFIX}KWAI_TIMEOUT, or an event still in flight may be sent twice",
                           field=PREFIX + "LEASE_SECONDS")
+    longest_pass = settings.poll_interval + settings.kwai_connect_timeout + settings.kwai_timeout
+    if settings.dispatcher_stale_seconds and settings.dispatcher_stale_seconds <= longest_pass:
+        raise ConfigError(f"{PREFIX}DISPATCHER_STALE_SECONDS: must be 0 or exceed {PREFIX}POLL_INTERVAL + "
+                          f"{PREFIX}KWAI_CONNECT_TIMEOUT + {PREFIX}KWAI_TIMEOUT ({longest_pass:g} s), "
+                          "the longest a healthy dispatcher may go between two heartbeats",
+                          field=PREFIX + "DISPATCHER_STALE_SECONDS")
     return settings
 
 

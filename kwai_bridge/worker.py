@@ -19,6 +19,7 @@ from typing import Callable
 
 from kwai_bridge.config import StoreConfig, StoreRegistry
 from kwai_bridge.db import EventStatus
+from kwai_bridge.heartbeat import DISPATCHER, Heartbeats, Pacemaker
 from kwai_bridge.outbox import Claimed, Finish, Outbox
 from kwai_bridge.retry import next_attempt_at
 from kwai_bridge.kwai.client import (
@@ -51,7 +52,8 @@ class Dispatcher:
 
     def __init__(self, *, outbox: Outbox, registry: StoreRegistry, client: KwaiClient,
                  concurrency: int = 16, lease_seconds: float = 90.0,
-                 clock: Clock = utcnow, rng: Random | None = None, owner: str | None = None) -> None:
+                 clock: Clock = utcnow, rng: Random | None = None, owner: str | None = None,
+                 heartbeats: Heartbeats | None = None) -> None:
         self.outbox = outbox
         self.registry = registry
         self.client = client
@@ -60,6 +62,8 @@ class Dispatcher:
         self.clock = clock
         self.rng = rng or Random()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        # Where a running loop (not `once`) records that it is alive.
+        self.heartbeats = heartbeats
         # store id -> the access token Kwai refused; cleared when the token changes.
         self._refused_tokens: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -144,8 +148,15 @@ class Dispatcher:
     def run(self, *, stop: threading.Event | None = None, once: bool = False,
             poll_interval: float = 1.0) -> dict[str, int]:
         """Send until `stop` is set (finishing what is in flight), or with `once`, until
-        nothing is due. Returns how many events ended in each status."""
+        nothing is due. Returns how many events ended in each status.
+
+        Unless `once`, the loop beats in `heartbeats` while it runs and removes its row
+        when it returns (a loop that dies leaves its row, which then grows stale)."""
         stop = stop or threading.Event()
+        pacemaker = None
+        if self.heartbeats is not None and not once:
+            pacemaker = Pacemaker(self.heartbeats, role=DISPATCHER, owner=self.owner)
+            pacemaker.start(self.clock())
         tally: dict[str, int] = {}
         done: list[Recorder | None] = []
         # Claimed rows may queue for the senders beyond their number, so that a sender
@@ -155,6 +166,8 @@ class Dispatcher:
         senders = _Senders(self.attempt, self.concurrency)
         try:
             while True:
+                if pacemaker is not None:
+                    pacemaker.tick(self.clock())
                 want = 0 if stop.is_set() else capacity - senders.in_flight
                 senders.submit(self._settle(done, tally, claim=want))
                 if not senders.in_flight:
@@ -169,6 +182,8 @@ class Dispatcher:
                 done = senders.collect(timeout=None if full else poll_interval)
         finally:
             senders.close()
+        if pacemaker is not None:
+            pacemaker.stop()
         return tally
 
     def _settle(self, done: list[Recorder | None], tally: dict[str, int], *, claim: int) -> list[Claimed]:

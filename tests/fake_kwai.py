@@ -11,6 +11,11 @@ Its lists of names are written out here, not imported, so it does not share our 
         KwaiClient(kwai.base_url).send(...)
         assert len(kwai.successes()) == 1
 
+For chaos tests it fails a share of requests at random (`chaos`): HTTP 5xx, timeouts
+(no answer until the client gives up) and 429 with absurd `Retry-After` values. Like
+Kwai would not see an answer nobody read, a request whose client gave up before the
+answer is recorded as not delivered, so a count of deliveries is exact.
+
 Run alone: `python -m tests.fake_kwai --port 9000 --latency-ms 50 [--token T] [--verbose]`.
 """
 from __future__ import annotations
@@ -18,12 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import select
+import socket
+import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from random import Random
+from typing import Any, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 API_PATH = "/log/common/api"
@@ -53,6 +62,13 @@ MESSAGES = {
 }
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?\Z")
 _TEXT_PROPS = ("content_id", "content_name", "content_category", "query", "mapping_id")
+#: Retry-After values no server should send: years, past any date, negative, not a number,
+#: a date at the end of time.
+ABSURD_RETRY_AFTERS = ("1000000000", "1e20", "-5", "nan", "soon", "Fri, 31 Dec 9999 23:59:59 GMT")
+#: The failures `chaos` mixes, in equal parts.
+CHAOS_KINDS = ("5xx", "timeout", "429")
+#: The longest a "timeout" holds a request open waiting for the client to give up.
+HANG_SECONDS = 120.0
 
 
 class Refused(Exception):
@@ -75,6 +91,7 @@ class Received:
     time: float
     status: int
     result: int | None
+    answered: bool = True  # False: dropped, held until the client gave up, or the client left first
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -162,6 +179,7 @@ class _Canned:
     headers: tuple[tuple[str, str], ...]
     drop: bool = False
     result: int | None = None
+    hang: bool = False  # no answer until the client gives up (a timeout on its side)
 
 
 def _kwai_body(code: int, message: str | None = None) -> bytes:
@@ -173,6 +191,34 @@ def _kwai_body(code: int, message: str | None = None) -> bytes:
 
 _DELIVERED = _Canned(200, _kwai_body(1), (), result=1)
 _NOT_FOUND = _Canned(404, b'{"error":"not found"}', ())
+
+
+def _client_gone(conn: socket.socket) -> bool:
+    """Whether the peer closed the connection (it timed out and gave up)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _wait_until_gone(conn: socket.socket, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and not _client_gone(conn):
+        select.select([conn], [], [], 0.05)
+
+
+class _Server(ThreadingHTTPServer):
+    # Many senders connecting at once must not overflow the listen queue: a dropped
+    # SYN is sent again only after a second, longer than some tests' connect timeout.
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client killed mid-request (the chaos test does it on purpose)
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -195,13 +241,6 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
-    # The standard library listens with a backlog of 5: a dispatcher opening 16 or more
-    # connections at once on a busy machine then waits for connect retries (seconds),
-    # which no Kwai would make it do.
-    request_queue_size = 128
-
-
 class FakeKwai:
     """A threaded HTTP/1.1 fake of Kwai's Event API on loopback; see the module docstring."""
 
@@ -216,6 +255,11 @@ class FakeKwai:
         self._delivered = 0
         self._connections = 0
         self._canned: deque[_Canned] = deque()
+        self._chaos_share = 0.0
+        self._chaos_rng: Random | None = None
+        self._chaos_kinds: tuple[str, ...] = CHAOS_KINDS
+        self._retry_afters: tuple[str, ...] = ABSURD_RETRY_AFTERS
+        self.chaos_counts: Counter[str] = Counter()  # failures given by `chaos`, by kind
         self._server = _Server((host, port), _Handler, bind_and_activate=True)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
@@ -276,6 +320,33 @@ class FakeKwai:
         with self._lock:
             self._canned.extend([canned] * n)
 
+    def chaos(self, share: float, *, rng: Random, kinds: Sequence[str] = CHAOS_KINDS,
+              retry_afters: Sequence[str] = ABSURD_RETRY_AFTERS) -> None:
+        """From now on fail `share` (0 to 1) of the requests, drawn with `rng`, with one of
+        `kinds` chosen alike: "5xx" (500, 502, 503 or 504), "timeout" (no answer until
+        the client gives up) or "429" (with one of `retry_afters`). `share` 0 stops it."""
+        unknown = set(kinds) - set(CHAOS_KINDS)
+        if unknown or not 0 <= share <= 1:
+            raise ValueError(f"share must be within [0, 1] and kinds among {CHAOS_KINDS}")
+        with self._lock:
+            self._chaos_share, self._chaos_rng = share, rng
+            self._chaos_kinds, self._retry_afters = tuple(kinds), tuple(retry_afters)
+
+    def _chaos_failure(self) -> _Canned | None:
+        """A failure for this request, or None (under `_lock`)."""
+        rng = self._chaos_rng
+        if not self._chaos_share or rng is None or rng.random() >= self._chaos_share:
+            return None
+        kind = rng.choice(self._chaos_kinds)
+        self.chaos_counts[kind] += 1
+        if kind == "timeout":
+            return _Canned(504, b"", (), hang=True)
+        if kind == "429":
+            body = json.dumps({"status": 429, "error": "too many requests"}).encode()
+            return _Canned(429, body, (("Retry-After", rng.choice(self._retry_afters)),))
+        status = rng.choice((500, 502, 503, 504))
+        return _Canned(status, json.dumps({"status": status, "error": "unavailable"}).encode(), ())
+
     @property
     def received(self) -> list[Received]:
         with self._lock:
@@ -312,6 +383,8 @@ class FakeKwai:
             self._delivered = 0
             self._connections = 0
             self._canned.clear()
+            self._chaos_share, self._chaos_rng = 0.0, None
+            self.chaos_counts.clear()
 
     # -- serving ------------------------------------------------------------------
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
@@ -321,14 +394,18 @@ class FakeKwai:
         if self.latency:
             time.sleep(self.latency)
         fields, canned = self._answer(handler, url, raw)
+        if canned.hang:
+            _wait_until_gone(handler.connection, HANG_SECONDS)
+        # A client that gave up before the answer never learns it: not a delivery.
+        answered = not (canned.drop or canned.hang or _client_gone(handler.connection))
         entry = Received(handler.command, url.path, fields, raw, dict(handler.headers.items()),
-                         time.time(), canned.status, canned.result)
+                         time.time(), canned.status, canned.result if answered else None, answered)
         # Recorded before answering, so a client that has its answer finds the record.
         with self._changed:
             self._received.append(entry)
-            self._delivered += canned.result == 1
+            self._delivered += entry.result == 1
             self._changed.notify_all()
-        if canned.drop:
+        if not answered:
             handler.close_connection = True
         else:
             handler.send_response(canned.status)
@@ -353,7 +430,7 @@ class FakeKwai:
         except Refused as exc:
             fields, refusal = {}, exc
         with self._lock:
-            canned = self._canned.popleft() if self._canned else None
+            canned = self._canned.popleft() if self._canned else self._chaos_failure()
         if canned is not None:
             return fields, canned
         if refusal is None:

@@ -100,11 +100,13 @@ class Served:
     """`kwai-bridge serve` in its own process group, killed on exit."""
 
     def __init__(self, env: Mapping[str, str], *, workers: int = 2, port: int | None = None,
-                 extra_args: Iterable[str] = ()) -> None:
+                 extra_args: Iterable[str] = (), cwd: Path = ROOT, program: Iterable[str] | None = None) -> None:
         self.env = dict(env)
         self.workers = workers
         self.port = port or free_port()
         self.extra_args = list(extra_args)
+        self.cwd = cwd
+        self.program = list(program) if program is not None else cli_command()
         self.proc: subprocess.Popen | None = None
         self._output: str | None = None  # kept when serve stops, and its pipe closed
 
@@ -114,9 +116,9 @@ class Served:
 
     def start(self, timeout: float = 30) -> "Served":
         self.proc = subprocess.Popen(
-            cli_command("serve", "--host", "127.0.0.1", "--port", str(self.port),
-                        "--workers", str(self.workers), *self.extra_args),
-            env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [*self.program, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(self.workers), *self.extra_args],
+            env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, text=True,
         )
         deadline = time.monotonic() + timeout
@@ -135,6 +137,15 @@ class Served:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=30)
         self._stopped()
+
+    def children(self) -> list[tuple[int, list[str]]]:
+        """(pid, command line) of serve's child processes: gunicorn's workers and, with
+        --with-worker, the dispatcher (whose command line ends with `worker`)."""
+        return child_processes(self.proc.pid) if self.proc else []
+
+    def dispatcher_pid(self) -> int | None:
+        """The pid of the dispatcher serve --with-worker runs, if one runs now."""
+        return next((pid for pid, argv in self.children() if argv[-1:] == ["worker"]), None)
 
     def _stopped(self) -> str:
         """Once serve has exited: keep what it printed and close the pipe."""
@@ -158,6 +169,24 @@ class Served:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._stopped()
+
+
+def child_processes(parent: int) -> list[tuple[int, list[str]]]:
+    """(pid, command line) of the live processes whose parent is `parent` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # The command name in parentheses may hold spaces: the fields follow the last ')'.
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(ppid) == parent and state != "Z":
+            found.append((int(entry.name), argv))
+    return sorted(found)
 
 
 #: The workers started by the running test; `stop_workers` ends them after it.

@@ -451,6 +451,8 @@ def test_trusted_proxies_are_read_as_networks_or_the_weaker_hop_count():
     ("SQLITE_SYNCHRONOUS", "OFF", "FULL, NORMAL"),
     ("LEASE_SECONDS", "1.5", "whole number"),
     ("LEASE_SECONDS", "12", "must exceed KWAI_BRIDGE_KWAI_CONNECT_TIMEOUT + KWAI_BRIDGE_KWAI_TIMEOUT"),
+    ("DISPATCHER_STALE_SECONDS", "-1", "from 0"),
+    ("DISPATCHER_STALE_SECONDS", "14", "must be 0 or exceed KWAI_BRIDGE_POLL_INTERVAL + KWAI_BRIDGE_KWAI_CONNECT"),
     ("POLL_INTERVAL", "nan", "number of seconds"),
     ("POLL_INTERVAL", "0", "number of seconds"),
     ("BODY_RETENTION_DAYS", "-1", "from 0"),

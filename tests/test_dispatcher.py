@@ -141,6 +141,21 @@ def test_retry_after_longer_than_the_schedule_wins(setup, kwai):
     assert dispatcher.run(once=True) == {"sent": 1}
 
 
+@pytest.mark.parametrize("retry_after", ["1e20", "1000000000", "-5", "Thu, 01 Jan 2099 00:00:00 GMT"])
+def test_absurd_retry_after_neither_stalls_nor_loses_the_other_outcomes(setup, kwai, retry_after):
+    outbox, dispatcher, clock, *_ = setup()
+    accept(outbox, purchase("1"), purchase("2"), purchase("3"))
+    kwai.fail_next(1, status=429, body=b"{}", retry_after=retry_after)
+    # The three outcomes are recorded in one transaction: one that cannot be computed
+    # would leave the two delivered events leased, to be sent again.
+    assert dispatcher.run(once=True) == {"sent": 2, "pending": 1}
+    (waiting,) = outbox.list_events(status="pending")
+    assert 0 <= (waiting.next_attempt_at - clock.now).total_seconds() <= 86400
+    clock.advance(86400)
+    assert dispatcher.run(once=True) == {"sent": 1}
+    assert len(kwai.successes()) == 3
+
+
 def test_token_refused_holds_the_store_until_fixed_and_replayed(setup, kwai, tmp_path, caplog):
     outbox, dispatcher, clock, registry, stores = setup()
     kwai.accepted_tokens = {"good-token"}

@@ -5,16 +5,18 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from datetime import datetime, timezone
 from decimal import Decimal
+from random import Random
 
 import pytest
 import requests
 
 from kwai_bridge.kwai.events import Content, KwaiEvent
 from kwai_bridge.kwai.wire import get_query, post_body
-from tests.fake_kwai import FakeKwai
+from tests.fake_kwai import ABSURD_RETRY_AFTERS, FakeKwai
 
 PROPS = json.dumps({"event_timestamp": 1714564800123, "content_type": "product",
                     "contents": [{"id": "a", "quantity": 1, "price": 4.99}]})
@@ -220,3 +222,40 @@ def test_runs_on_its_own():
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+def test_chaos_fails_its_share_with_errors_and_absurd_retry_afters(fake):
+    fake.chaos(0.5, rng=Random(4), kinds=["5xx", "429"])  # timeouts: the next test
+    with requests.Session() as session:
+        answers = [session.post(fake.base_url + "/api", json=VALID, timeout=5) for _ in range(120)]
+    failed = [a for a in answers if a.status_code != 200]
+    assert 30 < len(failed) == sum(fake.chaos_counts.values()) < 90
+    assert fake.chaos_counts["5xx"] and fake.chaos_counts["429"]
+    assert {a.status_code for a in failed} <= {429, 500, 502, 503, 504}
+    assert {a.headers["Retry-After"] for a in failed if a.status_code == 429} <= set(ABSURD_RETRY_AFTERS)
+    assert len(fake.successes()) == len(answers) - len(failed)
+    fake.chaos(0, rng=Random(4))
+    assert post(fake, VALID).json() == {"result": 1}
+
+
+def test_chaos_timeout_holds_the_request_until_the_client_gives_up(fake):
+    fake.chaos(1.0, rng=Random(1), kinds=["timeout"])
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(fake.base_url + "/api", json=VALID, timeout=(5, 0.3))
+    deadline = time.monotonic() + 10
+    while not fake.received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (request,) = fake.received
+    assert not request.answered and request.result is None and fake.successes() == []
+
+
+def test_a_client_that_gave_up_before_the_answer_got_no_delivery(fake):
+    fake.latency = 0.5
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(fake.base_url + "/api", json=VALID, timeout=(5, 0.1))
+    deadline = time.monotonic() + 10
+    while not fake.received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (request,) = fake.received
+    assert (request.answered, request.result) == (False, None)
+    assert not fake.wait_for(1, timeout=0.05)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kwai_bridge.retry import JITTER, MAX_ATTEMPTS, RETRY_SCHEDULE, next_attempt_at
+from kwai_bridge.retry import JITTER, MAX_ATTEMPTS, RETRY_AFTER_LIMIT, RETRY_SCHEDULE, next_attempt_at
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -42,6 +42,7 @@ def test_schedule_is_the_spec():
     assert RETRY_SCHEDULE == (10, 60, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
     assert JITTER == 0.2
     assert MAX_ATTEMPTS == len(STEPS) == 10
+    assert RETRY_AFTER_LIMIT == 86400
     assert 3 * 86400 < sum(RETRY_SCHEDULE) < 4 * 86400  # "about three days in all"
 
 
@@ -69,8 +70,16 @@ def test_real_rng_stays_within_bounds(attempts, low, high):
         (1, 12.0, 12.0),
         (3, 3600.0, 3600.0),
         (3, 30.0, 360.0),
-        (10, 200000.0, 200000.0),
+        (10, 200000.0, 103680.0),  # past the limit (24 h), but the step's own wait is longer
         (2, None, 72.0),
+        # Absurd values from a broken server: never a wait of years, never an overflow.
+        (1, 86400.0, 86400.0),
+        (1, 86401.0, 86400.0),
+        (1, 1e9, 86400.0),
+        (1, 1e20, 86400.0),
+        (1, float("inf"), 86400.0),
+        (1, -5.0, 12.0),
+        (1, float("nan"), 12.0),
     ],
 )
 def test_retry_after_longer_wins(attempts, retry_after, expected):

@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 
@@ -17,6 +16,7 @@ from kwai_bridge.config import EXAMPLE_FILE, ConfigError, load_stores
 from kwai_bridge.db import make_engine, migrate as run_migrations
 from kwai_bridge.runtime import Runtime, webhook_url
 from kwai_bridge.settings import settings_from_env
+from kwai_bridge.supervisor import Supervisor
 
 log = logging.getLogger("kwai_bridge")
 
@@ -48,28 +48,63 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
     runtime = load_runtime()  # migrates SQLite, checks PostgreSQL's schema, before any fork
     runtime.engine.dispose()
     print_urls(runtime, port)
-    child = None
+    supervisor = None
     if with_worker:
-        child = subprocess.Popen([sys.executable, "-P", "-m", "kwai_bridge.cli", "worker"])
+        # -P: the working directory does not go first on the child's sys.path, where a
+        # folder named like one of ours (kwai_bridge, adapters) would shadow the project.
+        supervisor = Supervisor([sys.executable, "-P", "-m", "kwai_bridge.cli", "worker"],
+                                name="dispatcher").start()
 
     class App(BaseApplication):
         def load_config(self):
             for name, value in gunicorn_options(host=host, port=port, workers=workers or None).items():
                 self.cfg.set(name, value)
-            if child is not None:
+            if supervisor is not None:
                 # SIGHUP makes gunicorn start fresh workers, which read the stores file
                 # again; pass it on so that the dispatcher reloads it too.
-                self.cfg.set("on_reload", lambda arbiter: child.send_signal(signal.SIGHUP))
+                self.cfg.set("on_reload", lambda arbiter: supervisor.send_signal(signal.SIGHUP))
 
         def load(self):
             return import_app(self.cfg.wsgi_app)
 
+        def run(self):
+            if supervisor is None:
+                return super().run()
+            try:
+                _supervising_arbiter(self, supervisor).run()
+            except RuntimeError as exc:  # as BaseApplication.run reports a failed start
+                print(f"\nError: {exc}\n", file=sys.stderr)
+                sys.exit(1)
+
     try:
         App().run()
     finally:
-        if child is not None:
-            child.terminate()
-            child.wait(timeout=30)
+        if supervisor is not None:
+            supervisor.stop(timeout=30)
+
+
+def _supervising_arbiter(app, supervisor: Supervisor):
+    """gunicorn's arbiter, made to leave the dispatcher to `supervisor`.
+
+    The arbiter reaps every child with waitpid(-1), the dispatcher too, and drops the
+    status of a child it does not know: the supervisor collects its child's status
+    first, as gunicorn does for its own dirty arbiter. And a signal that stops the
+    arbiter tells the supervisor at once, before the dispatcher (which may have had the
+    same signal, sent to the whole process group) ends.
+    """
+    from gunicorn.arbiter import Arbiter
+
+    class SupervisingArbiter(Arbiter):
+        def reap_workers(self):
+            supervisor.reap()
+            super().reap_workers()
+
+        def signal(self, sig, frame):
+            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                supervisor.winding_down()
+            super().signal(sig, frame)
+
+    return SupervisingArbiter(app)
 
 
 # -- worker ------------------------------------------------------------------------
@@ -77,6 +112,7 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
 @click.option("--once", is_flag=True, help="send everything due, then exit")
 def worker(once: bool) -> None:
     """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
+    from kwai_bridge.heartbeat import Heartbeats
     from kwai_bridge.worker import Dispatcher
 
     runtime = load_runtime()
@@ -87,7 +123,8 @@ def worker(once: bool) -> None:
         runtime.registry.install_sighup()
     s = runtime.settings
     dispatcher = Dispatcher(outbox=runtime.outbox, registry=runtime.registry, client=runtime.kwai_client(),
-                            concurrency=s.dispatch_concurrency, lease_seconds=s.lease_seconds)
+                            concurrency=s.dispatch_concurrency, lease_seconds=s.lease_seconds,
+                            heartbeats=Heartbeats(runtime.engine))
     log.info("dispatcher started (concurrency %d)", s.dispatch_concurrency)
     pruner = threading.Thread(target=_prune_loop, args=(runtime, stop), daemon=True)
     if not once:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from kwai_bridge.heartbeat import Heartbeats, liveness
 from kwai_bridge.runtime import Runtime
 
 blueprint = Blueprint("health", __name__)
@@ -21,10 +22,20 @@ def readyz():
         problems.append(runtime.registry.error)
     elif not len(runtime.registry.stores):
         problems.append("the stores file defines no store")
+    body = {"status": "ready", "stores": len(runtime.registry.stores)}
     try:
         runtime.outbox.ping()
+        stale_after = runtime.settings.dispatcher_stale_seconds
+        if stale_after:
+            # Read from the shared database: a web-only machine is ready while the
+            # dispatchers that run elsewhere beat.
+            dispatchers = liveness(Heartbeats(runtime.engine), now=current_app.config["CLOCK"](),
+                                   stale_after=stale_after)
+            body["dispatchers"] = len(dispatchers.live)
+            if dispatchers.problem:
+                problems.append(dispatchers.problem)
     except Exception as exc:  # any database failure means not ready
         problems.append(f"database unreachable: {exc.__class__.__name__}")
     if problems:
         return jsonify({"status": "not ready", "problems": problems}), 503
-    return jsonify({"status": "ready", "stores": len(runtime.registry.stores)})
+    return jsonify(body)
