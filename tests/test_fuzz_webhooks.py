@@ -22,7 +22,7 @@ SIGNATURE_HEADER = {"shopify": "X-Shopify-Hmac-Sha256", "shopline": "X-Shopline-
 TOPICS = ["orders/create", "orders/paid", "orders/updated", "carts/create", "checkouts/create",
           "customers/create", "customers/redact", "shop/redact", "order.created", "order.updated",
           "customer.created", "", "x" * 300]
-SAMPLES = [fixture_bytes(p) for p in (
+SAMPLES = [fixture_bytes(p, shop=SHOPS[p.split("/")[0]]) for p in (
     "shopify/shopify_orders_create.json", "shopify/shopify_carts_create.json",
     "woocommerce/woocommerce_order_created.json", "shopline/shopline_orders_create.DERIVED_FROM_SDK.json")]
 

@@ -19,11 +19,11 @@ from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
-ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
-CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json"))
-REDACT = json.loads(fixture_bytes("shopify/shopify_customers_redact.json"))  # customer 191167, john@example.com
-SHOP_REDACT = json.loads(fixture_bytes("shopify/shopify_shop_redact.json"))
-DATA_REQUEST = json.loads(fixture_bytes("shopify/shopify_customers_data_request.json"))
+ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
+CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json", shop=SHOPS["shopify"]))
+REDACT = json.loads(fixture_bytes("shopify/shopify_customers_redact.json", shop=SHOPS["shopify"]))  # customer 191167, john@example.com
+SHOP_REDACT = json.loads(fixture_bytes("shopify/shopify_shop_redact.json", shop=SHOPS["shopify"]))
+DATA_REQUEST = json.loads(fixture_bytes("shopify/shopify_customers_data_request.json", shop=SHOPS["shopify"]))
 EMAIL_A = hashlib.sha256(b"john@example.com").hexdigest()
 STORE_OF = {"shopify": "acme", "shopline": "line"}
 TOPICS = {"shopify": ("customers/redact", "shop/redact"), "shopline": ("customers/redact", "merchants/redact")}
@@ -43,6 +43,8 @@ def app(tmp_path, database_url):
 
 
 def send(client, platform: str, topic: str, payload: dict) -> dict:
+    if "shop_domain" in payload:  # a privacy request names the shop it is for
+        payload = {**payload, "shop_domain": SHOPS[platform]}
     body = json.dumps(payload).encode()
     headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body)
     answer = client.post(f"/webhooks/{platform}/{STORE_OF[platform]}", data=body, headers=headers)
@@ -215,3 +217,4 @@ def test_a_failed_redaction_is_not_recorded_so_the_platform_retry_does_it(app):
     retry = client.post("/webhooks/shopify/acme", data=body, headers=headers)
     assert retry.status_code == 200 and retry.json["status"] == "privacy"
     assert held(app, "acme")["clicks"] == ["B:cart_token"], "the retry did the redaction"
+
