@@ -17,7 +17,7 @@ from adapters.convert import (
     order_conversions, order_events, total,
 )
 from adapters.payload import (
-    body_key, count, header_value, ident, items, load_object, money, obj, required_id, required_time,
+    MAX_COUNT, body_key, count, header_value, ident, items, load_object, money, obj, required_id, required_time,
     text, when,
 )
 from adapters.signing import normalise_shop
@@ -239,6 +239,8 @@ def _cart(n: Notification, name: str, options: ConversionOptions) -> list[Conver
     quantity = sum(count(line.get("quantity")) for line in raw)
     if quantity == 0:
         return []  # an emptied cart adds nothing
+    if quantity > MAX_COUNT:
+        raise PayloadError(f"cart {token} holds more than {MAX_COUNT} items")
     priced = choose_value(_cart_money(p, raw), options)
     fields = line_fields(_lines(raw, priced.side), options, priced=priced, order_name=None)
     click = clickid.find_click(attributes=[p.get("attributes"), p.get("note_attributes")], params=options.click_params)

@@ -113,7 +113,7 @@ class Pipeline:
             conversions = adapter.to_conversions(notification, options=store.conversion_options())
             conversions = self.resolver(store, conversions, now)
         except Exception as exc:  # a conversion fault: keep the body, answer 200, reprocess later
-            error = f"{exc.__class__.__name__}: {exc}"
+            error = storable_text(f"{exc.__class__.__name__}: {exc}")
             log.error("store %s: %s %s conversion failed, stored for reprocessing: %s",
                       store.id, notification.platform, notification.topic, error)
         outcome = DeliveryOutcome.FAILED if error else (DeliveryOutcome.QUEUED if conversions else DeliveryOutcome.IGNORED)
@@ -187,6 +187,11 @@ class Pipeline:
 def kept_headers(adapter: Adapter, request: WebhookRequest) -> dict[str, str]:
     """The headers to keep with a delivery so that it can be reprocessed (never the signature)."""
     return {h: request.headers[h] for h in adapter.KEPT_HEADERS if h in request.headers}
+
+
+def storable_text(value: str) -> str:
+    """`value` as text any database stores: a lone surrogate and a NUL written as escapes."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _reason(exc: AdapterError) -> str:
