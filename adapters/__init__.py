@@ -22,6 +22,9 @@ class Adapter(Protocol):
     SHOP_HEADER: str
     #: Topic -> the Kwai event it yields by default.
     TOPICS: Mapping[str, str]
+    #: Topics whose events the body alone decides: a body already stored under another
+    #: topic, coming again under one of these, still adds the events it yields.
+    BODY_DECIDES_TOPICS: frozenset[str]
     #: Headers kept with a delivery so that it can be reprocessed (never the signature).
     KEPT_HEADERS: tuple[str, ...]
     #: One app secret signs every store of the app, so the signature does not tell stores

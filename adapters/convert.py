@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
-from adapters.payload import ident, obj, required_time, text
+from adapters.payload import MAX_ID_LENGTH, ident, obj, required_time, text
 from adapters.signing import sha256_email, sha256_phone
 from adapters.values import Conversion, ConversionOptions, Notification, PrivacyRequest
 from kwai_bridge.kwai.events import CURRENCIES, Content, KwaiEvent
@@ -56,8 +56,8 @@ def choose_value(candidates: Iterable[tuple[str, Decimal | None, Any]], options:
 
     Candidates come in order of preference (the shopper's money, then the shop's).
     """
-    usable = [(side, amount, cur.strip().upper()) for side, amount, cur in candidates
-              if amount is not None and isinstance(cur, str) and cur.strip()]
+    usable = [(side, amount, cur.upper()) for side, amount, cur in
+              ((side, amount, text(cur)) for side, amount, cur in candidates) if amount is not None and cur]
     if not usable:
         return Priced(note="the payload holds no amount with a currency")
     for side, amount, cur in usable:
@@ -169,7 +169,8 @@ def conversion(*, platform: str, name: str, key: str, moment: datetime, priced: 
     )
     return Conversion(
         event=event, click_source=click[1], skip_reason=skip_reason,
-        identifiers={k: v for k, v in identifiers.items() if v}, high_water=high_water,
+        # an identifier longer than any id is no identifier (and could not be indexed)
+        identifiers={k: v for k, v in identifiers.items() if v and len(v) <= MAX_ID_LENGTH}, high_water=high_water,
         value_note=priced.note, click_note=click_note,
     )
 

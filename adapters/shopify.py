@@ -14,6 +14,7 @@ from adapters.signing import HmacSignature
 NAME = "shopify"
 SHOP_HEADER = "x-shopify-shop-domain"
 TOPICS = shopify_like.TOPICS
+BODY_DECIDES_TOPICS = shopify_like.BODY_DECIDES_TOPICS
 KEPT_HEADERS = ("x-shopify-topic", "x-shopify-shop-domain", "x-shopify-webhook-id", "x-shopify-triggered-at")
 APP_WIDE_SECRET = True
 #: A custom pixel runs in a sandboxed iframe without `allow-same-origin`: `Origin: null`.
@@ -25,6 +26,7 @@ SIGNATURE = HmacSignature("X-Shopify-Hmac-Sha256", encodings=("base64",))
 PLATFORM = shopify_like.ShopifyLike(
     name=NAME, shop_header=SHOP_HEADER, topic_header="x-shopify-topic", delivery_header="x-shopify-webhook-id",
     privacy_topics=frozenset({"customers/data_request", "customers/redact", "shop/redact"}),
+    domain_suffix=".myshopify.com",
 )
 
 verify = SIGNATURE.verify

@@ -9,18 +9,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from adapters import clickid
 from adapters.convert import (
-    Line, Priced, cents, choose_value, contact_ids, conversion, event_for, line_fields, order_conversions,
-    order_events, total,
+    PRIVACY_ACTIONS, Line, Priced, cents, choose_value, contact_ids, conversion, event_for, line_fields,
+    order_conversions, order_events, total,
 )
 from adapters.payload import (
-    body_key, count, header_value, ident, items, load_object, money, obj, required_id, required_time, text,
-    when,
+    MAX_COUNT, body_key, count, header_value, ident, items, load_object, money, obj, required_id, required_time,
+    text, when,
 )
 from adapters.signing import normalise_shop
-from adapters.values import Conversion, ConversionOptions, Notification, PayloadError, WebhookRequest
+from adapters.values import (
+    Conversion, ConversionOptions, Notification, PayloadError, ShopMismatchError, TopicMismatchError, WebhookRequest,
+)
 
 TOPICS: dict[str, str] = {
     "checkouts/create": "EVENT_INITIATED_CHECKOUT",
@@ -31,7 +34,81 @@ TOPICS: dict[str, str] = {
     "carts/update": "EVENT_ADD_TO_CART",
     "customers/create": "EVENT_COMPLETE_REGISTRATION",
 }
+#: Topics whose events the body alone decides (an order was created; it is paid when
+#: its `financial_status` says so), unlike `orders/paid`, whose purchase rests on the
+#: topic's word. For an order created paid the platform may send one body byte for byte
+#: under orders/create, orders/paid and orders/updated, in any order: the first is
+#: stored and the others are duplicates of it, except that one of these still adds the
+#: events it yields that are missing (orders/create's EVENT_PLACE_ORDER after an
+#: orders/paid), so that no conversion is lost.
+BODY_DECIDES_TOPICS = frozenset({"orders/create", "orders/updated"})
 SIDES = ("presentment_money", "shop_money")
+
+# -- which body a topic sends --------------------------------------------------------
+# The platforms sign the body, not the topic or shop headers: a signed body re-sent under
+# another topic must not count as that topic. These keys tell the bodies apart.
+#: Only an order has these (a Shopline order has no `order_number`).
+ORDER_KEYS = ("financial_status", "order_number", "order_status_url")
+#: A checkout has a total or its recovery URL; a cart has neither (Shopline's cart total
+#: is `total_amount`).
+CHECKOUT_KEYS = ("abandoned_checkout_url", "total_price", "subtotal_price", "sub_total_price")
+#: URLs on the shop's own domain (when the shop has no custom one): the body names its shop.
+SHOP_URL_KEYS = ("order_status_url", "abandoned_checkout_url")
+
+
+def _order_body(p: Mapping[str, Any]) -> str | None:
+    if not any(key in p for key in ORDER_KEYS):
+        return "has none of financial_status, order_number, order_status_url, one of which every order has"
+    return None
+
+
+def _checkout_body(p: Mapping[str, Any]) -> str | None:
+    if any(key in p for key in ORDER_KEYS):
+        return "is an order (it has financial_status, order_number or order_status_url)"
+    if not any(key in p for key in CHECKOUT_KEYS):
+        return "has no total and no abandoned_checkout_url, which every checkout has"
+    return None
+
+
+def _cart_body(p: Mapping[str, Any]) -> str | None:
+    if any(key in p for key in ORDER_KEYS) or "abandoned_checkout_url" in p:
+        return "is an order or a checkout (it has financial_status, order_status_url or abandoned_checkout_url)"
+    return None
+
+
+def _customer_body(p: Mapping[str, Any]) -> str | None:
+    if "line_items" in p or "shop_domain" in p or type(p.get("customer")) is dict:
+        return "is an order, checkout, cart or privacy request (it has line_items, customer or shop_domain)"
+    return None
+
+
+def _privacy_body(action: str, p: Mapping[str, Any]) -> str | None:
+    customer = type(p.get("customer")) is dict
+    if action == "redact_shop":
+        if customer or any(key in p for key in ("orders_to_redact", "orders_requested", "line_items")):
+            return "names a customer or orders, and a shop redaction names the shop alone"
+    elif action == "redact_customer":
+        if not customer or "orders_to_redact" not in p or "data_request" in p:
+            return "is not a customer redaction (customer and orders_to_redact, no data_request)"
+    elif not customer or "orders_to_redact" in p or not ("data_request" in p or "orders_requested" in p):
+        return "is not a data request (customer and data_request or orders_requested, no orders_to_redact)"
+    return None
+
+
+_BODIES: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
+    "orders/create": _order_body, "orders/paid": _order_body, "orders/updated": _order_body,
+    "checkouts/create": _checkout_body, "carts/create": _cart_body, "carts/update": _cart_body,
+    "customers/create": _customer_body,
+}
+
+
+def _host(value: Any) -> str | None:
+    if type(value) is not str or "://" not in value:
+        return None
+    try:
+        return urlsplit(value.strip()).hostname
+    except ValueError:  # not a URL after all
+        return None
 
 
 @dataclass(frozen=True)
@@ -43,17 +120,46 @@ class ShopifyLike:
     topic_header: str
     delivery_header: str  # stable across the platform's retries
     privacy_topics: frozenset[str]
+    domain_suffix: str  # of the shops' own domains: `.myshopify.com`
 
     def parse(self, request: WebhookRequest) -> Notification:
-        """The verified delivery as a Notification; PayloadError unless the body is a JSON object."""
+        """The verified delivery as a Notification; PayloadError unless the body is a JSON
+        object, TopicMismatchError unless it is a body the topic sends, ShopMismatchError
+        when it names another shop than the shop header."""
         topic = header_value(request, self.topic_header)
         if topic is None:
             raise PayloadError(f"missing {self.topic_header} header")
-        return Notification(
+        notification = Notification(
             platform=self.name, topic=topic, shop=header_value(request, self.shop_header),
             delivery_id=header_value(request, self.delivery_header), payload=load_object(request.body),
             kind="privacy" if topic in self.privacy_topics else "conversion",
         )
+        self.check_body(notification)
+        return notification
+
+    def check_body(self, n: Notification) -> None:
+        """Raise unless the body is one `n.topic` sends, naming (where it names one) the
+        shop of the shop header, which the pipeline has matched to the store."""
+        p = n.payload
+        if n.kind == "privacy":
+            wrong = _privacy_body(PRIVACY_ACTIONS[n.topic], p)
+            named = text(p.get("shop_domain"), p.get("store_domain"))
+            if wrong is None and named is None:
+                wrong = "names no shop (shop_domain)"
+            shops = [named]
+        else:
+            fits = _BODIES.get(n.topic)
+            wrong = fits(p) if fits is not None else None
+            shops = [host for host in map(_host, (p.get(key) for key in SHOP_URL_KEYS))
+                     if host and host.endswith(self.domain_suffix)]
+        if wrong is not None:
+            raise TopicMismatchError(f"the body is not a {n.topic} body: it {wrong}")
+        header = normalise_shop(n.shop)
+        for shop in shops:
+            shop = normalise_shop(shop)
+            # Shopline may name a shop by its handle alone (`acme` for acme.myshopline.com).
+            if shop != header and shop + self.domain_suffix != header:
+                raise ShopMismatchError(f"the body names another shop than {self.shop_header}")
 
     def delivery_key(self, request: WebhookRequest, notification: Notification) -> str:
         """The delivery id header (unchanged when resent), else a hash of topic and body."""
@@ -134,6 +240,8 @@ def _cart(n: Notification, name: str, options: ConversionOptions) -> list[Conver
     quantity = sum(count(line.get("quantity")) for line in raw)
     if quantity == 0:
         return []  # an emptied cart adds nothing
+    if quantity > MAX_COUNT:
+        raise PayloadError(f"cart {token} holds more than {MAX_COUNT} items")
     priced = choose_value(_cart_money(p, raw), options)
     fields = line_fields(_lines(raw, priced.side), options, priced=priced, order_name=None)
     click = clickid.find_click(attributes=[p.get("attributes"), p.get("note_attributes")], params=options.click_params)

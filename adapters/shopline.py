@@ -15,6 +15,7 @@ from adapters.signing import HmacSignature
 NAME = "shopline"
 SHOP_HEADER = "x-shopline-shop-domain"
 TOPICS = shopify_like.TOPICS
+BODY_DECIDES_TOPICS = shopify_like.BODY_DECIDES_TOPICS
 KEPT_HEADERS = ("x-shopline-topic", "x-shopline-shop-domain", "x-shopline-webhook-id")
 APP_WIDE_SECRET = True
 PIXEL_SANDBOX = False
@@ -27,6 +28,7 @@ SIGNATURE = HmacSignature("X-Shopline-Hmac-Sha256", encodings=("hex", "base64"))
 PLATFORM = shopify_like.ShopifyLike(
     name=NAME, shop_header=SHOP_HEADER, topic_header="x-shopline-topic", delivery_header="x-shopline-webhook-id",
     privacy_topics=frozenset({"customers/redact", "merchants/redact"}),
+    domain_suffix=".myshopline.com",
 )
 
 verify = SIGNATURE.verify

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -95,14 +96,21 @@ def sha256_email(email: str | None) -> str | None:
 
 def sha256_phone(phone: str | None, *, country_code: str | None = None) -> str | None:
     """Hash a phone after keeping digits only; `country_code` is prefixed when the number
-    was written without one (no leading `+`)."""
+    was written without one (no leading `+`). Any decimal digit counts as its ASCII digit
+    (Arabic-Indic `٣`, full-width `３`), as shoppers type them."""
     if not phone:
         return None
-    digits = "".join(ch for ch in phone if ch.isdigit())
+    digits = _digits(phone)
     if not digits:
         return None
     if country_code and not phone.strip().startswith("+"):
-        cc = "".join(ch for ch in country_code if ch.isdigit())
+        cc = _digits(country_code)
         if cc and not digits.startswith(cc):
             digits = cc + digits
     return hashlib.sha256(digits.encode("ascii")).hexdigest()
+
+
+def _digits(value: str) -> str:
+    # str.isdigit() also holds for superscripts and circled digits, which are no decimal
+    # digit and would not encode as ASCII: only Unicode's decimal digits (category Nd) count.
+    return "".join(str(d) for d in (unicodedata.decimal(ch, None) for ch in value) if d is not None)

@@ -28,7 +28,7 @@ class SignatureError(AdapterError):
 
 
 class ShopMismatchError(AdapterError):
-    """The shop header does not name the store the URL points at."""
+    """The shop header, or the shop the body names, is not the store's."""
 
     status_code = 401
 
@@ -37,6 +37,10 @@ class PayloadError(AdapterError):
     """The body is signed but is not the JSON object the topic promises."""
 
     status_code = 400
+
+
+class TopicMismatchError(PayloadError):
+    """The signed body is another topic's: the topic header, which is not signed, was changed."""
 
 
 # -- values --------------------------------------------------------------------------

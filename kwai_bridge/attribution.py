@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapters.values import Conversion
 from kwai_bridge.config import StoreConfig
-from kwai_bridge.db import EventStatus, any_pair, clicks, reading, upsert_insert
+from kwai_bridge.db import EventStatus, any_pair, chunked, clicks, reading, upsert_insert
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.ratelimit import FixedWindows, Limit
 
@@ -170,11 +170,11 @@ class ClickStore:
 
 def clicks_of(conn: Connection, store_id: str, pairs: set[tuple[str, str]]) -> list[Mapping[str, Any]]:
     """The click-store rows kept for any of `pairs` (kind, value), in a caller's transaction."""
-    if not pairs:
-        return []
     c = clicks.c
-    return conn.execute(select(clicks).where(c.store_id == store_id, any_pair(c.kind, c.value, pairs))
-                        .order_by(c.kind, c.value)).mappings().all()
+    found = [row for chunk in chunked(sorted(pairs))
+             for row in conn.execute(select(clicks).where(c.store_id == store_id, any_pair(c.kind, c.value, chunk)))
+             .mappings()]
+    return sorted(found, key=lambda row: (row["kind"], row["value"]))
 
 
 def forget_clicks(conn: Connection, store_id: str, pairs: set[tuple[str, str]] | None = None) -> int:
@@ -183,9 +183,8 @@ def forget_clicks(conn: Connection, store_id: str, pairs: set[tuple[str, str]] |
     c = clicks.c
     if pairs is None:
         return conn.execute(delete(clicks).where(c.store_id == store_id)).rowcount
-    if not pairs:
-        return 0
-    return conn.execute(delete(clicks).where(c.store_id == store_id, any_pair(c.kind, c.value, pairs))).rowcount
+    return sum(conn.execute(delete(clicks).where(c.store_id == store_id, any_pair(c.kind, c.value, chunk))).rowcount
+               for chunk in chunked(sorted(pairs)))
 
 
 def _click(m: Mapping[str, Any]) -> Click:

@@ -6,6 +6,7 @@ the web layer only turns it into an HTTP response.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,19 +98,22 @@ class Pipeline:
             log.warning("store %s: webhook refused with %s: %s", store.id, exc.status_code, exc)
             return Answer(exc.status_code, _reason(exc), {"store": store.id})
         key = adapter.delivery_key(request, notification)
+        # The platforms sign the body only: a body is accepted once per store, whatever
+        # delivery id or topic it comes back with (one hash over bytes already in memory).
+        body_sha256 = hashlib.sha256(request.body).hexdigest()
         if notification.kind == "privacy":
-            return self._privacy(store, adapter, notification, key, now)
-        return self._convert_and_store(store, adapter, notification, request, key, now)
+            return self._privacy(store, adapter, notification, key, body_sha256, now)
+        return self._convert_and_store(store, adapter, notification, request, key, body_sha256, now)
 
     def _convert_and_store(self, store: StoreConfig, adapter: Adapter, notification: Notification,
-                           request: WebhookRequest, key: str, now: datetime) -> Answer:
+                           request: WebhookRequest, key: str, body_sha256: str, now: datetime) -> Answer:
         error = None
         conversions: Sequence[Conversion] = ()
         try:
             conversions = adapter.to_conversions(notification, options=store.conversion_options())
             conversions = self.resolver(store, conversions, now)
         except Exception as exc:  # a conversion fault: keep the body, answer 200, reprocess later
-            error = f"{exc.__class__.__name__}: {exc}"
+            error = storable_text(f"{exc.__class__.__name__}: {exc}")
             log.error("store %s: %s %s conversion failed, stored for reprocessing: %s",
                       store.id, notification.platform, notification.topic, error)
         outcome = DeliveryOutcome.FAILED if error else (DeliveryOutcome.QUEUED if conversions else DeliveryOutcome.IGNORED)
@@ -117,26 +121,38 @@ class Pipeline:
             store_id=store.id, platform=notification.platform, topic=notification.topic,
             delivery_key=key, received_at=now, body=request.body,
             headers=kept_headers(adapter, request), conversions=conversions,
-            outcome=outcome, error=error,
+            outcome=outcome, error=error, body_sha256=body_sha256,
+            # An order created paid: the platform may send its body byte for byte under
+            # several order topics; a later one still adds what it yields and the first
+            # did not (see BODY_DECIDES_TOPICS), so that no conversion is lost.
+            body_decides=notification.topic in adapter.BODY_DECIDES_TOPICS,
         )
         if result.duplicate:
-            log.info("store %s: duplicate delivery %s ignored", store.id, key[:32])
-            return Answer(200, "duplicate")
+            log.info("store %s: duplicate delivery %s ignored, %d event(s) added", store.id, key[:32],
+                     result.created)
+            return Answer(200, "duplicate", {"events": result.created} if result.created else {})
         log.info("store %s: %s %s -> %s, %d event(s)", store.id, notification.platform,
                  notification.topic, outcome, result.created)
         return Answer(200, outcome, {"events": result.created})
 
     def _privacy(self, store: StoreConfig, adapter: Adapter, notification: Notification, key: str,
-                 now: datetime) -> Answer:
+                 body_sha256: str, now: datetime) -> Answer:
         request = adapter.privacy_request(notification)
+        # A body already received does nothing again: a captured redaction replayed under a
+        # new delivery id (after the shop re-installed, say) must not redact anew.
+        if self.outbox.seen(store.id, delivery_key=key, body_sha256=body_sha256):
+            log.info("store %s: duplicate privacy delivery %s ignored", store.id, key[:32])
+            return Answer(200, "duplicate")
         # The duty first, then the record of the delivery: if the duty fails the answer is
         # a 5xx and the platform's retry does it (redaction is idempotent), rather than a
         # recorded delivery whose retry would be dropped as a duplicate.
         if request is not None and self.privacy is not None:
             self.privacy.apply(store, request, now=now)
+        # The body is not kept (it names the customer), its hash is.
         result = self.outbox.accept(
             store_id=store.id, platform=notification.platform, topic=notification.topic,
             delivery_key=key, received_at=now, body=b"", headers={}, conversions=(), outcome=DeliveryOutcome.PRIVACY,
+            body_sha256=body_sha256,
         )
         if result.duplicate:
             return Answer(200, "duplicate")
@@ -171,6 +187,11 @@ class Pipeline:
 def kept_headers(adapter: Adapter, request: WebhookRequest) -> dict[str, str]:
     """The headers to keep with a delivery so that it can be reprocessed (never the signature)."""
     return {h: request.headers[h] for h in adapter.KEPT_HEADERS if h in request.headers}
+
+
+def storable_text(value: str) -> str:
+    """`value` as text any database stores: a lone surrogate and a NUL written as escapes."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _reason(exc: AdapterError) -> str:

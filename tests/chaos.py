@@ -49,10 +49,10 @@ from tests.signing import headers_for
 #: workers, or serve itself with everything under it (then started again).
 KILL_KINDS = ("dispatcher", "web worker", "serve")
 
-_ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
-_CHECKOUT = json.loads(fixture_bytes("shopify/shopify_checkouts_create.json"))
-_SHOPLINE_ORDER = json.loads(fixture_bytes("shopline/shopline_orders_create.DERIVED_FROM_SDK.json"))
-_WOO_ORDER = json.loads(fixture_bytes("woocommerce/woocommerce_order_created.json"))
+_ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
+_CHECKOUT = json.loads(fixture_bytes("shopify/shopify_checkouts_create.json", shop=SHOPS["shopify"]))
+_SHOPLINE_ORDER = json.loads(fixture_bytes("shopline/shopline_orders_create.DERIVED_FROM_SDK.json", shop=SHOPS["shopline"]))
+_WOO_ORDER = json.loads(fixture_bytes("woocommerce/woocommerce_order_created.json", shop=SHOPS["woocommerce"]))
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,17 @@ def kwai():
         yield fake
 
 
-def fixture_bytes(relpath: str) -> bytes:
-    """The exact bytes of a sample under tests/fixtures/ (copied verbatim from shared/samples)."""
-    return (FIXTURES / relpath).read_bytes()
+#: The shops the platforms' documentation samples name (Shopify's is a placeholder).
+SAMPLE_SHOPS = ("{shop}.myshopify.com", "jsmith.myshopify.com", "shoptest.myshopline.com", "example.myshopline.com")
+
+
+def fixture_bytes(relpath: str, *, shop: str | None = None) -> bytes:
+    """The exact bytes of a sample under tests/fixtures/ (copied verbatim from shared/samples).
+
+    With `shop`, the shop the sample names (its documentation's example shop) is `shop`
+    instead: the bridge refuses a body that names another shop than its shop header.
+    """
+    body = (FIXTURES / relpath).read_bytes()
+    for example in SAMPLE_SHOPS if shop else ():
+        body = body.replace(example.encode(), shop.encode())
+    return body

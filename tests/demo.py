@@ -21,10 +21,10 @@ from tests.signing import headers_for
 
 def samples() -> list[tuple[str, str, bytes]]:
     """One paid order per platform, carrying a Kwai click id the way each platform does."""
-    shopify = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+    shopify = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
     shopify.update(test=False, financial_status="paid",
                    note_attributes=[{"name": "kwai_click_id", "value": "demo-shopify-click"}])
-    shopline = json.loads(fixture_bytes("shopline/shopline_orders_create.DERIVED_FROM_SDK.json"))
+    shopline = json.loads(fixture_bytes("shopline/shopline_orders_create.DERIVED_FROM_SDK.json", shop=SHOPS["shopline"]))
     shopline.update(financial_status="paid", landing_site="/?click_id=demo-shopline%2Bclick")
     woo = json.loads(fixture_bytes("woocommerce/woocommerce_order_created.json"))
     woo["meta_data"].append({"id": 1, "key": "_kwai_click_id", "value": "demo-woo-click"})

@@ -24,7 +24,7 @@ NEW_YEAR_MS = 1640995200000
 
 
 def sample(name: str) -> dict:
-    return json.loads(fixture_bytes(f"shopify/shopify_{name}.json"))
+    return json.loads(fixture_bytes(f"shopify/shopify_{name}.json", shop=SHOP))
 
 
 def changed(name: str, **changes) -> dict:
@@ -65,7 +65,7 @@ def test_published_test_vector():
 
 # -- the samples as they are -------------------------------------------------------------
 def test_orders_create_sample_is_a_skipped_test_order():
-    notification, conversions = deliver("orders/create", fixture_bytes("shopify/shopify_orders_create.json"))
+    notification, conversions = deliver("orders/create", fixture_bytes("shopify/shopify_orders_create.json", shop=SHOP))
     assert (notification.shop, notification.kind) == (SHOP, "conversion")
     [conversion] = conversions  # financial_status voided: no purchase
     event = conversion.event
@@ -97,11 +97,11 @@ def test_other_order_topics_on_the_sample(topic, expected):
 @pytest.mark.parametrize(("topic", "name"), [("refunds/create", "refunds_create"),
                                              ("order_transactions/create", "order_transactions_create")])
 def test_refund_and_transaction_samples_give_nothing(topic, name):
-    assert convert(topic, fixture_bytes(f"shopify/shopify_{name}.json")) == []
+    assert convert(topic, fixture_bytes(f"shopify/shopify_{name}.json", shop=SHOP)) == []
 
 
 def test_carts_create_sample_is_an_unattributed_add_to_cart():
-    [conversion] = convert("carts/create", fixture_bytes("shopify/shopify_carts_create.json"))
+    [conversion] = convert("carts/create", fixture_bytes("shopify/shopify_carts_create.json", shop=SHOP))
     event = conversion.event
     assert (event.event_name, event.idempotency_key) == ("EVENT_ADD_TO_CART", "cart:exampleCartId:EVENT_ADD_TO_CART:3")
     assert conversion.high_water == ("cart:exampleCartId", 3)
@@ -113,7 +113,7 @@ def test_carts_create_sample_is_an_unattributed_add_to_cart():
 
 
 def test_checkouts_create_sample():
-    [conversion] = convert("checkouts/create", fixture_bytes("shopify/shopify_checkouts_create.json"))
+    [conversion] = convert("checkouts/create", fixture_bytes("shopify/shopify_checkouts_create.json", shop=SHOP))
     event = conversion.event
     assert (event.event_name, event.idempotency_key) == ("EVENT_INITIATED_CHECKOUT", "checkout:123123123:EVENT_INITIATED_CHECKOUT")
     assert (event.value, event.currency, event.event_time, event.click_id) == (Decimal("421.88"), "USD", NEW_YEAR, None)
@@ -127,7 +127,7 @@ def test_checkouts_create_sample():
     ("customers/redact", "customers_redact", "redact_customer"),
 ])
 def test_customer_privacy_samples(topic, name, expected):
-    notification, conversions = deliver(topic, fixture_bytes(f"shopify/shopify_{name}.json"),
+    notification, conversions = deliver(topic, fixture_bytes(f"shopify/shopify_{name}.json", shop=SHOP),
                                         ConversionOptions(topic_events={topic: "EVENT_PURCHASE"}))
     assert (notification.kind, conversions) == ("privacy", [])
     assert shopify.privacy_request(notification) == PrivacyRequest(
@@ -136,7 +136,7 @@ def test_customer_privacy_samples(topic, name, expected):
 
 
 def test_shop_redact_sample():
-    notification, conversions = deliver("shop/redact", fixture_bytes("shopify/shopify_shop_redact.json"))
+    notification, conversions = deliver("shop/redact", fixture_bytes("shopify/shopify_shop_redact.json", shop=SHOP))
     assert (notification.kind, conversions) == ("privacy", [])
     assert shopify.privacy_request(notification) == PrivacyRequest(action="redact_shop")
 
@@ -320,7 +320,7 @@ def test_customers_create():
 
 
 def test_delivery_key_is_the_webhook_id():
-    body = fixture_bytes("shopify/shopify_orders_create.json")
+    body = fixture_bytes("shopify/shopify_orders_create.json", shop=SHOP)
     headers = headers_for("shopify", "orders/create", shop=SHOP, secret=SECRET, body=body, delivery_id="b5-1")
     request = WebhookRequest.build(headers, body)
     assert shopify.delivery_key(request, shopify.parse(request)) == "b5-1"

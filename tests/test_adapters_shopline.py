@@ -31,7 +31,7 @@ CUSTOMER = "shopline/shopline_customers_update_docs_overview.json"
 
 
 def sample(path: str) -> dict:
-    return json.loads(fixture_bytes(path))
+    return json.loads(fixture_bytes(path, shop=SHOP))
 
 
 def changed(path: str, **changes) -> dict:
@@ -71,13 +71,13 @@ def test_near_misses_are_refused(header):
 
 @pytest.mark.parametrize("encoding", ["hex", "HEX", "base64"])
 def test_signing_helper_in_each_encoding(encoding):
-    body = fixture_bytes(ORDERS)
+    body = fixture_bytes(ORDERS, shop=SHOP)
     shopline.verify(WebhookRequest.build(sign("shopline", SECRET, body, encoding=encoding), body), secrets=[SECRET])
 
 
 # -- the samples as they are --------------------------------------------------------------
 def test_orders_create_sample():
-    notification, conversions = deliver("orders/create", fixture_bytes(ORDERS))
+    notification, conversions = deliver("orders/create", fixture_bytes(ORDERS, shop=SHOP))
     assert (notification.shop, notification.kind, notification.delivery_id is not None) == (SHOP, "conversion", True)
     [conversion] = conversions  # financial_status unpaid: no purchase
     event = conversion.event
@@ -100,7 +100,7 @@ def test_orders_create_sample():
     (ConversionOptions(value="subtotal"), "16056761559984840457934011", Decimal("8.00")),  # current_subtotal_price
 ])
 def test_orders_sample_options(options, content_id, value):
-    [conversion] = convert("orders/create", fixture_bytes(ORDERS), options)
+    [conversion] = convert("orders/create", fixture_bytes(ORDERS, shop=SHOP), options)
     assert (conversion.event.content_id, conversion.event.value) == (content_id, value)
 
 
@@ -112,7 +112,7 @@ def test_all_amounts_blank_gives_no_value_and_says_why():
 
 
 def test_checkouts_create_sample():
-    [conversion] = convert("checkouts/create", fixture_bytes(CHECKOUTS))
+    [conversion] = convert("checkouts/create", fixture_bytes(CHECKOUTS, shop=SHOP))
     event = conversion.event
     token = "c2c4a7b1e182e894f6e194a99489f870"
     assert (event.event_name, event.idempotency_key) == ("EVENT_INITIATED_CHECKOUT", f"checkout:{token}:EVENT_INITIATED_CHECKOUT")
@@ -123,7 +123,7 @@ def test_checkouts_create_sample():
     assert (event.click_id, conversion.click_source) == (None, None)  # its one note attribute is blank
     assert conversion.identifiers == {"checkout_token": token, "cart_token": "c4a54360f2b2460fbb6973bb80406111",
                                       "customer_id": "4201057495", "email_sha256": sha("email@example.cpm")}
-    [subtotal] = convert("checkouts/create", fixture_bytes(CHECKOUTS), ConversionOptions(value="subtotal"))
+    [subtotal] = convert("checkouts/create", fixture_bytes(CHECKOUTS, shop=SHOP), ConversionOptions(value="subtotal"))
     assert subtotal.event.value == Decimal("8.00")  # sub_total_price, Shopline's spelling
 
 
@@ -135,12 +135,12 @@ def test_checkouts_create_sample():
     ("customers/data_request", CUSTOMER),
 ])
 def test_samples_that_give_nothing(topic, path):
-    notification, conversions = deliver(topic, fixture_bytes(path))
+    notification, conversions = deliver(topic, fixture_bytes(path, shop=SHOP))
     assert (notification.kind, conversions) == ("conversion", [])
 
 
 def test_customer_sample_as_customers_create():
-    [conversion] = convert("customers/create", fixture_bytes(CUSTOMER))
+    [conversion] = convert("customers/create", fixture_bytes(CUSTOMER, shop=SHOP))
     event = conversion.event
     assert (event.event_name, event.idempotency_key) == (
         "EVENT_COMPLETE_REGISTRATION", "customer:421475190:EVENT_COMPLETE_REGISTRATION")
@@ -220,7 +220,7 @@ def test_merchants_redact():
 
 
 def test_delivery_key_is_the_webhook_id():
-    body = fixture_bytes(ORDERS)
+    body = fixture_bytes(ORDERS, shop=SHOP)
     request = WebhookRequest.build(
         headers_for("shopline", "orders/create", shop=SHOP, secret=SECRET, body=body, delivery_id="b54557e48a5fbf7d70bcd043"),
         body)

@@ -140,7 +140,7 @@ def test_worker_once_send_test_event_and_replay(env):
 
 def test_deliveries_reprocess_converts_failed_bodies(env):
     outbox = outbox_for(env["KWAI_BRIDGE_DATABASE_URL"])
-    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
     order.update(test=False, financial_status="paid")
     body = json.dumps(order).encode()
     headers = {"x-shopify-topic": "orders/paid", "x-shopify-shop-domain": "acme.myshopify.com",
@@ -181,7 +181,7 @@ def test_serve_prints_each_webhook_url(tmp_path, sqlite_url):
 def test_sighup_reloads_the_stores_file_without_a_restart(tmp_path, sqlite_url):
     stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
     env = bridge_env(database_url=sqlite_url, stores=stores)
-    body = fixture_bytes("shopify/shopify_orders_create.json")
+    body = fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"])
     with Served(env, workers=1, extra_args=["--with-worker"]) as served:
         def post(store_id: str) -> int:
             headers = headers_for("shopify", "orders/create", shop=SHOPS["shopify"], secret=SECRETS["shopify"],
@@ -203,7 +203,7 @@ def test_sighup_reloads_the_stores_file_without_a_restart(tmp_path, sqlite_url):
 def test_serve_with_worker_delivers_what_it_receives(tmp_path, sqlite_url):
     """What `make run` starts: the web workers and the dispatcher together."""
     stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
-    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
     order.update(test=False, financial_status="paid",
                  note_attributes=[{"name": "kwai_click_id", "value": "run-click"}])
     body = json.dumps(order).encode()

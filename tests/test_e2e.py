@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def paid_shopify_order(order_id: int, click_id: str) -> bytes:
     """The docs' orders/create sample, changed: not a test order, paid, with our cart attribute."""
-    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
     order.update(id=order_id, test=False, financial_status="paid",
                  note_attributes=[{"name": "kwai_click_id", "value": click_id}])
     return json.dumps(order).encode()

@@ -32,9 +32,9 @@ from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
-ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
-CHECKOUT = json.loads(fixture_bytes("shopify/shopify_checkouts_create.json"))
-CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json"))
+ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
+CHECKOUT = json.loads(fixture_bytes("shopify/shopify_checkouts_create.json", shop=SHOPS["shopify"]))
+CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json", shop=SHOPS["shopify"]))
 WOO_ORDER = json.loads(fixture_bytes("woocommerce/woocommerce_order_created.json"))
 INSTANCES = 6
 ALPHABET = string.ascii_letters + string.digits + "+/_-"

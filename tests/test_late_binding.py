@@ -145,7 +145,7 @@ def test_a_click_does_not_replace_the_click_id_a_cart_already_carries(app, clock
     assert (row.status, row.event.click_id, row.click_source) == ("pending", "FromCart", "attribute")
 
 
-ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
 GENUINE = "Genuine+Landing/123="  # base64-shaped, as a Kwai click id is
 
 

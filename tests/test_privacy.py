@@ -19,11 +19,11 @@ from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
-ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
-CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json"))
-REDACT = json.loads(fixture_bytes("shopify/shopify_customers_redact.json"))  # customer 191167, john@example.com
-SHOP_REDACT = json.loads(fixture_bytes("shopify/shopify_shop_redact.json"))
-DATA_REQUEST = json.loads(fixture_bytes("shopify/shopify_customers_data_request.json"))
+ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
+CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json", shop=SHOPS["shopify"]))
+REDACT = json.loads(fixture_bytes("shopify/shopify_customers_redact.json", shop=SHOPS["shopify"]))  # customer 191167, john@example.com
+SHOP_REDACT = json.loads(fixture_bytes("shopify/shopify_shop_redact.json", shop=SHOPS["shopify"]))
+DATA_REQUEST = json.loads(fixture_bytes("shopify/shopify_customers_data_request.json", shop=SHOPS["shopify"]))
 EMAIL_A = hashlib.sha256(b"john@example.com").hexdigest()
 STORE_OF = {"shopify": "acme", "shopline": "line"}
 TOPICS = {"shopify": ("customers/redact", "shop/redact"), "shopline": ("customers/redact", "merchants/redact")}
@@ -43,6 +43,8 @@ def app(tmp_path, database_url):
 
 
 def send(client, platform: str, topic: str, payload: dict) -> dict:
+    if "shop_domain" in payload:  # a privacy request names the shop it is for
+        payload = {**payload, "shop_domain": SHOPS[platform]}
     body = json.dumps(payload).encode()
     headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body)
     answer = client.post(f"/webhooks/{platform}/{STORE_OF[platform]}", data=body, headers=headers)
@@ -216,3 +218,53 @@ def test_a_failed_redaction_is_not_recorded_so_the_platform_retry_does_it(app):
     retry = client.post("/webhooks/shopify/acme", data=body, headers=headers)
     assert retry.status_code == 200 and retry.json["status"] == "privacy"
     assert held(app, "acme")["clicks"] == ["B:cart_token"], "the retry did the redaction"
+
+
+# -- requests of any size ---------------------------------------------------------------------
+MANY = 20_000
+
+
+def export(database_url, tmp_path, monkeypatch, *args: str) -> dict:
+    from kwai_bridge import cli
+    import kwai_bridge.cli.privacy  # noqa: F401  (registers the command)
+
+    monkeypatch.setenv("KWAI_BRIDGE_DATABASE_URL", database_url)
+    monkeypatch.setenv("KWAI_BRIDGE_STORES", str(tmp_path / "stores.toml"))
+    done = CliRunner().invoke(cli.main, ["privacy", "export", "--store", "acme", *args])
+    assert done.exit_code == 0, done.output
+    return json.loads(done.output)
+
+
+def test_a_redaction_naming_20000_orders_is_done(app, database_url, tmp_path, monkeypatch):
+    """One identifier per order: SQLite refused the single OR chain past about 1,000
+    ('Expression tree is too large'), so the request failed on every retry."""
+    client = app.test_client()
+    populate(client, "shopify")
+    orders = [299938, 280263, *range(10**9, 10**9 + MANY - 2)]
+    named = export(database_url, tmp_path, monkeypatch, *(arg for o in orders for arg in ("--order", str(o))))
+    assert sorted(e["business_key"] for e in named["events"]) == [  # the cart through order 299938's token
+        "cart:cart-A:EVENT_ADD_TO_CART:3", "order:280263:EVENT_PURCHASE", "order:299938:EVENT_PURCHASE"]
+    assert send(client, "shopify", "customers/redact", {**REDACT, "orders_to_redact": orders})["status"] == "privacy"
+    after = held(app, "acme")
+    assert all(redacted(after["events"][k]) for k in after["events"] if ":299938:" in k or ":280263:" in k)
+    assert not redacted(after["events"]["order:555:EVENT_PURCHASE"])
+    assert after["clicks"] == ["B:cart_token"]
+
+
+def test_a_customer_with_400_orders_is_exported_and_redacted(app, database_url, tmp_path, monkeypatch):
+    """Each order brings its identifiers (order id, tokens) into the search: far more than
+    SQLite took in one OR chain."""
+    client = app.test_client()
+    populate(client, "shopify")
+    for n in range(400):
+        send(client, "shopify", "orders/paid", {
+            **order(7_000_000 + n, customer_id=191167, email="john@example.com", cart_token=f"cart-{n}"),
+            "checkout_token": f"checkout-{n}"})
+    found = export(database_url, tmp_path, monkeypatch, "--customer", "191167")
+    assert len(found["events"]) == 400 + 2  # and the cart and order of `populate`
+    assert send(client, "shopify", "customers/redact", {**REDACT, "orders_to_redact": []})["status"] == "privacy"
+    after = held(app, "acme")
+    mine = [k for k in after["events"] if k != "order:555:EVENT_PURCHASE" and ":280263:" not in k]
+    assert len(mine) == 402 and all(redacted(after["events"][k]) for k in mine)
+    assert not redacted(after["events"]["order:555:EVENT_PURCHASE"])
+    assert export(database_url, tmp_path, monkeypatch, "--customer", "191167")["events"] == []

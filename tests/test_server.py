@@ -13,7 +13,7 @@ from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ORDER = fixture_bytes("shopify/shopify_orders_create.json")
+ORDER = fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"])
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ SAMPLE = {"shopify": ("orders/create", "shopify/shopify_orders_create.json"),
 @pytest.mark.parametrize("case", ["wrong shop header", "missing shop header", "wrong secret", "tampered"])
 def test_every_platform_refuses_what_is_not_its_store(client, platform, case):
     topic, sample = SAMPLE[platform]
-    body = fixture_bytes(sample)
+    body = fixture_bytes(sample, shop=SHOPS[platform])
     secret = "not-the-secret" if case == "wrong secret" else SECRETS[platform]
     headers = headers_for(platform, topic, shop=SHOPS[platform], secret=secret, body=body)
     if case == "wrong shop header":

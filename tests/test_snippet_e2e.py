@@ -30,8 +30,8 @@ from tests.storefront import Response, Storefront
 
 pytestmark = pytest.mark.browser
 
-ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
-CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json"))
+ORDER = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
+CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json", shop=SHOPS["shopify"]))
 WOO_ORDER = json.loads(fixture_bytes("woocommerce/woocommerce_order_created.json"))
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CART_TOKEN = "c1-7f3a9e"  # the stand-in's cart

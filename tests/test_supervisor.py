@@ -143,7 +143,7 @@ def test_a_clean_exit_is_restarted_but_logged_as_a_warning(caplog):
 
 # -- the real thing ---------------------------------------------------------------------
 def paid_order(order_id: int, click_id: str) -> bytes:
-    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json"))
+    order = json.loads(fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"]))
     order.update(id=order_id, test=False, financial_status="paid",
                  note_attributes=[{"name": "kwai_click_id", "value": click_id}])
     return json.dumps(order).encode()

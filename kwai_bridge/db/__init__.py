@@ -12,14 +12,14 @@ from kwai_bridge.db.migrations import (
     MIGRATIONS, SCHEMA_VERSION, SchemaError, ensure_schema, migrate, schema_state,
 )
 from kwai_bridge.db.schema import (
-    DeliveryOutcome, EventStatus, UTCDateTime, any_pair, clicks, deliveries, event_identifiers, events,
+    CHUNK, DeliveryOutcome, EventStatus, UTCDateTime, any_pair, chunked, clicks, deliveries, event_identifiers, events,
     heartbeats, high_water, metadata, rate_windows, schema_version,
 )
 from kwai_bridge.db.sqlite import BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS
 
 __all__ = [
-    "BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
-    "SchemaError", "UTCDateTime", "any_pair", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
+    "BUSY_TIMEOUT_MS", "CHUNK", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
+    "SchemaError", "UTCDateTime", "any_pair", "chunked", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
     "event_identifiers", "events", "heartbeats", "high_water", "make_engine", "metadata", "migrate",
     "rate_windows", "reading", "schema_state", "schema_version", "upsert_insert", "writing_cursor",
 ]

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from datetime import timezone
 from enum import StrEnum
-from typing import Iterable
+from typing import Iterable, Iterator, TypeVar
 
 from sqlalchemy import (
     BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer, LargeBinary,
     MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, and_, or_,
 )
 from sqlalchemy.types import TypeDecorator
+
+T = TypeVar("T")
 
 
 class EventStatus(StrEnum):
@@ -66,10 +68,36 @@ def _one_of(column: str, values: Iterable[str], name: str) -> CheckConstraint:
     return CheckConstraint("%s IN (%s)" % (column, ", ".join(f"'{v}'" for v in values)), name=name)
 
 
+#: The most pairs, ids or search strings one statement is given: SQLite refuses an
+#: expression tree deeper than 1,000 and more than 32,766 parameters, PostgreSQL more
+#: than 65,535 parameters. Callers with more (a privacy request naming 20,000 orders)
+#: run one statement per chunk (`chunked`).
+CHUNK = 500
+
+
 def any_pair(kind: Column, value: Column, pairs: Iterable[tuple[str, str]]):
     """A condition matching rows whose (`kind`, `value`) is one of `pairs`: the shape
-    both `event_identifiers` and `clicks` are keyed by."""
-    return or_(*(and_(kind == k, value == v) for k, v in sorted(pairs)))
+    both `event_identifiers` and `clicks` are keyed by.
+
+    One term per kind (`kind = k AND value IN (...)`), so the expression stays shallow
+    however many values a kind has; a kind with one value compares it with `=`.
+    """
+    by_kind: dict[str, list[str]] = {}
+    for k, v in sorted(pairs):
+        by_kind.setdefault(k, []).append(v)
+    return or_(*(and_(kind == k, value == vs[0] if len(vs) == 1 else value.in_(vs)) for k, vs in by_kind.items()))
+
+
+def chunked(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
+    """`items` in lists of at most `size`, in order."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 _ID = BigInteger().with_variant(Integer, "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid

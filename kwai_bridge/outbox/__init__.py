@@ -75,8 +75,16 @@ class Outbox(LeaseQueries):
         self, *, store_id: str, platform: str, topic: str, delivery_key: str,
         received_at: datetime, body: bytes, headers: Mapping[str, str],
         conversions: Sequence[Conversion], outcome: str = DeliveryOutcome.QUEUED, error: str | None = None,
+        body_sha256: str | None = None, body_decides: bool = False,
     ) -> AcceptResult:
-        """Store a delivery and its events in one transaction; a known delivery writes nothing."""
+        """Store a delivery and its events in one transaction.
+
+        A known delivery key, or a known `body_sha256` (the signed body's hash: a body
+        is accepted once per store, under whatever delivery id or topic it comes back),
+        is a duplicate and writes nothing; except that with `body_decides` (a topic
+        whose events the body alone decides) a body first stored under another topic
+        still gets the events of `conversions` it lacks, on that first delivery.
+        """
         _check_outcome(outcome)
         # Everything that needs no database is prepared before the write transaction
         # starts: on SQLite, writers queue for each other.
@@ -84,14 +92,28 @@ class Outbox(LeaseQueries):
         delivery = q.insert_delivery.bind({
             "store_id": store_id, "platform": platform, "topic": topic, "delivery_key": delivery_key,
             "received_at": received_at, "outcome": outcome, "error": error, "body": body,
-            "headers": compact(_safe_headers(headers))})
+            "headers": compact(_safe_headers(headers)), "body_sha256": body_sha256})
         rows = self._event_rows(store_id, platform, conversions, received_at)
         with writing_cursor(self.engine) as cursor:
             delivery_id = q.insert_delivery.returning(cursor, delivery)
             if delivery_id is None:
-                return AcceptResult(delivery_id=None, duplicate=True, created=0)
+                earlier = None
+                if body_decides and body_sha256 is not None and rows:
+                    earlier = q.same_body.row(cursor, {"store_id": store_id, "body_sha256": body_sha256})
+                if earlier is None or earlier[1] == topic:
+                    return AcceptResult(delivery_id=None, duplicate=True, created=0)
+                created = self._insert_events(cursor, earlier[0], store_id, rows)
+                return AcceptResult(delivery_id=earlier[0], duplicate=True, created=created)
             created = self._insert_events(cursor, delivery_id, store_id, rows)
         return AcceptResult(delivery_id=delivery_id, duplicate=False, created=created)
+
+    def seen(self, store_id: str, *, delivery_key: str, body_sha256: str) -> bool:
+        """Whether the store has a delivery with this key or this body already."""
+        d = deliveries.c
+        stmt = select(d.id).where(d.store_id == store_id,
+                                  (d.delivery_key == delivery_key) | (d.body_sha256 == body_sha256)).limit(1)
+        with reading(self.engine) as conn:
+            return conn.execute(stmt).first() is not None
 
     def add_conversions(
         self, delivery_id: int, *, store_id: str, platform: str,

@@ -83,7 +83,8 @@ class Claimed:
 
 @dataclass(frozen=True)
 class AcceptResult:
-    """What `accept` did: the new delivery's id (None for a duplicate) and events created."""
+    """What `accept` did: the new delivery's id (None for a duplicate, or the earlier
+    delivery's when a duplicate body added events to it) and events created."""
 
     delivery_id: int | None
     duplicate: bool

@@ -47,6 +47,11 @@ class _Prepared:
         rows = cursor.fetchall()
         return rows[0][0] if rows else None
 
+    def row(self, cursor, bound: Mapping[str, Any]) -> tuple | None:
+        """Run with `bound` values; the first row, None when there is none."""
+        cursor.execute(self.sql, self.params(bound))
+        return cursor.fetchone()
+
     def many(self, cursor, rows: Sequence[Mapping[str, Any]]) -> None:
         cursor.executemany(self.sql, [self.params(row) for row in rows])
 
@@ -62,11 +67,17 @@ class _Statements:
 
     def _webhook(self, insert, dialect) -> None:
         columns = ("store_id", "platform", "topic", "delivery_key", "received_at", "outcome", "error",
-                   "body", "headers")
+                   "body", "headers", "body_sha256")
+        # No conflict target: a known delivery key and a known body (`uq_deliveries_store_body`)
+        # are both a duplicate, on SQLite as on PostgreSQL.
         self.insert_delivery = _Prepared(
             insert(deliveries).values({name: bindparam(name) for name in columns})
-            .on_conflict_do_nothing(index_elements=["store_id", "delivery_key"])
+            .on_conflict_do_nothing()
             .returning(deliveries.c.id), deliveries, dialect)
+        d = deliveries.c
+        self.same_body = _Prepared(
+            select(d.id, d.topic).where(d.store_id == bindparam("store_id"), d.body_sha256 == bindparam("body_sha256")),
+            deliveries, dialect)
         columns = ("store_id", "platform", "business_key", "event_name", "status", "event", "click_source",
                    "identifiers", "skip_reason", "value_note", "click_note", "attempts", "next_attempt_at", "created_at",
                    "updated_at", "delivery_id")
