@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 
@@ -40,36 +39,22 @@ def print_urls(runtime: Runtime, port: int) -> None:
 @click.option("--with-worker", is_flag=True, help="also run the dispatcher in a child process")
 def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
     """Serve the webhook routes with gunicorn."""
-    from gunicorn.app.base import BaseApplication
-    from gunicorn.util import import_app
-
-    from kwai_bridge.web.serving import gunicorn_options
-
     runtime = load_runtime()  # migrates SQLite, checks PostgreSQL's schema, before any fork
     runtime.engine.dispose()
     print_urls(runtime, port)
-    child = None
+    # gunicorn's master runs in a fresh interpreter (same process id, so signals reach
+    # it). Its gevent workers patch the standard library after the fork, and what this
+    # command has imported by now (the database driver, requests) would keep the
+    # blocking originals: psycopg, for one, picks how it waits when it is imported.
+    argv = [sys.executable, "-P", "-m", "kwai_bridge.web", "--host", host, "--port", str(port),
+            "--log-level", runtime.settings.log_level]
+    if workers:
+        argv += ["--workers", str(workers)]
     if with_worker:
-        child = subprocess.Popen([sys.executable, "-P", "-m", "kwai_bridge.cli", "worker"])
-
-    class App(BaseApplication):
-        def load_config(self):
-            for name, value in gunicorn_options(host=host, port=port, workers=workers or None).items():
-                self.cfg.set(name, value)
-            if child is not None:
-                # SIGHUP makes gunicorn start fresh workers, which read the stores file
-                # again; pass it on so that the dispatcher reloads it too.
-                self.cfg.set("on_reload", lambda arbiter: child.send_signal(signal.SIGHUP))
-
-        def load(self):
-            return import_app(self.cfg.wsgi_app)
-
-    try:
-        App().run()
-    finally:
-        if child is not None:
-            child.terminate()
-            child.wait(timeout=30)
+        argv.append("--with-worker")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 # -- worker ------------------------------------------------------------------------

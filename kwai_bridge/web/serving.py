@@ -1,12 +1,44 @@
 """How gunicorn serves the app: one set of options for `kwai-bridge serve` and for
-deploy/gunicorn.conf.py alike."""
+deploy/gunicorn.conf.py alike, the worker class they name, and the master process that
+`kwai-bridge serve` runs (`python -m kwai_bridge.web`)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from typing import Any
+
+from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 #: The app gunicorn loads: the factory in server.py.
 APP = "server:create_app()"
+#: Seconds a client gets, from connecting, to send its request line and headers.
+HEAD_TIMEOUT = 5
+#: Connections one worker holds at once (idle, slow or being answered).
+WORKER_CONNECTIONS = 1000
+
+
+class GeventWorker(_GunicornGeventWorker):
+    """gunicorn's gevent worker, answering one request per connection.
+
+    Every connection is a greenlet, so a client that connects and sends nothing, or its
+    headers a byte at a time, holds a few kilobytes and no worker. gunicorn patches the
+    standard library in the worker after the fork, before it loads the app; the app
+    creates its locks, thread-locals and database pools there, after the patch.
+    """
+
+    def handle_request(self, listener_name, req, sock, addr):
+        # Close after every answer, as the sync workers did. gunicorn's `keepalive` then
+        # only bounds how long a client may take over its request head (HEAD_TIMEOUT),
+        # and no load balancer can reuse a connection just as we close it: a webhook
+        # lost that way is a 502, which WooCommerce never retries.
+        req.must_close = True
+        # A client that goes silent once its head is in (stalling in the body, or gone
+        # without a word) is dropped after the worker timeout, as a sync worker waiting
+        # on it would have been killed then.
+        sock.settimeout(self.cfg.timeout)
+        return super().handle_request(listener_name, req, sock, addr)
 
 
 def gunicorn_options(*, host: str = "0.0.0.0", port: int = 8000,
@@ -16,11 +48,14 @@ def gunicorn_options(*, host: str = "0.0.0.0", port: int = 8000,
     return {
         "wsgi_app": APP,
         "bind": f"{host}:{port}",
-        # Sync workers: the request path only verifies, parses and commits, so it never
-        # waits on the network; on 2 cores sync workers answered faster than threads or
-        # gevent.
-        "worker_class": "sync",
+        # gevent, not sync workers: a sync worker is held by one unfinished request
+        # until the timeout, so a few idle or slow connections stopped every webhook.
+        # The request path still never waits on the network; on SQLite the writer lock
+        # and the WAL sync block the whole worker for their (short) time, as before.
+        "worker_class": f"{__name__}.GeventWorker",
         "workers": workers if workers is not None else 2 * (os.cpu_count() or 1),
+        "worker_connections": WORKER_CONNECTIONS,
+        "keepalive": HEAD_TIMEOUT,
         # Shopify and Shopline give 5 s to answer: anything near this limit is a fault.
         "timeout": 30,
         "graceful_timeout": 20,
@@ -30,4 +65,34 @@ def gunicorn_options(*, host: str = "0.0.0.0", port: int = 8000,
     }
 
 
-__all__ = ["APP", "gunicorn_options"]
+def run(*, host: str, port: int, workers: int | None = None, with_worker: bool = False) -> None:
+    """Run gunicorn's master in this process until it stops; with `with_worker`, also the
+    dispatcher (`kwai-bridge worker`) as its child."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.util import import_app
+
+    child = None
+    if with_worker:
+        child = subprocess.Popen([sys.executable, "-P", "-m", "kwai_bridge.cli", "worker"])
+
+    class App(BaseApplication):
+        def load_config(self):
+            for name, value in gunicorn_options(host=host, port=port, workers=workers).items():
+                self.cfg.set(name, value)
+            if child is not None:
+                # SIGHUP makes gunicorn start fresh workers, which read the stores file
+                # again; pass it on so that the dispatcher reloads it too.
+                self.cfg.set("on_reload", lambda arbiter: child.send_signal(signal.SIGHUP))
+
+        def load(self):
+            return import_app(self.cfg.wsgi_app)
+
+    try:
+        App().run()
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(timeout=30)
+
+
+__all__ = ["APP", "HEAD_TIMEOUT", "WORKER_CONNECTIONS", "GeventWorker", "gunicorn_options", "run"]
