@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 
 from adapters.values import PayloadError
 from kwai_bridge import clicks
+from kwai_bridge.web.bodies import read_body
 from kwai_bridge.web.responses import json_response
 
 blueprint = Blueprint("clicks", __name__)
@@ -44,9 +45,9 @@ def post_click(store_id: str) -> Response:
     sandboxed = clicks.pixel_sandbox(store, origin)
     if origin and clicks.allowed_origin(store, origin) is None and not sandboxed:
         return json_response({"status": "origin not allowed"}, 403)
-    request.max_content_length = clicks.CLICK_BODY_LIMIT  # larger: 413 from the app's error handler
+    body = read_body(clicks.CLICK_BODY_LIMIT)  # larger: 413 from the app's error handler
     try:
-        click_id, identifiers, order_key = clicks.parse_click(request.get_data(cache=False))
+        click_id, identifiers, order_key = clicks.parse_click(body)
     except PayloadError as exc:
         return json_response({"status": str(exc)}, 400)
     except ValidationError as exc:
