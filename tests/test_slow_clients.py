@@ -3,6 +3,7 @@ webhooks of everybody else, and the server lets go of them."""
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import threading
 import time
@@ -154,3 +155,28 @@ def test_a_webhook_waiting_on_postgres_holds_up_nothing_else_in_its_worker(tmp_p
         poster.join(60)
     assert health == 200, "the worker was blocked while its webhook waited on PostgreSQL"
     assert answers == [200]
+
+
+def test_a_worker_holds_its_connections_even_under_a_low_descriptor_limit(tmp_path, sqlite_url):
+    """systemd starts services with a soft limit of 1,024 descriptors: a worker must raise
+    its own to hold WORKER_CONNECTIONS connections besides its database files."""
+    stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))  # inherited by serve
+    try:
+        served = Served(bridge_env(database_url=sqlite_url, stores=stores), workers=1).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        with Holders(served.port, idle=300, slow=0):
+            time.sleep(1)
+            body, headers = signed_order(99)
+            try:
+                status = requests.post(f"{served.url}/webhooks/shopify/acme", data=body, headers=headers,
+                                       timeout=10).status_code
+            except requests.RequestException as exc:
+                status = exc.__class__.__name__
+    finally:
+        served.__exit__(None, None, None)
+    assert "Too many open files" not in served.output()
+    assert status == 200

@@ -4,6 +4,7 @@ deploy/gunicorn.conf.py alike, the worker class they name, and the master proces
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ APP = "server:create_app()"
 HEAD_TIMEOUT = 5
 #: Connections one worker holds at once (idle, slow or being answered).
 WORKER_CONNECTIONS = 1000
+#: Descriptors a worker needs besides its connections: database files, logs, gunicorn's.
+OWN_DESCRIPTORS = 256
 
 
 class GeventWorker(_GunicornGeventWorker):
@@ -27,6 +30,16 @@ class GeventWorker(_GunicornGeventWorker):
     standard library in the worker after the fork, before it loads the app; the app
     creates its locks, thread-locals and database pools there, after the patch.
     """
+
+    def init_process(self):
+        # Room for every connection besides the worker's own files: services often start
+        # with a soft limit of 1,024, and a worker that runs out stops accepting.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = self.worker_connections + OWN_DESCRIPTORS
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+        super().init_process()
 
     def handle_request(self, listener_name, req, sock, addr):
         # Close after every answer, as the sync workers did. gunicorn's `keepalive` then
