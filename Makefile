@@ -22,11 +22,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## Benchmarks (not part of `make test`): dispatch throughput and webhook ingest.
+## Benchmarks (not part of `make test`): dispatch throughput, webhook ingest, and
+## webhooks beside idle and slow clients (installs wrk with apt-get if missing).
 bench: $(STAMP)
 	status=0; \
 	$(BIN)/python benchmarks/dispatch.py || status=1; \
 	$(BIN)/python benchmarks/ingest.py || status=1; \
+	$(BIN)/python benchmarks/slow_clients.py || status=1; \
 	exit $$status
 
 ## The whole flow offline on loopback: fake Kwai, signed webhooks, dispatcher.
