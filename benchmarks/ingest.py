@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import build_request, closed_loop, open_loop  # noqa: E402
+from kwai_bridge.web.serving import gunicorn_options  # noqa: E402
 
 SECRET = "bench-shopify-secret"
 SHOP = "bench.myshopify.com"
@@ -86,10 +87,22 @@ def start(command: list[str], env: dict[str, str], port: int) -> subprocess.Pope
     raise RuntimeError(f"{command} did not start")
 
 
-def gunicorn_command(app: str, port: int, workers: int) -> list[str]:
-    """The same settings `kwai-bridge serve` applies (sync workers, timeouts, no access log)."""
-    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--worker-class", "sync", "--timeout", "30", "--graceful-timeout", "20", app]
+def gunicorn_command(app: str, port: int, workers: int, worker_class: str | None = None) -> list[str]:
+    """`python -m gunicorn` on `app` with the settings `kwai-bridge serve` applies
+    (kwai_bridge.web.serving: worker class, timeouts, no access log), or another
+    `worker_class`."""
+    from gunicorn.config import Config
+
+    options = gunicorn_options(host="127.0.0.1", port=port, workers=workers)
+    del options["wsgi_app"]
+    if worker_class:
+        options["worker_class"] = worker_class
+    settings = Config().settings
+    command = [sys.executable, "-m", "gunicorn"]
+    for name, value in options.items():
+        if value is not None:
+            command += [next(flag for flag in settings[name].cli if flag.startswith("--")), str(value)]
+    return command + [app]
 
 
 def measure(name: str, command: list[str], env: dict[str, str], port: int, args) -> dict:
@@ -141,7 +154,8 @@ def main() -> int:
         results = [{key: (statistics.median(r[key] for r in rows) if key not in ("name", "size") else rows[0][key])
                     for key in rows[0]} for rows in runs.values()]
     ours, durable = results[0], results[1]
-    print(f"\nIngest, gunicorn sync x {args.workers}, SQLite WAL synchronous=FULL, "
+    worker_class = gunicorn_options()["worker_class"].rpartition(".")[2]
+    print(f"\nIngest, gunicorn {worker_class} x {args.workers}, SQLite WAL synchronous=FULL, "
           f"body {ours['size']} bytes, {args.concurrency} connections, {args.seconds:.0f} s per phase, "
           f"medians of {args.repeat} alternating runs")
     print(f"{'target':<20} {'req/s (saturated)':>18} {'vs durable':>11} {'p50 @ half':>11} "

@@ -78,7 +78,7 @@ async def _closed(host: str, port: int, make: Callable[[int], bytes], concurrenc
 
 
 async def _open(host: str, port: int, make: Callable[[int], bytes], rate: float, seconds: float,
-                seed: int) -> Result:
+                seed: int, timeout: float | None) -> Result:
     rng = random.Random(seed)
     ok = errors = 0
     latencies: list[float] = []
@@ -88,8 +88,8 @@ async def _open(host: str, port: int, make: Callable[[int], bytes], rate: float,
     async def fire(n: int, scheduled: float) -> None:
         nonlocal ok, errors
         try:
-            status = await _one(host, port, make(n))
-        except OSError:
+            status = await asyncio.wait_for(_one(host, port, make(n)), timeout)
+        except (OSError, asyncio.TimeoutError):
             errors += 1
             return
         latencies.append(time.perf_counter() - scheduled)
@@ -116,5 +116,7 @@ def closed_loop(host: str, port: int, make: Callable[[int], bytes], *, concurren
 
 
 def open_loop(host: str, port: int, make: Callable[[int], bytes], *, rate: float, seconds: float,
-              seed: int = 1) -> Result:
-    return asyncio.run(_open(host, port, make, rate, seconds, seed))
+              seed: int = 1, timeout: float | None = None) -> Result:
+    """Poisson arrivals at `rate` for `seconds`; a request not answered within `timeout`
+    seconds (if given) counts as an error."""
+    return asyncio.run(_open(host, port, make, rate, seconds, seed, timeout))

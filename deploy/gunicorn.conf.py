@@ -1,7 +1,9 @@
 # gunicorn settings for running the web app directly:
 #   gunicorn -c deploy/gunicorn.conf.py
 # They name the app ("server:create_app()"); `kwai-bridge serve` applies the same ones,
-# read from the same place: kwai_bridge.web.serving.
+# read from the same place: kwai_bridge.web.serving. The workers are gevent workers (a
+# greenlet per connection, so idle or slow clients hold no worker) that answer one
+# request per connection; a client gets HEAD_TIMEOUT (5 s) for its request head.
 # Bind on every interface; put TLS in front (a load balancer or a reverse proxy).
 import os
 

@@ -132,6 +132,20 @@ class Served:
                 time.sleep(0.1)
         raise RuntimeError("serve did not answer /healthz in time")
 
+    def web_workers(self) -> set[int]:
+        """The process ids of gunicorn's workers under serve (not the dispatcher)."""
+        found = set()
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue  # not a process, or gone
+            parent = int(stat.rpartition(")")[2].split()[1])
+            if self.proc is not None and parent == self.proc.pid and b"kwai_bridge.web" in cmdline:
+                found.add(int(entry.name))
+        return found
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, inspect, select, text
@@ -405,3 +409,59 @@ def test_sqlite_writers_queue_on_the_writer_lock_and_a_thread_cannot_wait_for_it
     assert order == ["first", "second"]
     with engine.begin() as conn:  # the lock was released: a later write goes through
         conn.execute(text("select 1"))
+
+
+#: Two greenlets of one gevent-patched process writing to one SQLite file: the first
+#: yields while it holds the writer lock. Prints the order of what happened as JSON.
+_GREENLET_WRITERS = """
+import json, sys
+if sys.argv[2] == "imported-first":  # as a process that imported the app before the patch
+    from kwai_bridge import db
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from gevent.event import Event
+from sqlalchemy import text
+from kwai_bridge import db
+
+engine = db.make_engine(sys.argv[1])
+db.migrate(engine)
+order, held = [], Event()
+
+def first():
+    with engine.begin() as conn:
+        conn.execute(text("select 1"))
+        order.append("first writes")
+        held.set()
+        gevent.sleep(0.1)  # yields while holding the writer lock
+        try:
+            with engine.begin():
+                pass
+        except Exception as exc:
+            order.append(f"first refused a second write: {exc.__class__.__name__}")
+        order.append("first commits")
+
+def second():
+    held.wait()
+    order.append("second waits")
+    with engine.begin() as conn:
+        conn.execute(text("select 1"))
+        order.append("second writes")
+
+gevent.joinall([gevent.spawn(first), gevent.spawn(second)], raise_error=True)
+print(json.dumps(order))
+"""
+
+
+@pytest.mark.parametrize("imports", ["patched-first", "imported-first"])
+def test_sqlite_writer_lock_queues_greenlets_of_one_process(sqlite_url, imports):
+    """Under gevent, greenlets share a thread: one waiting in `flock` for another of its
+    process would block that process for good; it must wait for its turn instead."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _GREENLET_WRITERS, sqlite_url, imports], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["first writes", "second waits",
+                                       "first refused a second write: OperationalError",
+                                       "first commits", "second writes"]

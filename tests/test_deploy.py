@@ -90,9 +90,15 @@ def _gunicorn_conf(monkeypatch, **environ: str) -> dict:
     return namespace
 
 
-def test_gunicorn_conf_loads_with_sync_workers(monkeypatch):
+def test_gunicorn_conf_loads_with_gevent_workers(monkeypatch):
+    from gunicorn.util import load_class
+    from gunicorn.workers.ggevent import GeventWorker
+
+    from kwai_bridge.web.serving import HEAD_TIMEOUT
+
     namespace = _gunicorn_conf(monkeypatch)
-    assert namespace["worker_class"] == "sync"
+    assert issubclass(load_class(namespace["worker_class"]), GeventWorker)
+    assert namespace["keepalive"] == HEAD_TIMEOUT, "the time a client has for its request head"
     assert namespace["workers"] >= 1
     assert namespace["bind"].endswith(":8000")
     assert namespace["wsgi_app"] == "server:create_app()"

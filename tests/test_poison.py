@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from kwai_bridge import db
+from tests.serving import SHOPS
 from tests.poison import (
     BASES, BIG_COUNTS, DATABASES, DIGITS, LONG, NUL, SURROGATE, body_of, changed, database, deliver, final, make_app,
 )
@@ -142,7 +143,8 @@ def test_any_decimal_digits_hash_as_their_ascii_digits(client, script):
 ])
 def test_clicks_with_poison_values_get_a_final_answer(client, field, value, status):
     body = {"click_id": "CLICK", "cart_token": "cart-1", field: value}
-    answer = client.post("/clicks/shopify", data=body_of(body), content_type="application/json")
+    answer = client.post("/clicks/shopify", data=body_of(body), content_type="application/json",
+                         headers={"Origin": f"https://{SHOPS['shopify']}"})
     assert answer.status_code == status, answer.data
 
 
@@ -150,7 +152,8 @@ def test_a_click_phone_in_arabic_indic_digits_is_the_same_shopper(client):
     from kwai_bridge.attribution import ClickStore
     from datetime import datetime, timezone
 
-    assert client.post("/clicks/shopify", json={"click_id": "AR", "phone": DIGITS["arabic-indic"]}).status_code == 202
+    assert client.post("/clicks/shopify", json={"click_id": "AR", "phone": DIGITS["arabic-indic"]},
+                       headers={"Origin": f"https://{SHOPS['shopify']}"}).status_code == 202
     engine = client.application.extensions["kwai_bridge.runtime"].engine
     found = ClickStore(engine).lookup("shopify", {"phone_sha256": hashlib.sha256(b"01155550101").hexdigest()},
                                       since=datetime(2000, 1, 1, tzinfo=timezone.utc))

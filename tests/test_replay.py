@@ -75,7 +75,8 @@ def populated(app) -> bytes:
     """A store with a paid order, its click, and the order's body kept; the order's body."""
     body = paid_order()
     assert post(app, "shopify", "orders/paid", body).json["status"] == "queued"
-    assert app.test_client().post("/clicks/acme", json={"click_id": "CA", "cart_token": "cart-A"}).status_code == 202
+    assert app.test_client().post("/clicks/acme", json={"click_id": "CA", "cart_token": "cart-A"},
+                                    headers={"Origin": f"https://{SHOPS['shopify']}"}).status_code == 202
     return body
 
 

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import click
 
+from kwai_bridge import LOG_FORMAT
 from kwai_bridge.config import ConfigError
 from kwai_bridge.db import SchemaError
 from kwai_bridge.runtime import Runtime
@@ -27,7 +28,7 @@ def _setup_logging() -> None:
         # Logging comes first, before any command (even --help); a command that reads
         # the settings reports what is wrong with them.
         level = "INFO"
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 def load_runtime(*, migrate: bool | None = None) -> Runtime:

@@ -16,7 +16,6 @@ from kwai_bridge.config import EXAMPLE_FILE, ConfigError, load_stores
 from kwai_bridge.db import make_engine, migrate as run_migrations
 from kwai_bridge.runtime import Runtime, webhook_url
 from kwai_bridge.settings import settings_from_env
-from kwai_bridge.supervisor import Supervisor
 
 log = logging.getLogger("kwai_bridge")
 
@@ -40,71 +39,22 @@ def print_urls(runtime: Runtime, port: int) -> None:
 @click.option("--with-worker", is_flag=True, help="also run the dispatcher in a child process")
 def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
     """Serve the webhook routes with gunicorn."""
-    from gunicorn.app.base import BaseApplication
-    from gunicorn.util import import_app
-
-    from kwai_bridge.web.serving import gunicorn_options
-
     runtime = load_runtime()  # migrates SQLite, checks PostgreSQL's schema, before any fork
     runtime.engine.dispose()
     print_urls(runtime, port)
-    supervisor = None
+    # gunicorn's master runs in a fresh interpreter (same process id, so signals reach
+    # it). Its gevent workers patch the standard library after the fork, and what this
+    # command has imported by now (the database driver, requests) would keep the
+    # blocking originals: psycopg, for one, picks how it waits when it is imported.
+    argv = [sys.executable, "-P", "-m", "kwai_bridge.web", "--host", host, "--port", str(port),
+            "--log-level", runtime.settings.log_level]
+    if workers:
+        argv += ["--workers", str(workers)]
     if with_worker:
-        # -P: the working directory does not go first on the child's sys.path, where a
-        # folder named like one of ours (kwai_bridge, adapters) would shadow the project.
-        supervisor = Supervisor([sys.executable, "-P", "-m", "kwai_bridge.cli", "worker"],
-                                name="dispatcher").start()
-
-    class App(BaseApplication):
-        def load_config(self):
-            for name, value in gunicorn_options(host=host, port=port, workers=workers or None).items():
-                self.cfg.set(name, value)
-            if supervisor is not None:
-                # SIGHUP makes gunicorn start fresh workers, which read the stores file
-                # again; pass it on so that the dispatcher reloads it too.
-                self.cfg.set("on_reload", lambda arbiter: supervisor.send_signal(signal.SIGHUP))
-
-        def load(self):
-            return import_app(self.cfg.wsgi_app)
-
-        def run(self):
-            if supervisor is None:
-                return super().run()
-            try:
-                _supervising_arbiter(self, supervisor).run()
-            except RuntimeError as exc:  # as BaseApplication.run reports a failed start
-                print(f"\nError: {exc}\n", file=sys.stderr)
-                sys.exit(1)
-
-    try:
-        App().run()
-    finally:
-        if supervisor is not None:
-            supervisor.stop(timeout=30)
-
-
-def _supervising_arbiter(app, supervisor: Supervisor):
-    """gunicorn's arbiter, made to leave the dispatcher to `supervisor`.
-
-    The arbiter reaps every child with waitpid(-1), the dispatcher too, and drops the
-    status of a child it does not know: the supervisor collects its child's status
-    first, as gunicorn does for its own dirty arbiter. And a signal that stops the
-    arbiter tells the supervisor at once, before the dispatcher (which may have had the
-    same signal, sent to the whole process group) ends.
-    """
-    from gunicorn.arbiter import Arbiter
-
-    class SupervisingArbiter(Arbiter):
-        def reap_workers(self):
-            supervisor.reap()
-            super().reap_workers()
-
-        def signal(self, sig, frame):
-            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                supervisor.winding_down()
-            super().signal(sig, frame)
-
-    return SupervisingArbiter(app)
+        argv.append("--with-worker")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 # -- worker ------------------------------------------------------------------------

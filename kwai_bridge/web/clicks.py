@@ -12,6 +12,7 @@ from marshmallow import ValidationError
 from adapters.values import PayloadError
 from kwai_bridge import clicks
 from kwai_bridge.ratelimit import RateLimited
+from kwai_bridge.web.bodies import read_body
 from kwai_bridge.web.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,11 @@ def post_click(store_id: str) -> Response:
         return Response(status=204 if store is not None else 404)
     if store is None:
         return json_response({"status": "unknown store"}, 404)
-    request.max_content_length = clicks.CLICK_BODY_LIMIT  # larger: 413 from the app's error handler
     try:
         who = clicks.caller(store, origin=request.headers.get("Origin"),
                             authorization=request.headers.get("Authorization"))
-        click_id, identifiers, order_key = clicks.parse_click(request.get_data(cache=False))
+        body = read_body(clicks.CLICK_BODY_LIMIT)  # larger: 413 from the app's error handler
+        click_id, identifiers, order_key = clicks.parse_click(body)
         clicks.check_identifiers(who, identifiers)
     except clicks.Refused as exc:
         log.info("store %s: click refused (%d): %s", store.id, exc.status_code, exc.message)

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from adapters.values import WebhookRequest
 from kwai_bridge.jsontext import compact
 from kwai_bridge.pipeline import Answer, Pipeline
+from kwai_bridge.web.bodies import read_body
 
 blueprint = Blueprint("webhooks", __name__)
 
@@ -30,7 +31,8 @@ def webhook_by_shop(platform: str):
 
 
 def _receive(platform: str, store_id: str | None):
-    body = request.get_data(cache=False)  # raw bytes first: the signature covers them exactly
+    # raw bytes first: the signature covers them exactly
+    body = read_body(current_app.config["MAX_CONTENT_LENGTH"])
     webhook = WebhookRequest.build(request.headers.items(), body)
     pipeline: Pipeline = current_app.extensions["kwai_bridge.pipeline"]
     return _answer(pipeline.handle(platform, store_id, webhook, now=current_app.config["CLOCK"]()))

@@ -1,0 +1,33 @@
+-- wrk script: send the pre-built HTTP requests of a file (as written by
+-- benchmarks/slow_clients.py: whole requests with a Content-Length, one after the
+-- other) in turn, and print the run's counts as one JSON line at the end.
+--     wrk -t1 -c16 -d5s -s benchmarks/requests.lua http://127.0.0.1:PORT -- FILE
+
+local requests = {}
+local next_request = 0
+
+function init(args)
+  local file = assert(io.open(args[1], "rb"))
+  local data = file:read("*a")
+  file:close()
+  local pos = 1
+  while pos <= #data do
+    local head_end = assert(data:find("\r\n\r\n", pos, true), "a request without a blank line")
+    local length = tonumber(data:sub(pos, head_end):match("Content%-Length: (%d+)"))
+    local stop = head_end + 3 + length
+    requests[#requests + 1] = data:sub(pos, stop)
+    pos = stop + 1
+  end
+end
+
+function request()
+  next_request = next_request % #requests + 1
+  return requests[next_request]
+end
+
+function done(summary, latency, _)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
+end
