@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from sqlalchemy import event
@@ -85,9 +87,10 @@ def _stop_workers():
     stop_workers()
 
 
-@pytest.fixture
-def postgres_url():
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+@contextmanager
+def fresh_postgres_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards (skipped,
+    or failed under CI, when there is no server)."""
     problem = _pg_problem()
     if problem:
         _unavailable(problem)
@@ -98,9 +101,18 @@ def postgres_url():
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'create schema "{schema}"')
     sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'drop schema "{schema}" cascade')
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'drop schema "{schema}" cascade')
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    with fresh_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from kwai_bridge import db
 from server import create_app
-from tests.conftest import _pg_base_url, _pg_problem, _unavailable, fixture_bytes
+from tests.conftest import fixture_bytes, fresh_postgres_schema
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
@@ -101,20 +101,8 @@ def database(kind: str, tmp: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp / 'poison.db'}"
         return
-    problem = _pg_problem()
-    if problem:
-        _unavailable(problem)
-    import psycopg
-
-    base = _pg_base_url()
-    schema = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'create schema "{schema}"')
-    try:
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'drop schema "{schema}" cascade')
+    with fresh_postgres_schema() as url:
+        yield url
 
 
 def make_app(url: str, tmp: Path):
