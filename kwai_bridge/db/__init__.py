@@ -6,14 +6,15 @@
 - `migrations`: schema versions and `migrate`.
 """
 from kwai_bridge.db.engine import (
-    dispose_after_fork, make_engine, reading, upsert_insert, writing_cursor,
+    dispose_after_fork, make_engine, reading, sqlite_path, upsert_insert, writing_cursor,
 )
 from kwai_bridge.db.migrations import (
     MIGRATIONS, SCHEMA_VERSION, SchemaError, ensure_schema, migrate, schema_state,
 )
 from kwai_bridge.db.schema import (
-    CHUNK, DeliveryOutcome, EventStatus, UTCDateTime, any_pair, chunked, clicks, deliveries, event_identifiers, events,
-    heartbeats, high_water, metadata, rate_windows, schema_version,
+    CHUNK, DeliveryOutcome, EventStatus, UTCDateTime, any_pair, api_tokens, audit_log, chunked, clicks, deliveries,
+    event_attempts, event_identifiers, events, heartbeats, high_water, metadata, rate_windows, schema_version,
+    store_generation, stores, user_stores, users,
 )
 from kwai_bridge.db.sqlite import BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS
 
@@ -21,5 +22,6 @@ __all__ = [
     "BUSY_TIMEOUT_MS", "CHUNK", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
     "SchemaError", "UTCDateTime", "any_pair", "chunked", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
     "event_identifiers", "events", "heartbeats", "high_water", "make_engine", "metadata", "migrate",
-    "rate_windows", "reading", "schema_state", "schema_version", "upsert_insert", "writing_cursor",
+    "rate_windows", "reading", "schema_state", "schema_version", "sqlite_path", "upsert_insert", "writing_cursor",
+    "api_tokens", "audit_log", "event_attempts", "store_generation", "stores", "user_stores", "users",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import weakref
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -38,6 +39,14 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         )
     os.register_at_fork(after_in_child=functools.partial(_dispose_in_child, weakref.ref(engine)))
     return engine
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a `sqlite:///path` URL; None for any other database."""
+    parsed = make_url(url)
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite") and parsed.database and parsed.database != ":memory:":
+        return Path(parsed.database)
+    return None
 
 
 def _dispose_in_child(ref: "weakref.ref[Engine]") -> None:

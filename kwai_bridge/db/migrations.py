@@ -11,12 +11,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from kwai_bridge.db.engine import reading, upsert_insert
 from kwai_bridge.db.schema import (
-    clicks, deliveries, event_identifiers, events, heartbeats, high_water, metadata, rate_windows, schema_version,
+    api_tokens, audit_log, clicks, deliveries, event_attempts, event_identifiers, events, heartbeats, high_water,
+    metadata, rate_windows, schema_version, store_generation, stores, user_stores, users,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Events read per batch when migration 2 fills `event_identifiers`.
 _BACKFILL_BATCH = 500
 # Any constant will do; it only has to be the same in every process that migrates.
@@ -69,6 +70,17 @@ def _v3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[rate_windows, heartbeats], checkfirst=True)
 
 
+def _v4(conn: Connection) -> None:
+    # Stores move from the file into the database (the file becomes an import format),
+    # with the users and API tokens of the admin API, its audit trail, and a row per
+    # send attempt. Events listed newest first per store need (store_id, id).
+    metadata.create_all(conn, tables=[stores, store_generation, users, user_stores, api_tokens, audit_log,
+                                      event_attempts], checkfirst=True)
+    for index in events.indexes:
+        if index.name == "ix_events_store_id":
+            index.create(conn, checkfirst=True)
+
+
 def _add_column(conn: Connection, column) -> None:
     """ALTER TABLE ... ADD COLUMN, unless the table has it already (a new database does)."""
     table = column.table.name
@@ -91,7 +103,7 @@ def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
 
 #: Append-only: (version, function). Each function must be safe to run on a database
 #: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
-MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1), (2, _v2), (3, _v3))
+MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4))
 
 
 def _current(conn: Connection) -> int | None:

@@ -159,6 +159,7 @@ events = Table(
     Index("ix_events_status_due", "status", "next_attempt_at"),
     Index("ix_events_store_status", "store_id", "status"),
     Index("ix_events_delivery", "delivery_id"),
+    Index("ix_events_store_id", "store_id", "id"),  # v4: a store's events, newest first
 )
 
 high_water = Table(
@@ -218,4 +219,90 @@ heartbeats = Table(
     Column("beat_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("role", "owner", name="pk_heartbeats"),
     Index("ix_heartbeats_role_beat", "role", "beat_at"),
+)
+
+
+# -- v4: stores, people and their tokens, the audit trail, every send attempt ------------
+#: One row per store (`kwai_bridge.catalog`): the fields of the stores file as a JSON
+#: document whose secrets are sealed (`kwai_bridge.sealing`), and `shop` as the adapter
+#: matches it, unique per platform.
+stores = Table(
+    "stores", metadata,
+    Column("id", String, primary_key=True),
+    Column("platform", String, nullable=False),
+    Column("shop", String, nullable=False),
+    Column("document", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("platform", "shop", name="uq_stores_platform_shop"),
+)
+
+#: One row: a number every change to `stores` raises in the same transaction, which
+#: every process compares with the one it loaded (a cheap check instead of reading all).
+store_generation = Table(
+    "store_generation", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+)
+
+users = Table(
+    "users", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("email", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("password_hash", String),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("email", name="uq_users_email"),
+    CheckConstraint("role IN ('admin', 'merchant')", name="ck_users_role"),
+)
+
+#: The stores a merchant may see.
+user_stores = Table(
+    "user_stores", metadata,
+    Column("user_id", _ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("store_id", String, nullable=False),
+    PrimaryKeyConstraint("user_id", "store_id", name="pk_user_stores"),
+)
+
+#: API tokens: only a digest of each is kept, and the last characters to tell them apart.
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("user_id", _ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String, nullable=False),
+    Column("digest", String, nullable=False),
+    Column("hint", String, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    UniqueConstraint("digest", name="uq_api_tokens_digest"),
+)
+
+#: Who changed what: stores, users, tokens, replays. `detail` is JSON naming the fields
+#: changed, never a secret's value.
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("action", String, nullable=False),
+    Column("target", String, nullable=False),
+    Column("detail", Text),
+    Index("ix_audit_log_at", "at"),
+)
+
+#: Every attempt to send an event, as the dispatcher recorded its outcome.
+event_attempts = Table(
+    "event_attempts", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("event_id", _ID, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status", String, nullable=False),
+    Column("result", Integer),
+    Column("error", Text),
+    Column("response", Text),
+    Index("ix_event_attempts_event", "event_id", "id"),
 )
