@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 
 from sqlalchemy import select, update
 
-from kwai_bridge.db import EventStatus, events
+from kwai_bridge.db import EventStatus, event_attempts, events
 from kwai_bridge.outbox.rows import Claimed, Finish, _cut
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ class LeaseQueries:
                     params["owner"] = owner
                 # Every finish closes one attempt, so `attempts` counts the sends tried.
                 changed += conn.execute(stmt, params).rowcount
+            if finishes:
+                # The history an operator reads (`GET /api/v1/events/<id>`): one row per attempt.
+                conn.execute(event_attempts.insert(), [f.attempt() for f in finishes])
         return changed
 
     def hold_store(self, store_id: str, *, now: datetime, error: str, result: int | None = None) -> int:

@@ -107,6 +107,11 @@ class Finish:
     COLUMNS = ("status", "updated_at", "next_attempt_at", "sent_at", "last_error", "last_response",
                "last_result")
 
+    def attempt(self) -> dict[str, Any]:
+        """The `event_attempts` row of this outcome."""
+        return {"event_id": self.event_id, "at": self.now, "status": self.status, "result": self.result,
+                "error": _cut(self.error), "response": _cut(self.response)}
+
     def values(self) -> tuple[Any, ...]:
         """The values this outcome writes (in COLUMNS order), hashable so that alike ones group."""
         return (self.status, self.now, self.next_attempt_at if self.status == EventStatus.PENDING else None,
