@@ -24,11 +24,15 @@ from kwai_bridge.web.responses import http_error
 def create_app(test_config: Mapping[str, Any] | None = None, *,
                clock: Callable[[], datetime] | None = None) -> Flask:
     """Build the app. `test_config` holds `KWAI_BRIDGE_*` settings (with or without the
-    prefix) that override the environment."""
+    prefix) that override the environment; a stores file named there (`STORES`) is
+    imported as `kwai-bridge serve` imports it at start. gunicorn's workers, built with
+    no `test_config`, read the stores the database has."""
     environ = dict(os.environ)
     for key, value in (test_config or {}).items():
         environ[key if key.startswith("KWAI_BRIDGE_") else f"KWAI_BRIDGE_{key}"] = str(value)
     runtime = Runtime.from_env(environ)
+    if test_config and any(k in test_config for k in ("STORES", "KWAI_BRIDGE_STORES")):
+        runtime.import_stores_file()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.config["CLOCK"] = clock or (lambda: datetime.now(timezone.utc))

@@ -16,7 +16,8 @@ import adapters
 from adapters import Adapter
 from adapters.signing import normalise_shop
 from adapters.values import AdapterError, Conversion, Notification, ShopMismatchError, WebhookRequest
-from kwai_bridge.config import StoreConfig, StoreRegistry
+from kwai_bridge.catalog import StoreRegistry
+from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import DeliveryOutcome
 from kwai_bridge.outbox import Outbox
 

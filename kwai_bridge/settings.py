@@ -33,10 +33,12 @@ class TrustedProxies:
 
 @dataclass(frozen=True)
 class Settings:
-    """Process settings; each field is `KWAI_BRIDGE_<FIELD>` (`stores` is the file's path)."""
+    """Process settings; each field is `KWAI_BRIDGE_<FIELD>` (`stores` is a file's path)."""
 
     database_url: str = field(default="sqlite:///kwai-bridge.db", repr=False)  # may hold a password
-    stores: str = "./stores.toml"
+    stores: str = ""
+    stores_refresh_seconds: float = 2.0
+    secret_keys: str = field(default="", repr=False)
     kwai_endpoint: str = DEFAULT_BASE_URL
     max_body_bytes: int = 1048576
     dispatch_concurrency: int = 16
@@ -121,8 +123,15 @@ def _database_url(v: str) -> str:
 _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("DATABASE_URL", "sqlite:///kwai-bridge.db", _database_url,
      "outbox database: sqlite:///<path> or postgresql://user:password@host/db"),
-    ("STORES", "./stores.toml", str,
-     "the stores file (see deploy/stores.example.toml); SIGHUP reloads it"),
+    ("STORES", "", str,
+     "a stores file (see deploy/stores.example.toml) that `migrate`, `serve` and `worker` import into the "
+     "database as they start and on SIGHUP, all or nothing (empty: stores come only from the database: "
+     "`kwai-bridge stores import`, the admin API)"),
+    ("STORES_REFRESH_SECONDS", "2", _setting_float(0.1, 60),
+     "how often each process looks for changed stores in the database (one small query)"),
+    ("SECRET_KEYS", "", str,
+     "Fernet keys, comma-separated, sealing stored secrets: the first seals, all open "
+     "(`kwai-bridge secrets new-key`; empty on SQLite: a key file beside the database; required on PostgreSQL)"),
     ("KWAI_ENDPOINT", DEFAULT_BASE_URL, _url(DEFAULT_BASE_URL),
      "Kwai Event API base: POST goes to <endpoint>/api, GET to <endpoint>/gapi"),
     ("MAX_BODY_BYTES", "1048576", integer(1024, 100 * 1048576),

@@ -17,7 +17,8 @@ from functools import partial
 from random import Random
 from typing import Callable
 
-from kwai_bridge.config import StoreConfig, StoreRegistry
+from kwai_bridge.catalog import StoreRegistry
+from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus
 from kwai_bridge.heartbeat import DISPATCHER, Heartbeats, Pacemaker
 from kwai_bridge.outbox import Claimed, Finish, Outbox

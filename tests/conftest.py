@@ -20,6 +20,10 @@ from sqlalchemy.engine import Engine
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: The key that seals stored secrets in every test, and in the processes tests start:
+#: PostgreSQL has no key-file fallback. Tests of the fallback remove it from their env.
+TEST_SECRET_KEYS = "a3dhaS1icmlkZ2UtdGVzdC1zZWFsaW5nLWtleS0zMmI="  # 32 bytes, url-safe base64
+os.environ.setdefault("KWAI_BRIDGE_SECRET_KEYS", TEST_SECRET_KEYS)
 
 
 def _pg_base_url() -> str:

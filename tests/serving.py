@@ -9,10 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import requests
+
+from kwai_bridge.catalog import Catalog, StoreRegistry, import_file
+from kwai_bridge.sealing import make_sealer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,10 +76,25 @@ def write_stores(path: Path, stores: Iterable[Mapping[str, Any]]) -> Path:
     return path
 
 
+def registry_for(engine, stores_path: Path) -> StoreRegistry:
+    """A registry over the database of `engine` after importing the stores file at
+    `stores_path`, as `kwai-bridge worker` builds one; it looks for changes at every read."""
+    catalog = Catalog(engine, sealer=make_sealer(os.environ["KWAI_BRIDGE_SECRET_KEYS"], database_url=""))
+    import_file(catalog, stores_path, environ={}, actor="test", now=datetime.now(timezone.utc))
+    return StoreRegistry(catalog, refresh_seconds=0)
+
+
+def reimport(registry: StoreRegistry, stores_path: Path) -> bool:
+    """Import the stores file again (what SIGHUP does) and refresh; True when it changed."""
+    import_file(registry.catalog, stores_path, environ={}, actor="test", now=datetime.now(timezone.utc))
+    return registry.refresh()
+
+
 def bridge_env(*, database_url: str, stores: Path, kwai_url: str = "http://127.0.0.1:9/log/common",
                **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KWAI_BRIDGE_")}
     env.update({
+        "KWAI_BRIDGE_SECRET_KEYS": os.environ.get("KWAI_BRIDGE_SECRET_KEYS", ""),
         "KWAI_BRIDGE_DATABASE_URL": database_url,
         "KWAI_BRIDGE_STORES": str(stores),
         "KWAI_BRIDGE_KWAI_ENDPOINT": kwai_url,

@@ -19,7 +19,7 @@ from kwai_bridge.outbox import Outbox
 from kwai_bridge.kwai.events import KwaiEvent
 from tests.conftest import fixture_bytes
 from tests.fake_kwai import FakeKwai
-from tests.serving import SECRETS, SHOPS, Served, bridge_env, store_entry, write_stores
+from tests.serving import SECRETS, SHOPS, Served, bridge_env, run_cli, store_entry, write_stores
 from tests.signing import headers_for
 
 NOW = datetime.now(timezone.utc)
@@ -29,8 +29,11 @@ NOW = datetime.now(timezone.utc)
 def env(tmp_path, database_url):
     stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme"),
                                                       store_entry("woocommerce", "woo")])
-    return {"KWAI_BRIDGE_DATABASE_URL": database_url, "KWAI_BRIDGE_STORES": str(stores),
-            "KWAI_BRIDGE_PUBLIC_URL": "https://bridge.example.com"}
+    env = {"KWAI_BRIDGE_DATABASE_URL": database_url, "KWAI_BRIDGE_STORES": str(stores),
+           "KWAI_BRIDGE_PUBLIC_URL": "https://bridge.example.com"}
+    migrated = invoke(env, "migrate")  # creates the database and imports the stores file
+    assert migrated.exit_code == 0, migrated.output
+    return env
 
 
 def invoke(env, *args):
@@ -158,16 +161,28 @@ def test_deliveries_reprocess_converts_failed_bodies(env):
     assert json.loads(again.output)["reprocessed"] == 0, "a reprocessed delivery is not converted twice"
 
 
-def test_serve_without_stores_file_still_serves_and_says_why(tmp_path, sqlite_url):
-    env = bridge_env(database_url=sqlite_url, stores=tmp_path / "missing.toml")
+def test_serve_with_no_store_yet_serves_and_says_how_to_add_one(tmp_path, sqlite_url):
+    env = bridge_env(database_url=sqlite_url, stores=tmp_path / "unused.toml", STORES="")
     served = Served(env, workers=1).start()
     try:
         ready = requests.get(f"{served.url}/readyz", timeout=5)
         assert ready.status_code == 503
-        assert "stores.example.toml" in " ".join(ready.json()["problems"])
+        assert "kwai-bridge stores import" in " ".join(ready.json()["problems"])
     finally:
         served.__exit__(None, None, None)
     assert "deploy/stores.example.toml" in served.output()
+
+
+def test_serve_refuses_to_start_on_an_empty_database_when_its_stores_file_is_wrong(tmp_path, sqlite_url):
+    missing = bridge_env(database_url=sqlite_url, stores=tmp_path / "missing.toml")
+    started = run_cli(missing, "serve", "--port", "9")
+    assert started.returncode != 0 and f"no stores file at {tmp_path / 'missing.toml'}" in started.stderr
+    wrong = write_stores(tmp_path / "wrong.toml", [store_entry("shopify", "acme", pixel_id=123),
+                                                   {**store_entry("woocommerce", "woo"), "platform": "magento"}])
+    started = run_cli(bridge_env(database_url=sqlite_url, stores=wrong), "serve", "--port", "9")
+    assert started.returncode != 0
+    assert 'store "acme": pixel_id: must be a non-empty string (quote numbers: pixel_id = "123")' in started.stderr
+    assert 'store "woo": platform: must be one of' in started.stderr
 
 
 def test_serve_prints_each_webhook_url(tmp_path, sqlite_url):
@@ -220,3 +235,35 @@ def test_serve_with_worker_delivers_what_it_receives(tmp_path, sqlite_url):
             assert answer.status_code == 200
             assert kwai.wait_for(1, timeout=20), "the dispatcher started by serve sent nothing"
         assert [r.fields["clickid"] for r in kwai.successes()] == ["run-click"]
+
+
+def test_stores_import_export_and_key_rotation(env, tmp_path):
+    path = write_stores(tmp_path / "more.toml", [store_entry("shopline", "line", access_token="${LINE_TOKEN}"),
+                                                  store_entry("shopify", "acme", access_token="tok-acme-in-clear-31")])
+    refused = invoke(env, "stores", "import", str(path))
+    assert refused.exit_code == 1 and "nothing imported" in refused.output and "LINE_TOKEN is not set" in refused.output
+    env = {**env, "LINE_TOKEN": "tok-line-from-env-77"}
+    imported = invoke(env, "stores", "import", str(path), "--prune")
+    assert json.loads(imported.output) == {"created": ["line"], "updated": ["acme"], "unchanged": [],
+                                           "removed": ["woo"]}
+
+    exported = invoke(env, "stores", "export").output
+    assert 'access_token = "${LINE_TOKEN}"' in exported and 'access_token = "…r-31"' in exported
+    assert "tok-acme-in-clear-31" not in exported and "tok-line-from-env-77" not in exported
+    clear = invoke(env, "stores", "export", "--with-secrets").output
+    assert 'access_token = "tok-acme-in-clear-31"' in clear
+    (tmp_path / "back.toml").write_text(clear)
+    again = invoke(env, "stores", "import", str(tmp_path / "back.toml"))
+    # The same values; "line" now holds its token itself instead of the reference.
+    assert (json.loads(again.output)["unchanged"], json.loads(again.output)["updated"]) == (["acme"], ["line"])
+
+    from kwai_bridge.sealing import new_key
+
+    rotated_env = {**env, "KWAI_BRIDGE_SECRET_KEYS": f"{new_key()},{os.environ['KWAI_BRIDGE_SECRET_KEYS']}"}
+    assert "2 store(s) sealed with the first key" in invoke(rotated_env, "secrets", "rotate").output
+    new_only = {**env, "KWAI_BRIDGE_SECRET_KEYS": rotated_env["KWAI_BRIDGE_SECRET_KEYS"].split(",")[0]}
+    assert 'access_token = "tok-acme-in-clear-31"' in invoke(new_only, "stores", "export", "--with-secrets").output
+    listed = json.loads(invoke({**env, "KWAI_BRIDGE_SECRET_KEYS": ""}, "stores", "list", "--json").output)
+    assert [(s["id"], s["webhook_url"]) for s in listed] == [
+        ("acme", "https://bridge.example.com/webhooks/shopify/acme"),
+        ("line", "https://bridge.example.com/webhooks/shopline/line")]

@@ -19,7 +19,7 @@ import pytest
 from adapters.signing import hmac_sha256, matches_any
 from adapters.values import ConversionOptions
 from kwai_bridge.config import (
-    ConfigError, StoreConfig, StoreRegistry, Stores, load_stores, parse_stores,
+    ConfigError, StoreConfig, Stores, load_stores, parse_stores,
 )
 from kwai_bridge.settings import SETTINGS_DOC, Settings, TrustedProxies, settings_from_env, settings_markdown
 
@@ -275,93 +275,6 @@ def test_origins(platform, shop, domains, expected):
     assert store.origins() == expected
 
 
-# -- the registry -----------------------------------------------------------------------
-def test_registry_without_file_explains_what_to_do(tmp_path):
-    registry = StoreRegistry(os.path.join(tmp_path, "stores.toml"), environ={})
-    assert len(registry.stores) == 0
-    assert registry.error == (f"no stores file at {tmp_path}/stores.toml: copy "
-                              "deploy/stores.example.toml there and fill it in")
-    with pytest.raises(ConfigError, match="no stores file at ./nowhere.toml: copy"):
-        load_stores("./nowhere.toml", environ={})
-
-
-def test_registry_reload_keeps_last_good_stores(tmp_path, caplog):
-    path = tmp_path / "stores.toml"
-    path.write_text(store_toml())
-    registry = StoreRegistry(path, environ={})
-    assert registry.error is None and [s.id for s in registry.stores] == ["acme"]
-
-    path.write_text(store_toml() + store_toml(id='"beta"', shop='"beta.myshopify.com"'))
-    assert registry.reload() is True
-    assert [s.id for s in registry.stores] == ["acme", "beta"] and registry.error is None
-
-    good = registry.stores
-    path.write_text(store_toml(webhook_secrets="[]", access_token='"tok-broken-edit"'))
-    with caplog.at_level(logging.ERROR, logger="kwai_bridge.config"):
-        assert registry.reload() is False
-    assert registry.stores is good
-    assert registry.error == (f'{path}: store "acme": webhook_secrets: must be a non-empty '
-                              "list of non-empty strings")
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and 'store "acme": webhook_secrets' in errors[0].getMessage()
-    assert "tok-broken-edit" not in caplog.text and SECRET not in caplog.text
-
-    path.unlink()
-    assert registry.reload() is False and registry.stores is good
-    assert registry.error.startswith("no stores file at")
-    path.write_text(store_toml())
-    assert registry.reload() is True and registry.error is None and len(registry.stores) == 1
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
-def test_real_sighup_reloads(tmp_path):
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers can only be installed from the main thread")
-    path = tmp_path / "stores.toml"
-    path.write_text(store_toml())
-    registry = StoreRegistry(path, environ={})
-    previous = registry.install_sighup()
-    try:
-        path.write_text(store_toml(id='"renamed"'))
-        os.kill(os.getpid(), signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while registry.stores.get("renamed") is None and time.monotonic() < deadline:
-            time.sleep(0.01)  # the handler runs between bytecodes of the main thread
-        assert [s.id for s in registry.stores] == ["renamed"]
-    finally:
-        signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
-
-
-def test_install_sighup_is_a_no_op_off_the_main_thread(tmp_path):
-    path = tmp_path / "stores.toml"
-    path.write_text(store_toml())
-    registry = StoreRegistry(path, environ={})
-    before = signal.getsignal(signal.SIGHUP) if hasattr(signal, "SIGHUP") else None
-    result: list[object] = []
-    worker = threading.Thread(target=lambda: result.append(registry.install_sighup()))
-    worker.start()
-    worker.join()
-    assert result == [None]
-    if hasattr(signal, "SIGHUP"):
-        assert signal.getsignal(signal.SIGHUP) is before
-
-
-def test_concurrent_reloads_swap_whole_states(tmp_path):
-    path = tmp_path / "stores.toml"
-    path.write_text(store_toml() + store_toml(id='"beta"', shop='"beta.myshopify.com"'))
-    registry = StoreRegistry(path, environ={})
-    seen: set[int] = set()
-    threads = [threading.Thread(target=lambda: [registry.reload() for _ in range(20)]) for _ in range(4)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        seen.add(len(registry.stores))
-        assert registry.error is None
-    for t in threads:
-        t.join()
-    assert seen <= {2}
-
-
 # -- the deploy/ examples ---------------------------------------------------------------
 def test_example_stores_file_parses_with_its_references():
     text = (DEPLOY / "stores.example.toml").read_text()
@@ -388,7 +301,7 @@ def test_env_example_lists_every_setting():
 def test_settings_defaults():
     settings = settings_from_env({})
     assert settings == Settings()
-    assert settings.database_url == "sqlite:///kwai-bridge.db" and settings.stores == "./stores.toml"
+    assert settings.database_url == "sqlite:///kwai-bridge.db" and settings.stores == ""
     assert settings.kwai_post_url == "https://www.adsnebula.com/log/common/api"
     assert settings.kwai_get_url == "https://www.adsnebula.com/log/common/gapi"
     assert (settings.max_body_bytes, settings.dispatch_concurrency, settings.trusted_proxies) == (

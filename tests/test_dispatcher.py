@@ -10,14 +10,13 @@ from random import Random
 import pytest
 
 from adapters.values import Conversion
-from kwai_bridge.config import StoreRegistry
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.retry import RETRY_SCHEDULE
 from kwai_bridge.worker import RECHECK_SECONDS, Dispatcher
 from kwai_bridge.kwai.client import KwaiClient
 from kwai_bridge.kwai.events import Content, KwaiEvent
-from tests.serving import store_entry, write_stores
+from tests.serving import registry_for, reimport, store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
@@ -50,9 +49,9 @@ def purchase(order_id: str, *, click_id: str | None = "CLICK.abc+/=", value: str
 def setup(database_url, tmp_path, kwai):
     def build(**store_overrides):
         stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme", **store_overrides)])
-        registry = StoreRegistry(stores, environ={})
         engine = make_engine(database_url)
         migrate(engine)
+        registry = registry_for(engine, stores)
         outbox = Outbox(engine)
         clock = Clock()
         client = KwaiClient(kwai.base_url, read_timeout=2)
@@ -174,7 +173,7 @@ def test_token_refused_holds_the_store_until_fixed_and_replayed(setup, kwai, tmp
     assert {r.status for r in outbox.list_events()} == {"held"}
     # The operator fixes the token, reloads, replays.
     write_stores(stores, [store_entry("shopify", "acme", access_token="good-token")])
-    assert registry.reload()
+    assert reimport(registry, stores)
     assert outbox.replay(now=clock.now, store_id="acme", result=10006) == 4
     assert dispatcher.run(once=True) == {"sent": 4}
     assert {r.status for r in outbox.list_events()} == {"sent"}
@@ -237,6 +236,6 @@ def test_a_hold_is_kept_by_a_second_dispatcher_and_after_a_restart(setup, kwai):
     assert fresh.run(once=True) == {"held": 1}
     assert len(kwai.received) == refused
     write_stores(stores, [store_entry("shopify", "acme", access_token="good-token")])
-    assert registry.reload()
+    assert reimport(registry, stores)
     assert outbox.replay(now=clock.now, store_id="acme", result=10006) == 2
     assert fresh.run(once=True) == {"sent": 2}

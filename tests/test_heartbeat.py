@@ -10,14 +10,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event
 
-from kwai_bridge.config import StoreRegistry
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.heartbeat import DISPATCHER, RETENTION, Beat, Heartbeats, Pacemaker, liveness
 from kwai_bridge.kwai.client import KwaiClient
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.worker import Dispatcher
 from server import create_app
-from tests.serving import store_entry, write_stores
+from tests.serving import registry_for, reimport, store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
@@ -138,7 +137,7 @@ def dispatcher_for(database_url, tmp_path, kwai):
         stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme")])
         engine = make_engine(database_url)
         migrate(engine)
-        return Dispatcher(outbox=Outbox(engine), registry=StoreRegistry(stores, environ={}),
+        return Dispatcher(outbox=Outbox(engine), registry=registry_for(engine, stores),
                           client=KwaiClient(kwai.base_url), concurrency=2, clock=clock,
                           owner="host:99", heartbeats=Heartbeats(engine))
     return build

@@ -19,9 +19,9 @@ ORDER = fixture_bytes("shopify/shopify_orders_create.json", shop=SHOPS["shopify"
 @pytest.fixture
 def app_for(tmp_path, database_url):
     def build(stores=None, **settings):
-        config = {"DATABASE_URL": database_url, "STORES": str(tmp_path / "stores.toml"), **settings}
+        config = {"DATABASE_URL": database_url, **settings}
         if stores is not None:
-            write_stores(tmp_path / "stores.toml", stores)
+            config["STORES"] = str(write_stores(tmp_path / "stores.toml", stores))
         migrate(make_engine(database_url))  # PostgreSQL is migrated on purpose, not on start
         return create_app(config)
     return build
@@ -48,7 +48,7 @@ def test_healthz_and_readyz(client):
     assert ready.status_code == 200 and ready.json["stores"] == 3
 
 
-def test_readyz_without_stores_file_says_why(app_for):
+def test_readyz_without_stores_says_how_to_add_one(app_for):
     app = app_for(None)
     answer = app.test_client().get("/readyz")
     assert answer.status_code == 503

@@ -2,6 +2,6 @@
 send-test-event, attribution and privacy. `main` is the entry point; each module below
 registers its commands on it."""
 from kwai_bridge.cli.base import main
-from kwai_bridge.cli import attribution, privacy, records, service  # noqa: F401  (they register their commands)
+from kwai_bridge.cli import attribution, privacy, records, service, stores  # noqa: F401  (they register their commands)
 
 __all__ = ["main"]

@@ -31,10 +31,24 @@ def _setup_logging() -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
-def load_runtime(*, migrate: bool | None = None) -> Runtime:
+def load_runtime(*, migrate: bool | None = None, create: bool = True, secrets: bool = True) -> Runtime:
+    """The runtime from the environment (see `Runtime.from_env`); a problem is the
+    command's error message."""
     try:
-        return Runtime.from_env(os.environ, migrate=migrate)
+        return Runtime.from_env(os.environ, migrate=migrate, create=create, secrets=secrets)
     except (ConfigError, SchemaError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def import_at_start(runtime: Runtime, *, on_signal: bool = False) -> None:
+    """Import KWAI_BRIDGE_STORES as a command starts (or on SIGHUP); refuse to start when
+    it cannot be imported and the database has no store."""
+    try:
+        runtime.import_stores_file()
+    except ConfigError as exc:
+        if on_signal:  # the database has stores, or this process would not be running
+            log.error("stores file not imported: %s", exc)
+            return
         raise click.ClickException(str(exc)) from exc
 
 

@@ -1,4 +1,4 @@
-"""The commands that run the service: serve, worker, migrate, and the stores file check."""
+"""The commands that run the service: serve, worker, migrate."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ import threading
 import click
 
 from kwai_bridge.attribution import ClickStore
-from kwai_bridge.cli.base import load_runtime, main, utcnow
-from kwai_bridge.config import EXAMPLE_FILE, ConfigError, load_stores
+from kwai_bridge.cli.base import import_at_start, load_runtime, main, utcnow
+from kwai_bridge.config import EXAMPLE_FILE
 from kwai_bridge.db import make_engine, migrate as run_migrations
-from kwai_bridge.runtime import Runtime, webhook_url
+from kwai_bridge.runtime import Runtime
 from kwai_bridge.settings import settings_from_env
 
 log = logging.getLogger("kwai_bridge")
@@ -24,8 +24,9 @@ log = logging.getLogger("kwai_bridge")
 def print_urls(runtime: Runtime, port: int) -> None:
     if runtime.registry.error:
         click.echo(f"Not ready: {runtime.registry.error}")
-        click.echo(f"Write a stores file (see {EXAMPLE_FILE}), point KWAI_BRIDGE_STORES at it, "
-                   "then reload with SIGHUP or restart.")
+    if not len(runtime.registry.stores):
+        click.echo("No stores yet: add them with `kwai-bridge stores import FILE` (see "
+                   f"{EXAMPLE_FILE}) or the admin API; running processes see them within seconds.")
         return
     click.echo("Webhook URLs to paste into each store's admin:")
     for store_id, platform, url in runtime.webhook_urls(port):
@@ -40,6 +41,7 @@ def print_urls(runtime: Runtime, port: int) -> None:
 def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
     """Serve the webhook routes with gunicorn."""
     runtime = load_runtime()  # migrates SQLite, checks PostgreSQL's schema, before any fork
+    import_at_start(runtime)
     runtime.engine.dispose()
     print_urls(runtime, port)
     # gunicorn's master runs in a fresh interpreter (same process id, so signals reach
@@ -65,12 +67,16 @@ def worker(once: bool) -> None:
     from kwai_bridge.heartbeat import Heartbeats
     from kwai_bridge.worker import Dispatcher
 
-    runtime = load_runtime()
+    runtime = load_runtime(create=False)
+    import_at_start(runtime)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        runtime.registry.install_sighup()
+        # The import runs beside the loop, not inside the handler: the handler may land
+        # while this thread holds the database's writer lock.
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+            target=import_at_start, args=(runtime,), kwargs={"on_signal": True}, daemon=True).start())
     s = runtime.settings
     dispatcher = Dispatcher(outbox=runtime.outbox, registry=runtime.registry, client=runtime.kwai_client(),
                             concurrency=s.dispatch_concurrency, lease_seconds=s.lease_seconds,
@@ -101,29 +107,12 @@ def _prune_loop(runtime: Runtime, stop: threading.Event) -> None:
         stop.wait(3600)
 
 
-# -- migrate, stores -------------------------------------------------------------
+# -- migrate ---------------------------------------------------------------------
 @main.command()
 def migrate() -> None:
-    """Create or upgrade the database schema in place."""
+    """Create or upgrade the database schema in place, then import KWAI_BRIDGE_STORES if set."""
     settings = settings_from_env(os.environ)
     version = run_migrations(make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous))
     click.echo(f"schema at version {version}")
-
-
-@main.group()
-def stores() -> None:
-    """The stores file."""
-
-
-@stores.command("check")
-def stores_check() -> None:
-    """Validate the stores file and print each store's webhook URL."""
-    settings = settings_from_env(os.environ)
-    try:
-        loaded = load_stores(settings.stores, environ=os.environ)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    base = settings.base_url(8000)
-    for store in loaded:
-        click.echo(f"ok  {store.id:<20} {store.platform:<12} {webhook_url(base, store)}")
-    click.echo(f"{len(loaded)} store(s) valid")
+    if settings.stores:
+        import_at_start(load_runtime())

@@ -20,6 +20,15 @@ class ConfigError(ValueError):
         self.field = field
 
 
+class ConfigErrors(ConfigError):
+    """Several problems at once (every wrong field of every store), one per line."""
+
+    def __init__(self, errors: "list[ConfigError]"):
+        super().__init__("\n".join(str(e) for e in errors),
+                         store=errors[0].store if errors else None, field=errors[0].field if errors else None)
+        self.errors = list(errors)
+
+
 def _empty_mapping() -> Mapping[str, Any]:
     return MappingProxyType({})
 
@@ -130,4 +139,4 @@ class Stores:
         return f"Stores({list(self._by_id)!r})"
 
 
-__all__ = ["ConfigError", "StoreConfig", "Stores", "origin"]
+__all__ = ["ConfigError", "ConfigErrors", "StoreConfig", "Stores", "origin"]

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
 import adapters
-from kwai_bridge.config.stores import ConfigError, StoreConfig, Stores, origin
+from kwai_bridge.config.stores import ConfigError, ConfigErrors, StoreConfig, Stores, origin
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
 from kwai_bridge.parsing import FromEnv, Invalid, boolean, choice, integer, non_empty_string, strings
 
@@ -31,10 +31,23 @@ class _Unset(Exception):
     """A `${NAME}` reference names an unset environment variable."""
 
 
-def _resolve(value: Any, environ: Mapping[str, str]) -> Any:
+class _Unbraced(Exception):
+    """A `$NAME` without braces: almost certainly meant as a reference."""
+
+
+_UNBRACED_RE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _resolve(value: Any, environ: Mapping[str, str] | None) -> Any:
+    """`value` with every `"${NAME}"` replaced by the variable's value; with `environ`
+    None (values from the database or the API), references are not read at all."""
+    if environ is None:
+        return value
     if isinstance(value, str):
         match = _ENV_RE.match(value)
         if not match:
+            if _UNBRACED_RE.match(value):
+                raise _Unbraced(_UNBRACED_RE.match(value).group(1))
             return value
         if match.group(1) not in environ:
             raise _Unset(match.group(1))
@@ -44,6 +57,21 @@ def _resolve(value: Any, environ: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _resolve(v, environ) for k, v in value.items()}
     return value
+
+
+def references(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """For each secret field written as `"${NAME}"` (or a list of them), the names:
+    kept with the store, so that `stores export` can write the references back."""
+    refs: dict[str, Any] = {}
+    for name in SECRET_FIELDS:
+        raw = entry.get(name)
+        if isinstance(raw, str) and _ENV_RE.match(raw):
+            refs[name] = _ENV_RE.match(raw).group(1)
+        elif isinstance(raw, list):
+            names = [_ENV_RE.match(v).group(1) if isinstance(v, str) and _ENV_RE.match(v) else None for v in raw]
+            if any(names):
+                refs[name] = names
+    return refs
 
 
 def _topic_events(v: Any) -> Mapping[str, str]:
@@ -117,6 +145,10 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "click_tokens": _click_tokens,
 }
 assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}
+#: Fields whose values are secrets: sealed at rest, never shown or logged whole.
+SECRET_FIELDS = ("webhook_secrets", "access_token", "click_tokens")
+#: Fields parsed as plain strings, where a TOML number is a common slip.
+_STRING_FIELDS = frozenset({"id", "shop", "pixel_id", "access_token"})
 
 
 def _shop(platform: str, value: str) -> str:
@@ -127,49 +159,65 @@ def _shop(platform: str, value: str) -> str:
         raise Invalid(str(exc)) from None
 
 
-def _parse_store(entry: dict[str, Any], *, position: int,
-                 environ: Mapping[str, str]) -> StoreConfig:
-    label, store_id = f"store #{position}", None
+def check_store(entry: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
+                label: str = "store") -> StoreConfig:
+    """One store's fields checked and converted; raise ConfigErrors naming every field
+    that is wrong. `environ` resolves `"${NAME}"` references (None: taken as written)."""
+    store_id = entry.get("id") if isinstance(entry.get("id"), str) and _ID_RE.match(entry.get("id")) else None
+    if store_id:
+        label = f'store "{store_id}"'
+    errors: list[ConfigError] = []
 
-    def fail(name: str, message: str) -> ConfigError:
-        return ConfigError(f"{label}: {name}: {message}", store=store_id, field=name)
+    def fail(name: str, message: str) -> None:
+        errors.append(ConfigError(f"{label}: {name}: {message}", store=store_id, field=name))
 
-    unknown = sorted(set(entry) - set(_FIELDS))
+    for name in sorted(set(entry) - set(_FIELDS)):
+        hint = difflib.get_close_matches(name, list(_FIELDS), n=1)
+        fail(name, "unknown field" + (f" (did you mean {hint[0]}?)" if hint else ""))
     values: dict[str, Any] = {}
     for name, parse in _FIELDS.items():
-        if unknown and (name != "id" or "id" not in entry):  # after the id, to name the store
-            hint = difflib.get_close_matches(unknown[0], list(_FIELDS), n=1)
-            suggestion = f" (did you mean {hint[0]}?)" if hint else ""
-            raise fail(unknown[0], "unknown field" + suggestion)
         if name not in entry:
             if name in _REQUIRED:
-                raise fail(name, "is required")
+                fail(name, "is required")
             continue
+        raw = entry[name]
         try:
-            values[name] = parse(_resolve(entry[name], environ))
+            values[name] = parse(_resolve(raw, environ))
         except _Unset as exc:
-            raise fail(name, f"environment variable {exc.args[0]} is not set") from None
+            fail(name, f"environment variable {exc.args[0]} is not set")
+        except _Unbraced as exc:
+            fail(name, f"write \"${{{exc.args[0]}}}\" to read the environment variable {exc.args[0]}")
         except Invalid as exc:
-            raise fail(name, str(exc)) from None
-        if name == "id":
-            if not _ID_RE.match(values["id"]):
-                raise fail("id", "must be 1 to 64 letters, digits, _ or -, starting with a "
-                                 "letter or digit (it becomes part of the webhook URL)")
-            store_id = values["id"]
-            label = f'store "{store_id}"'
-    try:
-        values["shop"] = _shop(values["platform"], values["shop"])
-    except Invalid as exc:
-        raise fail("shop", str(exc)) from None
-    if values.get("currency_rates") and not values.get("report_currency"):
-        raise fail("report_currency", "is required when currency_rates is set "
-                                      f"(one of {', '.join(sorted(CURRENCIES))})")
+            fail(name, str(exc) + _number_hint(name, raw))
+    if "id" in values and not _ID_RE.match(values["id"]):
+        fail("id", "must be 1 to 64 letters, digits, _ or -, starting with a letter or digit "
+                   "(it becomes part of the webhook URL)")
+    if "shop" in values and "platform" in values:
+        try:
+            values["shop"] = _shop(values["platform"], values["shop"])
+        except Invalid as exc:
+            fail("shop", str(exc))
+    if (values.get("currency_rates") and not values.get("report_currency")
+            and not any(e.field == "report_currency" for e in errors)):
+        fail("report_currency", "is required when currency_rates is set "
+                                f"(one of {', '.join(sorted(CURRENCIES))})")
+    if errors:
+        raise ConfigErrors(errors)
     return StoreConfig(**values)
 
 
+def _number_hint(name: str, raw: Any) -> str:
+    if name in _STRING_FIELDS and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        shown = "..." if name in SECRET_FIELDS else raw
+        return f' (quote numbers: {name} = "{shown}")'
+    return ""
+
+
 # -- the whole file ---------------------------------------------------------------------
-def parse_stores(text: str, *, environ: Mapping[str, str], source: str = "stores.toml") -> Stores:
-    """Parse and check a stores file; raise ConfigError naming the store and field."""
+def parse_entries(text: str, *, environ: Mapping[str, str],
+                  source: str = "stores.toml") -> list[tuple[StoreConfig, dict[str, Any]]]:
+    """Every store of a stores file with its `${NAME}` references; raise ConfigErrors
+    listing every problem of every store (store and field named) if any is wrong."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -184,30 +232,51 @@ def parse_stores(text: str, *, environ: Mapping[str, str], source: str = "stores
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: no [[stores]] tables: add one per shop "
                           f"(see {EXAMPLE_FILE})")
-    try:
-        configs = []
-        for position, entry in enumerate(entries, start=1):
-            if not isinstance(entry, dict):
-                raise ConfigError(f"store #{position}: must be a [[stores]] table")
-            configs.append(_parse_store(entry, position=position, environ=environ))
-        return Stores(configs)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}", store=exc.store, field=exc.field) from None
+    errors: list[ConfigError] = []
+    parsed: list[tuple[StoreConfig, dict[str, Any]]] = []
+    for position, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            errors.append(ConfigError(f"store #{position}: must be a [[stores]] table"))
+            continue
+        try:
+            parsed.append((check_store(entry, environ=environ, label=f"store #{position}"), references(entry)))
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+    if not errors:
+        try:
+            Stores(config for config, _ in parsed)  # ids and shops unique
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigErrors([ConfigError(f"{source}: {e}", store=e.store, field=e.field) for e in errors])
+    return parsed
 
 
-def load_stores(path: str | os.PathLike[str], *, environ: Mapping[str, str]) -> Stores:
-    """Read and parse the stores file at `path`; a missing file is a ConfigError too."""
+def parse_stores(text: str, *, environ: Mapping[str, str], source: str = "stores.toml") -> Stores:
+    """Parse and check a stores file; raise ConfigErrors naming each store and field."""
+    return Stores(config for config, _ in parse_entries(text, environ=environ, source=source))
+
+
+def read_stores_file(path: str | os.PathLike[str]) -> str:
+    """The text of the stores file at `path`; a missing or unreadable file is a ConfigError."""
     shown = os.fspath(path)
     try:
         with open(path, encoding="utf-8-sig") as handle:
-            text = handle.read()
+            return handle.read()
     except FileNotFoundError:
         raise ConfigError(f"no stores file at {shown}: copy {EXAMPLE_FILE} there "
                           "and fill it in") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc.__class__.__name__
         raise ConfigError(f"cannot read the stores file {shown}: {reason}") from None
-    return parse_stores(text, environ=environ, source=shown)
 
 
-__all__ = ["EXAMPLE_FILE", "PLATFORMS", "load_stores", "parse_stores"]
+def load_stores(path: str | os.PathLike[str], *, environ: Mapping[str, str]) -> Stores:
+    """Read and parse the stores file at `path`; a missing file is a ConfigError too."""
+    return parse_stores(read_stores_file(path), environ=environ, source=os.fspath(path))
+
+
+__all__ = [
+    "EXAMPLE_FILE", "PLATFORMS", "SECRET_FIELDS", "check_store", "load_stores", "parse_entries", "parse_stores",
+    "read_stores_file", "references",
+]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from kwai_bridge.config import EXAMPLE_FILE
 from kwai_bridge.heartbeat import Heartbeats, liveness
 from kwai_bridge.runtime import Runtime
 
@@ -21,7 +22,8 @@ def readyz():
     if runtime.registry.error:
         problems.append(runtime.registry.error)
     elif not len(runtime.registry.stores):
-        problems.append("the stores file defines no store")
+        problems.append("no store yet: add one with `kwai-bridge stores import FILE` (see "
+                        f"{EXAMPLE_FILE}) or POST /api/v1/stores")
     body = {"status": "ready", "stores": len(runtime.registry.stores)}
     try:
         runtime.outbox.ping()

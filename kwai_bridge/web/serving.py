@@ -96,10 +96,7 @@ def run(*, host: str, port: int, workers: int | None = None, with_worker: bool =
         def load_config(self):
             for name, value in gunicorn_options(host=host, port=port, workers=workers).items():
                 self.cfg.set(name, value)
-            if supervisor is not None:
-                # SIGHUP makes gunicorn start fresh workers, which read the stores file
-                # again; pass it on so that the dispatcher reloads it too.
-                self.cfg.set("on_reload", lambda arbiter: supervisor.send_signal(signal.SIGHUP))
+            self.cfg.set("on_reload", lambda arbiter: _on_sighup(supervisor))
 
         def load(self):
             return import_app(self.cfg.wsgi_app)
@@ -118,6 +115,24 @@ def run(*, host: str, port: int, workers: int | None = None, with_worker: bool =
     finally:
         if supervisor is not None:
             supervisor.stop(timeout=30)
+
+
+def _on_sighup(supervisor: Supervisor | None) -> None:
+    """SIGHUP to `kwai-bridge serve`: import KWAI_BRIDGE_STORES again (once, here in the
+    master; every process then sees the change in the database), and tell the dispatcher,
+    which does the same for a `kwai-bridge worker` of its own."""
+    from kwai_bridge.runtime import Runtime
+
+    try:
+        runtime = Runtime.from_env(os.environ, migrate=False)
+        try:
+            runtime.import_stores_file()
+        finally:
+            runtime.engine.dispose()
+    except Exception as exc:  # noqa: BLE001  the master must outlive a bad file or a busy database
+        print(f"stores file not imported on SIGHUP: {exc}", file=sys.stderr)
+    if supervisor is not None:
+        supervisor.send_signal(signal.SIGHUP)
 
 
 def _supervising_arbiter(app, supervisor: Supervisor):
