@@ -10,7 +10,7 @@ import click
 
 from kwai_bridge.audit import CLI_ACTOR
 from kwai_bridge.catalog import StoreRecord, import_file, store_fields
-from kwai_bridge.cli.base import load_runtime, main, utcnow
+from kwai_bridge.cli.base import import_at_start, load_runtime, main, utcnow
 from kwai_bridge.config import SECRET_FIELDS, ConfigError, parse_entries, read_stores_file
 from kwai_bridge.runtime import webhook_url
 from kwai_bridge.sealing import new_key
@@ -56,6 +56,13 @@ def stores_import(path: str, prune: bool) -> None:
     except ConfigError as exc:
         raise click.ClickException(f"nothing imported:\n{exc}") from exc
     click.echo(json.dumps(report.as_json(), sort_keys=True))
+
+
+@stores.command("reimport", hidden=True)
+def stores_reimport() -> None:
+    """Import KWAI_BRIDGE_STORES by the rule of a SIGHUP: a wrong file is logged and
+    changes nothing (what `serve`'s master runs on SIGHUP)."""
+    import_at_start(load_runtime(create=False), on_signal=True)
 
 
 @stores.command("export")

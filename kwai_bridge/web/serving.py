@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import subprocess
 import sys
 from typing import Any
 
@@ -118,19 +119,20 @@ def run(*, host: str, port: int, workers: int | None = None, with_worker: bool =
 
 
 def _on_sighup(supervisor: Supervisor | None) -> None:
-    """SIGHUP to `kwai-bridge serve`: import KWAI_BRIDGE_STORES again (once, here in the
-    master; every process then sees the change in the database), and tell the dispatcher,
-    which does the same for a `kwai-bridge worker` of its own."""
-    from kwai_bridge.runtime import Runtime
+    """SIGHUP to `kwai-bridge serve`: import KWAI_BRIDGE_STORES again, once, in a child
+    process (every process then sees the change in the database), and tell the dispatcher.
 
-    try:
-        runtime = Runtime.from_env(os.environ, migrate=False)
+    A child, not this process: the master forks the gevent workers, and must not import
+    the database driver or requests before they patch the standard library.
+    """
+    if os.environ.get("KWAI_BRIDGE_STORES", "").strip():
         try:
-            runtime.import_stores_file()
-        finally:
-            runtime.engine.dispose()
-    except Exception as exc:  # noqa: BLE001  the master must outlive a bad file or a busy database
-        print(f"stores file not imported on SIGHUP: {exc}", file=sys.stderr)
+            done = subprocess.run([sys.executable, "-P", "-m", "kwai_bridge.cli", "stores", "reimport"],
+                                  timeout=120, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if done.stdout.strip():
+                print(done.stdout.strip(), file=sys.stderr)
+        except (OSError, subprocess.TimeoutExpired) as exc:  # the master outlives a stuck import
+            print(f"stores file not imported on SIGHUP: {exc}", file=sys.stderr)
     if supervisor is not None:
         supervisor.send_signal(signal.SIGHUP)
 
