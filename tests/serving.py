@@ -110,8 +110,8 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "kwai_bridge.cli", *args]
 
 
-def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(*args), env=dict(env), cwd=ROOT, capture_output=True,
+def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(*args), env=dict(env), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
 
 

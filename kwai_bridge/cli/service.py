@@ -11,7 +11,7 @@ import threading
 import click
 
 from kwai_bridge.attribution import ClickStore
-from kwai_bridge.cli.base import import_at_start, load_runtime, main, utcnow
+from kwai_bridge.cli.base import command_runtime, import_at_start, load_runtime, main, utcnow
 from kwai_bridge.config import EXAMPLE_FILE
 from kwai_bridge.db import make_engine, migrate as run_migrations
 from kwai_bridge.runtime import Runtime
@@ -67,7 +67,7 @@ def worker(once: bool) -> None:
     from kwai_bridge.heartbeat import Heartbeats
     from kwai_bridge.worker import Dispatcher
 
-    runtime = load_runtime(create=False)
+    runtime = command_runtime(secrets=True)
     import_at_start(runtime)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
