@@ -12,7 +12,7 @@ from kwai_bridge.catalog import Catalog
 from kwai_bridge.db import make_engine
 from kwai_bridge.sealing import make_sealer
 from tests.fake_kwai import FakeKwai
-from tests.serving import bridge_env, run_cli, store_entry, write_stores
+from tests.serving import bridge_env, free_port, run_cli, store_entry, write_stores
 from tests.test_cli import env, invoke, outbox_for, queue  # noqa: F401 (env is a fixture)
 
 #: Every command that takes --store, with the other arguments it needs.
@@ -109,3 +109,17 @@ def test_read_only_commands_need_no_key(env, command):
     database = env["KWAI_BRIDGE_DATABASE_URL"]
     if database.startswith("sqlite:///"):
         assert not Path(database.removeprefix("sqlite:///") + ".keys").exists()
+
+
+def test_send_test_event_errors_name_the_endpoint_and_for_10006_the_pixel(env):
+    with FakeKwai() as kwai:
+        kwai.fail_next(1, result_code=10006)
+        refused = invoke({**env, "KWAI_BRIDGE_KWAI_ENDPOINT": kwai.base_url}, "send-test-event", "--store", "woo",
+                         "--clickid", "X")
+    assert refused.exit_code == 1
+    assert f"from {kwai.base_url}/api" in refused.output
+    assert "check the access token of pixel pixel-woocommerce (store woo)" in refused.output
+    nobody = f"http://127.0.0.1:{free_port()}/log/common"
+    unreachable = invoke({**env, "KWAI_BRIDGE_KWAI_ENDPOINT": nobody, "KWAI_BRIDGE_KWAI_CONNECT_TIMEOUT": "2"},
+                         "send-test-event", "--store", "acme", "--clickid", "X", "--json")
+    assert unreachable.exit_code == 1 and f"nothing answered at {nobody}/api" in unreachable.output
