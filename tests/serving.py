@@ -271,6 +271,6 @@ def stop_workers() -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-        if proc.stdout:
+        if proc.stdout and not proc.stdout.closed:  # a test that read it to the end closed it
             keep_output("kwai-bridge worker", proc.stdout.read())
             proc.stdout.close()
