@@ -65,6 +65,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.filterwarnings("ignore:unclosed file <_io.TextIOWrapper:ResourceWarning"))
 
 
+def leaked_secrets(outputs, secrets) -> list[str]:
+    """Where each of `secrets` shows in `outputs` ((where, text) pairs), naming the secret
+    by its last four characters only."""
+    return [f"{where} printed the secret ending {secret[-4:]!r}"
+            for where, text in outputs for secret in secrets if secret in text]
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_output(request):
+    """Fail a test whose output holds a secret the test helpers configure: what pytest
+    captured (stdout, stderr, log records) and what every process it started printed.
+    Set up first, so it looks after the other fixtures have stopped their processes."""
+    from tests.serving import CONFIGURED_SECRETS, take_outputs
+
+    take_outputs()  # a previous test's leftovers are that test's
+    yield
+    captured = [(f"the test ({name} {when})", text)
+                for when, name, text in getattr(request.node, "_report_sections", [])]
+    leaks = leaked_secrets([*captured, *take_outputs()], (*CONFIGURED_SECRETS, TEST_SECRET_KEYS))
+    if leaks:
+        pytest.fail("secrets in the output: " + "; ".join(leaks), pytrace=False)
+
+
 @pytest.fixture(autouse=True)
 def _dispose_engines():
     """Close the pooled connections of every engine a test used. Left to the garbage

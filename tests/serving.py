@@ -25,6 +25,8 @@ SECRETS = {
     "shopline": "shopline_app_secret",
     "woocommerce": "wc_webhook_secret",
 }
+#: Every secret the helpers below configure: none may appear in any process's output.
+CONFIGURED_SECRETS = (*SECRETS.values(), *(f"token-{platform}" for platform in SECRETS))
 SHOPS = {
     "shopify": "acme.myshopify.com",
     "shopline": "acme.myshopline.com",
@@ -110,9 +112,34 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "kwai_bridge.cli", *args]
 
 
-def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(*args), env=dict(env), cwd=ROOT, capture_output=True,
+#: What the processes started by the running test printed (see `take_outputs`).
+_outputs: list[tuple[str, str]] = []
+
+
+def keep_output(what: str, text: str | None) -> None:
+    if text:
+        _outputs.append((what, text))
+
+
+def take_outputs() -> list[tuple[str, str]]:
+    """(which process, what it printed) for every process the running test started and
+    ended, forgotten once taken; tests/conftest.py looks for secrets in them."""
+    taken = _outputs[:]
+    _outputs.clear()
+    return taken
+
+
+def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120, cwd: Path = ROOT,
+            secrets_on_stdout: bool = False) -> subprocess.CompletedProcess:
+    """Run one command; its output is kept for the secrets check (only its log, on
+    stderr, when it prints secrets on purpose, as `stores export --with-secrets` does)."""
+    done = subprocess.run(cli_command(*args), env=dict(env), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
+    what = "kwai-bridge " + " ".join(args)
+    keep_output(what, done.stderr)
+    if not secrets_on_stdout:
+        keep_output(what, done.stdout)
+    return done
 
 
 class Served:
@@ -185,6 +212,7 @@ class Served:
         if self.proc and self.proc.stdout and self._output is None:
             self._output = self.proc.stdout.read()
             self.proc.stdout.close()
+            keep_output("kwai-bridge serve", self._output)
         return self._output or ""
 
     def output(self) -> str:
@@ -243,5 +271,6 @@ def stop_workers() -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-        if proc.stdout:
+        if proc.stdout and not proc.stdout.closed:  # a test that read it to the end closed it
+            keep_output("kwai-bridge worker", proc.stdout.read())
             proc.stdout.close()

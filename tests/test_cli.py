@@ -138,7 +138,7 @@ def test_worker_once_send_test_event_and_replay(env):
         refused = invoke(env, "send-test-event", "--store", "woo", "--clickid", "X", "--event", "EVENT_ADD_TO_CART")
         assert refused.exit_code == 1 and "10006" in refused.output
         assert kwai.received[-1].fields["third_party"] == "woocommerce"
-    assert invoke(env, "send-test-event", "--store", "nope", "--clickid", "X").exit_code == 1
+    assert invoke(env, "send-test-event", "--store", "nope", "--clickid", "X").exit_code == 2
 
 
 def test_deliveries_reprocess_converts_failed_bodies(env):

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from kwai_bridge.cli.base import load_runtime, main, parse_since, utcnow
+from kwai_bridge.cli.base import command_runtime, main, parse_since, store_option, utcnow
 
 
 @main.group()
@@ -14,14 +14,14 @@ def attribution() -> None:
 
 
 @attribution.command("report")
-@click.option("--store", "store_id", help="one store only")
+@store_option(help="one store only")
 @click.option("--since", help="ISO date: events received at or after it (default: all)")
 @click.option("--json", "as_json", is_flag=True, help='{event name: {"sources": {source: n}, "unattributed": n}}')
 def attribution_report(store_id: str | None, since: str | None, as_json: bool) -> None:
     """Per event name, events by the source of their click id, and those unattributed."""
     from kwai_bridge.attribution import report
 
-    runtime = load_runtime()
+    runtime = command_runtime()
     found = report(runtime.outbox, store_id=store_id, since=parse_since(since))
     if as_json:
         click.echo(json.dumps(found, indent=2, sort_keys=True))
@@ -41,7 +41,7 @@ def attribution_prune() -> None:
     """Delete click-store entries older than their store's click_window_days."""
     from kwai_bridge.attribution import ClickStore
 
-    runtime = load_runtime()
+    runtime = command_runtime()  # each store's window; no secret needed
     windows = {store.id: store.click_window_days for store in runtime.registry.stores}
     done = ClickStore(runtime.engine).prune(now=utcnow(), windows=windows)
     click.echo(f"{done} expired click(s) deleted")

@@ -1,5 +1,6 @@
 """The command group every `kwai-bridge` command hangs on, and what the commands share:
-the runtime built from the environment, dates given on the command line, the clock."""
+the runtime built from the environment, the `--store` option, dates given on the command
+line, the clock."""
 from __future__ import annotations
 
 import logging
@@ -38,6 +39,40 @@ def load_runtime(*, migrate: bool | None = None, create: bool = True, secrets: b
         return Runtime.from_env(os.environ, migrate=migrate, create=create, secrets=secrets)
     except (ConfigError, SchemaError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def command_runtime(*, secrets: bool = False) -> Runtime:
+    """The runtime of the running command, opened once per command and never creating a
+    database: only `migrate` and `serve` make one. Without `secrets`, no key is needed."""
+    cache = click.get_current_context().find_root().meta
+    key = f"kwai_bridge.runtime.secrets={secrets}"
+    if key not in cache:
+        cache[key] = load_runtime(create=False, secrets=secrets)
+    return cache[key]
+
+
+#: At most this many store ids in the message that refuses an unknown one.
+_KNOWN_SHOWN = 20
+
+
+def _known_store(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a store id the bridge knows nothing of: not in the database, and no event of
+    it left in the outbox (a removed store's events stay until retention removes them)."""
+    if value is None:
+        return None
+    runtime = command_runtime()
+    known = runtime.catalog.ids()
+    if value in known or any(runtime.outbox.counts(store_id=value).values()):
+        return value
+    shown = ", ".join(known[:_KNOWN_SHOWN]) or "none yet (`kwai-bridge stores import FILE` adds them)"
+    if len(known) > _KNOWN_SHOWN:
+        shown += f", ... ({len(known)} in all: `kwai-bridge stores list`)"
+    raise click.UsageError(f"no store {value!r}; known: {shown}", ctx=ctx)
+
+
+def store_option(*, required: bool = False, help: str | None = None):  # noqa: A002 (click's name)
+    """`--store ID` (as `store_id`), refused with exit code 2 when no such store exists."""
+    return click.option("--store", "store_id", required=required, callback=_known_store, help=help)
 
 
 def import_at_start(runtime: Runtime, *, on_signal: bool = False) -> None:

@@ -6,7 +6,7 @@ import json
 import click
 
 from adapters.signing import sha256_email, sha256_phone
-from kwai_bridge.cli.base import load_runtime, main
+from kwai_bridge.cli.base import command_runtime, main, store_option
 
 
 @main.group()
@@ -15,7 +15,7 @@ def privacy() -> None:
 
 
 @privacy.command("export")
-@click.option("--store", "store_id", required=True)
+@store_option(required=True, help="a store in the database, or one removed whose events remain")
 @click.option("--customer", "customer_id", help="the platform's customer id")
 @click.option("--email", help="hashed at once; never printed")
 @click.option("--phone", help="with the country code; hashed at once")
@@ -29,5 +29,5 @@ def privacy_export(store_id: str, customer_id: str | None, email: str | None, ph
                   phone_sha256=sha256_phone(phone), order_ids=order_ids)
     if not pairs:
         raise click.UsageError("name the customer: --customer, --email, --phone or --order")
-    runtime = load_runtime()  # a store no longer in the stores file may still have data: no check
+    runtime = command_runtime()
     click.echo(json.dumps(Privacy(runtime.engine).export(store_id, pairs), indent=2, sort_keys=True))

@@ -11,8 +11,8 @@ import threading
 import click
 
 from kwai_bridge.attribution import ClickStore
-from kwai_bridge.cli.base import import_at_start, load_runtime, main, utcnow
-from kwai_bridge.config import EXAMPLE_FILE
+from kwai_bridge.cli.base import command_runtime, import_at_start, load_runtime, main, utcnow
+from kwai_bridge.config import EXAMPLE_FILE, ConfigError
 from kwai_bridge.db import make_engine, migrate as run_migrations
 from kwai_bridge.runtime import Runtime
 from kwai_bridge.settings import settings_from_env
@@ -67,7 +67,7 @@ def worker(once: bool) -> None:
     from kwai_bridge.heartbeat import Heartbeats
     from kwai_bridge.worker import Dispatcher
 
-    runtime = load_runtime(create=False)
+    runtime = command_runtime(secrets=True)
     import_at_start(runtime)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -111,7 +111,10 @@ def _prune_loop(runtime: Runtime, stop: threading.Event) -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema in place, then import KWAI_BRIDGE_STORES if set."""
-    settings = settings_from_env(os.environ)
+    try:
+        settings = settings_from_env(os.environ)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     version = run_migrations(make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous))
     click.echo(f"schema at version {version}")
     if settings.stores:

@@ -10,7 +10,7 @@ import click
 
 from kwai_bridge.audit import CLI_ACTOR
 from kwai_bridge.catalog import StoreRecord, import_file, store_fields
-from kwai_bridge.cli.base import import_at_start, load_runtime, main, utcnow
+from kwai_bridge.cli.base import command_runtime, import_at_start, main, utcnow
 from kwai_bridge.config import SECRET_FIELDS, ConfigError, parse_entries, read_stores_file
 from kwai_bridge.runtime import webhook_url
 from kwai_bridge.sealing import new_key
@@ -50,7 +50,7 @@ def stores_check(path: str | None) -> None:
 def stores_import(path: str, prune: bool) -> None:
     """Check every store of a file, then create or change them all in one transaction;
     nothing changes if any store is wrong."""
-    runtime = load_runtime(create=False)
+    runtime = command_runtime(secrets=True)
     try:
         report = import_file(runtime.catalog, path, environ=os.environ, actor=CLI_ACTOR, now=utcnow(), prune=prune)
     except ConfigError as exc:
@@ -62,14 +62,14 @@ def stores_import(path: str, prune: bool) -> None:
 def stores_reimport() -> None:
     """Import KWAI_BRIDGE_STORES by the rule of a SIGHUP: a wrong file is logged and
     changes nothing (what `serve`'s master runs on SIGHUP)."""
-    import_at_start(load_runtime(create=False), on_signal=True)
+    import_at_start(command_runtime(secrets=True), on_signal=True)
 
 
 @stores.command("export")
 @click.option("--with-secrets", is_flag=True, help="write secrets in clear (else ${NAME} references or masked)")
 def stores_export(with_secrets: bool) -> None:
     """Print every store as a stores file."""
-    runtime = load_runtime(create=False, secrets=with_secrets)
+    runtime = command_runtime(secrets=with_secrets)
     records = runtime.catalog.records()
     click.echo(f"# {len(records)} store(s) exported {utcnow().isoformat(timespec='seconds')}")
     if not with_secrets:
@@ -113,7 +113,7 @@ def toml_value(value: Any) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def stores_list(as_json: bool) -> None:
     """The stores in the database with their webhook URLs."""
-    runtime = load_runtime(create=False, secrets=False)
+    runtime = command_runtime()
     base = runtime.settings.base_url(8000)
     rows = [{"id": r.config.id, "platform": r.config.platform, "shop": r.config.shop,
              "webhook_url": webhook_url(base, r.config), "version": r.version,
@@ -140,6 +140,6 @@ def secrets_new_key() -> None:
 @secrets.command("rotate")
 def secrets_rotate() -> None:
     """Seal every stored secret again with the first key of KWAI_BRIDGE_SECRET_KEYS."""
-    runtime = load_runtime(create=False)
+    runtime = command_runtime(secrets=True)
     count = runtime.catalog.reseal_all(actor=CLI_ACTOR, now=utcnow())
     click.echo(f"{count} store(s) sealed with the first key; older keys may now be removed")
