@@ -3,6 +3,7 @@ and the opaque cursors of keyset pages."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Mapping
 
 from kwai_bridge.outbox import EventRow
 
@@ -33,3 +34,23 @@ def event_json(row: EventRow) -> dict:
         "created_at": iso(row.created_at),
         "sent_at": iso(row.sent_at),
     }
+
+
+def delivery_json(m: Mapping[str, Any]) -> dict:
+    """The shape of one webhook delivery in a list (`GET /api/v1/deliveries`)."""
+    return {
+        "id": m["id"],
+        "store": m["store_id"],
+        "platform": m["platform"],
+        "topic": m["topic"],
+        "delivery_key": m["delivery_key"],
+        "received_at": iso(m["received_at"]),
+        "outcome": m["outcome"],
+        "error": m["error"],
+    }
+
+
+def attempt_json(m: Mapping[str, Any]) -> dict:
+    """One send attempt as the dispatcher recorded it."""
+    return {"at": iso(m["at"]), "status": m["status"], "result": m["result"], "error": m["error"],
+            "response": m["response"]}
