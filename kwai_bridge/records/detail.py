@@ -49,6 +49,8 @@ def event_detail(conn: Connection, event_id: int, *, stores: Sequence[str] | Non
         delivery = conn.execute(select(d.id, d.topic, d.received_at, d.outcome, d.delivery_key)
                                 .where(d.id == row.delivery_id)).mappings().first()
     item = event_json(row)
+    # "attempts" becomes the list of attempts here; the list shape's count stays as well.
+    item["attempt_count"] = item["attempts"]
     item.update(
         sent_body=sent_body(row, registry.stores.get(row.store_id)),
         kwai_answer=row.last_response,
