@@ -1,7 +1,8 @@
 """The tables, the UTC column type, and the values the status columns may hold.
 
-Each table has one module that runs SQL on it: `deliveries`, `events`,
-`event_identifiers` and `high_water` belong to `kwai_bridge.outbox`, `clicks` to the
+Each table has one module that writes it: `deliveries`, `events`,
+`event_identifiers` and `high_water` belong to `kwai_bridge.outbox` (the admin API's
+reads of them are `kwai_bridge.records`'), `clicks` to the
 click store (`kwai_bridge.attribution`), `schema_version` to `kwai_bridge.db.migrations`.
 """
 from __future__ import annotations
