@@ -47,7 +47,7 @@ def test_migrate_creates_the_tables_and_is_idempotent(engine):
     names = set(inspect(engine).get_table_names())
     assert {"schema_version", "deliveries", "events", "high_water"} <= names
     indexes = {i["name"] for i in inspect(engine).get_indexes("events")}
-    assert {"ix_events_status_due", "ix_events_store_status"} <= indexes
+    assert {"ix_events_status_due", "ix_events_store_status_id", "ix_events_status_id"} <= indexes
 
 
 def test_two_processes_migrating_at_once_both_succeed(database_url):

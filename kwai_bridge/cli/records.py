@@ -7,38 +7,10 @@ import click
 
 from kwai_bridge.cli.base import command_runtime, main, parse_since, store_option, utcnow
 from kwai_bridge.db import EventStatus
-from kwai_bridge.outbox import EventRow
+from kwai_bridge.records import event_json
 
 #: Statuses a failed attempt leaves an event in: `events list` shows their last error.
 _SHOW_ERROR = (EventStatus.DEAD, EventStatus.HELD, EventStatus.PENDING)
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
-
-
-def event_json(row: EventRow) -> dict:
-    """The shape of one event in `events list --json` (documented in the README)."""
-    return {
-        "id": row.id,
-        "store": row.store_id,
-        "platform": row.platform,
-        "event_name": row.event_name,
-        "business_key": row.business_key,
-        "status": row.status,
-        "click_source": row.click_source,
-        "attempts": row.attempts,
-        "next_attempt_at": _iso(row.next_attempt_at),
-        "last_result": row.last_result,
-        "last_error": row.last_error,
-        "skip_reason": row.skip_reason,
-        "value_note": row.value_note,
-        "click_note": row.click_note,
-        "value": None if row.event.value is None else str(row.event.value),
-        "currency": row.event.currency,
-        "created_at": _iso(row.created_at),
-        "sent_at": _iso(row.sent_at),
-    }
 
 
 @main.group()

@@ -17,7 +17,7 @@ from kwai_bridge.db.schema import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: Events read per batch when migration 2 fills `event_identifiers`.
 _BACKFILL_BATCH = 500
 # Any constant will do; it only has to be the same in every process that migrates.
@@ -81,6 +81,21 @@ def _v4(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+#: Indexes version 5 adds for the admin API's pages (`kwai_bridge.records`).
+_V5_INDEXES = ("ix_events_store_status_id", "ix_events_status_id", "ix_deliveries_store_id")
+
+
+def _v5(conn: Connection) -> None:
+    # Pages of events by status and of a store's deliveries, newest first, read through
+    # an index. (store_id, status, id) serves whatever (store_id, status) served, so
+    # that one goes: a webhook's insert maintains one index more than in v4, not two.
+    for table in (events, deliveries):
+        for index in table.indexes:
+            if index.name in _V5_INDEXES:
+                index.create(conn, checkfirst=True)
+    conn.execute(text("DROP INDEX IF EXISTS ix_events_store_status"))
+
+
 def _add_column(conn: Connection, column) -> None:
     """ALTER TABLE ... ADD COLUMN, unless the table has it already (a new database does)."""
     table = column.table.name
@@ -103,7 +118,9 @@ def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
 
 #: Append-only: (version, function). Each function must be safe to run on a database
 #: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
-MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4))
+MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
+)
 
 
 def _current(conn: Connection) -> int | None:

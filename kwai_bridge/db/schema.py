@@ -1,7 +1,8 @@
 """The tables, the UTC column type, and the values the status columns may hold.
 
-Each table has one module that runs SQL on it: `deliveries`, `events`,
-`event_identifiers` and `high_water` belong to `kwai_bridge.outbox`, `clicks` to the
+Each table has one module that writes it: `deliveries`, `events`,
+`event_identifiers` and `high_water` belong to `kwai_bridge.outbox` (the admin API's
+reads of them are `kwai_bridge.records`'), `clicks` to the
 click store (`kwai_bridge.attribution`), `schema_version` to `kwai_bridge.db.migrations`.
 """
 from __future__ import annotations
@@ -124,6 +125,7 @@ deliveries = Table(
     UniqueConstraint("store_id", "delivery_key", name="uq_deliveries_store_key"),
     _one_of("outcome", DeliveryOutcome, "ck_deliveries_outcome"),
     Index("ix_deliveries_received_at", "received_at"),
+    Index("ix_deliveries_store_id", "store_id", "id"),  # v5: a store's deliveries, newest first
     Index("uq_deliveries_store_body", "store_id", "body_sha256", unique=True),
 )
 
@@ -157,9 +159,12 @@ events = Table(
     UniqueConstraint("store_id", "business_key", name="uq_events_store_business_key"),
     _one_of("status", EventStatus, "ck_events_status"),
     Index("ix_events_status_due", "status", "next_attempt_at"),
-    Index("ix_events_store_status", "store_id", "status"),
     Index("ix_events_delivery", "delivery_id"),
     Index("ix_events_store_id", "store_id", "id"),  # v4: a store's events, newest first
+    # v5: pages of events of one status, newest first, of a store (it replaces v1's
+    # (store_id, status), which it serves as well) and of every store.
+    Index("ix_events_store_status_id", "store_id", "status", "id"),
+    Index("ix_events_status_id", "status", "id"),
 )
 
 high_water = Table(

@@ -28,14 +28,14 @@ from kwai_bridge.jsontext import compact
 from kwai_bridge.outbox.leases import LeaseQueries
 from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
-    _delivery_row, _event_row, _safe_headers,
+    _safe_headers, delivery_row, event_row,
 )
 from kwai_bridge.outbox.statements import _Statements
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RESPONSE_LIMIT", "AcceptResult", "Claimed", "DeliveryRow", "EventRow", "Finish", "Outbox",
-           "UnknownDelivery"]
+           "UnknownDelivery", "delivery_row", "event_row"]
 
 
 class Outbox(LeaseQueries):
@@ -258,7 +258,7 @@ class Outbox(LeaseQueries):
         if store_id is not None:
             stmt = stmt.where(events.c.store_id == store_id)
         with reading(self.engine) as conn:
-            return [_event_row(m) for m in conn.execute(stmt).mappings()]
+            return [event_row(m) for m in conn.execute(stmt).mappings()]
 
     def counts(self, *, store_id: str | None = None) -> dict[str, int]:
         """Number of events in each status (every status present, zeros included)."""
@@ -278,7 +278,7 @@ class Outbox(LeaseQueries):
         if store_id is not None:
             stmt = stmt.where(c.store_id == store_id)
         with reading(self.engine) as conn:
-            return [_delivery_row(m) for m in conn.execute(stmt.order_by(c.id)).mappings()]
+            return [delivery_row(m) for m in conn.execute(stmt.order_by(c.id)).mappings()]
 
     # -- housekeeping ----------------------------------------------------------------
     def prune(self, *, now: datetime, body_days: int = 7, sent_days: int = 30) -> dict[str, int]:

@@ -95,18 +95,33 @@ class LeaseQueries:
                 c.store_id.in_(wanted), c.status == EventStatus.HELD, c.last_result == result)).scalars())
 
     def replay(self, *, now: datetime, event_id: int | None = None, store_id: str | None = None,
-               result: int | None = None) -> int:
-        """Send dead or held events again from scratch (last_error kept); return how many."""
-        where = [events.c.status.in_((EventStatus.DEAD, EventStatus.HELD))]
+               result: int | None = None, statuses: Sequence[str] = (EventStatus.DEAD, EventStatus.HELD),
+               stores: Sequence[str] | None = None, retry_pending: bool = False) -> int:
+        """Send dead or held events (those of `statuses`) again from scratch, last_error
+        kept; with `retry_pending`, a pending event waiting out its back-off is due now
+        too, its attempts kept ("retry now"). `stores` limits it to those stores (None:
+        every store). Return how many events changed."""
+        c = events.c
+        where = []
         if event_id is not None:
-            where.append(events.c.id == event_id)
+            where.append(c.id == event_id)
         if store_id is not None:
-            where.append(events.c.store_id == store_id)
+            where.append(c.store_id == store_id)
+        if stores is not None:
+            where.append(c.store_id.in_(list(stores)))
         if result is not None:
-            where.append(events.c.last_result == result)
+            where.append(c.last_result == result)
+        moved = 0
         with self.engine.begin() as conn:
-            return conn.execute(
-                update(events).where(*where)
-                .values(status=EventStatus.PENDING, next_attempt_at=now, attempts=0, lease_until=None,
-                        lease_owner=None, updated_at=now)
-            ).rowcount
+            if statuses:
+                moved += conn.execute(
+                    update(events).where(c.status.in_(list(statuses)), *where)
+                    .values(status=EventStatus.PENDING, next_attempt_at=now, attempts=0, lease_until=None,
+                            lease_owner=None, updated_at=now)
+                ).rowcount
+            if retry_pending:
+                moved += conn.execute(
+                    update(events).where(c.status == EventStatus.PENDING, c.next_attempt_at > now, *where)
+                    .values(next_attempt_at=now, updated_at=now)
+                ).rowcount
+        return moved

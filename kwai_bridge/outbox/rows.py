@@ -130,14 +130,14 @@ def _safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _event_row(m: Mapping[str, Any]) -> EventRow:
+def event_row(m: Mapping[str, Any]) -> EventRow:
     values = {name: m[name] for name in EventRow.__dataclass_fields__}
     values["event"] = KwaiEvent.from_record(json.loads(m["event"]))
     values["identifiers"] = json.loads(m["identifiers"]) if m["identifiers"] else {}
     return EventRow(**values)
 
 
-def _delivery_row(m: Mapping[str, Any]) -> DeliveryRow:
+def delivery_row(m: Mapping[str, Any]) -> DeliveryRow:
     values = {name: m[name] for name in DeliveryRow.__dataclass_fields__}
     values["headers"] = json.loads(m["headers"]) if m["headers"] else None
     return DeliveryRow(**values)
