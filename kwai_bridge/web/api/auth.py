@@ -94,7 +94,7 @@ def require_admin() -> Principal:
 def visible_store(store_id: str) -> str:
     """`store_id` if it exists and the caller may see it; else 404 alike."""
     if not principal().can_see(store_id) or runtime().catalog.get(store_id) is None:
-        raise NotFound(f"no store {store_id!r}")
+        raise NotFound("no such store")
     return store_id
 
 

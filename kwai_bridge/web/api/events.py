@@ -44,7 +44,7 @@ def list_events():
 def get_event(event_id: int):
     found = records().event(event_id, stores=principal().visible, registry=runtime().registry)
     if found is None:
-        raise NotFound(f"no event {event_id}")
+        raise NotFound("no such event")
     return json_response(found, 200)
 
 
@@ -52,7 +52,7 @@ def get_event(event_id: int):
 def replay_event(event_id: int):
     body = load(ReplayBody, json_body())
     if records().event(event_id, stores=principal().visible, registry=runtime().registry) is None:
-        raise NotFound(f"no event {event_id}")
+        raise NotFound("no such event")
     return json_response({"replayed": replay(event_id=event_id, **body)}, 200)
 
 
@@ -65,7 +65,7 @@ def list_deliveries():
 def get_delivery(delivery_id: int):
     found = records().delivery(delivery_id, stores=principal().visible)
     if found is None:
-        raise NotFound(f"no delivery {delivery_id}")
+        raise NotFound("no such delivery")
     return json_response(found, 200)
 
 

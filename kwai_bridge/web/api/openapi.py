@@ -46,11 +46,14 @@ STORE_FIELDS = {
     "click_tokens": STRINGS,
 }
 _REQUIRED = ("id", "platform", "shop", "webhook_secrets", "pixel_id", "access_token")
-EVENT = obj({"id": INT, "store": STR, "platform": STR, "event_name": STR, "business_key": STR,
-             "status": {"type": "string", "enum": [s.value for s in EventStatus]}, "attempts": INT,
-             "next_attempt_at": nullable(TIME), "last_result": nullable(INT), "last_error": nullable(STR),
-             "created_at": TIME, "sent_at": nullable(TIME)},
-            required=("id", "store", "event_name", "status"))
+_EVENT = {"id": INT, "store": STR, "platform": STR, "event_name": STR, "business_key": STR,
+          "status": {"type": "string", "enum": [s.value for s in EventStatus]}, "next_attempt_at": nullable(TIME),
+          "last_result": nullable(INT), "last_error": nullable(STR), "created_at": TIME, "sent_at": nullable(TIME)}
+EVENT = obj({**_EVENT, "attempts": INT}, required=("id", "store", "event_name", "status"))
+#: The detail's `attempts` lists every attempt where the list gives their number.
+EVENT_DETAIL = obj({**_EVENT, "attempts": {"type": "array", "items": {"type": "object"}}, "sent_body": {},
+                    "kwai_answer": {}, "delivery": nullable({"type": "object"}), "click": {"type": "object"}},
+                   required=("id", "store", "event_name", "status", "sent_body", "attempts", "delivery"))
 DELIVERY = obj({"id": INT, "store": STR, "topic": STR, "received_at": TIME,
                 "outcome": {"type": "string", "enum": [o.value for o in DeliveryOutcome]}},
                required=("id",))
@@ -77,9 +80,7 @@ SCHEMAS = {
                             "hint": nullable(STR), "endpoint": STR},
                            required=("ok", "result", "http_status", "message", "hint", "endpoint"), extra=False),
     "Event": EVENT,
-    "EventDetail": {"allOf": [EVENT, obj({"sent_body": {}, "kwai_answer": {}, "delivery": nullable({"type": "object"}),
-                                          "attempts": {"type": "array", "items": {"type": "object"}}},
-                                         required=("sent_body", "attempts", "delivery"))]},
+    "EventDetail": EVENT_DETAIL,
     "Events": page("Event"),
     "Delivery": DELIVERY,
     "Deliveries": page("Delivery"),
@@ -166,8 +167,8 @@ PATHS = {
     "/deliveries/{delivery_id}": {"get": op("A delivery: headers, body size, whether the body is kept",
                                             answers(200, "Delivery", 404), params=[DELIVERY_ID])},
     "/audit": {"get": op("The audit trail, newest first (admins)", answers(200, "Audit", 400, 403), params=[
-        query("target", STR, "e.g. store:acme"), query("cursor", {"type": "integer", "minimum": 1}, "next_cursor"),
-        LIMIT])},
+        query("target", STR, "what the entries are about, such as store:<id> or user:<email>"),
+        query("cursor", {"type": "integer", "minimum": 1}, "next_cursor"), LIMIT])},
 }
 
 

@@ -38,7 +38,7 @@ def _checked(entry: dict[str, Any]):
 def _record(store_id: str) -> StoreRecord:
     record = runtime().catalog.get(visible_store(store_id))
     if record is None:  # deleted between the two reads
-        raise NotFound(f"no store {store_id!r}")
+        raise NotFound("no such store")
     return record
 
 
@@ -128,7 +128,7 @@ def test_event(store_id: str):
         runtime().registry.refresh()
         store = runtime().registry.stores.get(store_id)
     if store is None:
-        raise NotFound(f"no store {store_id!r}: {runtime().registry.error or 'not loaded yet'}")
+        raise NotFound(f"no such store: {runtime().registry.error or 'not loaded yet'}")
     client = runtime().kwai_client()
     try:
         result = send_test_event(client, store, clickid=body["clickid"], event_name=body["event_name"], now=now())
