@@ -31,7 +31,7 @@ def needs(*modules: str) -> None:
     """Skip when a module these routes read through is not on this branch yet."""
     for module in modules:
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not on this branch yet (it lands with the read side of the admin API)")
+            pytest.skip(f"{module} is not on this branch yet (it lands from another branch of issue 10)")
 
 
 class Clock:
@@ -80,10 +80,12 @@ def build_world(tmp_path: Path, database_url: str, *, kwai_url: str = "http://12
                 click_source="attribute") for n in range(3)])
         delivery_ids[store_id] = result.delivery_id
         event_ids[store_id] = sorted(e.id for e in runtime.outbox.list_events(store_id=store_id))
-        with runtime.engine.begin() as conn:  # one dead, one held: something to replay
+        with runtime.engine.begin() as conn:  # one dead, one held, one waiting out its back-off
             for event_id, status in zip(event_ids[store_id], ("dead", "held")):
                 conn.execute(update(events).where(events.c.id == event_id).values(
                     status=status, last_result=10006, last_error="token refused"))
+            conn.execute(update(events).where(events.c.id == event_ids[store_id][2]).values(
+                attempts=1, next_attempt_at=NOW + timedelta(hours=2), last_error="HTTP 503"))
     accounts = Accounts(runtime.engine)
     known = runtime.catalog.ids()
     tokens: dict[str, str | None] = {"none": None}
