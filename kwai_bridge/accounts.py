@@ -205,15 +205,22 @@ class Accounts:
                          detail={"role": row.role})
 
     def user(self, email: str) -> User:
-        found = [u for u in self.users() if u.email == normalise_email(email)]
+        found = self.users(email)
         if not found:
             raise NoSuchUser(f"no user {email!r}")
         return found[0]
 
-    def users(self) -> list[User]:
+    def users(self, email: str | None = None) -> list[User]:
+        """Every user by e-mail, or the one with `email`."""
+        query = select(users).order_by(users.c.email)
+        link_query = select(user_stores).order_by(user_stores.c.store_id)
+        if email is not None:
+            query = query.where(users.c.email == normalise_email(email))
+            link_query = link_query.join(users, users.c.id == user_stores.c.user_id).where(
+                users.c.email == normalise_email(email))
         with reading(self.engine) as conn:
-            rows = conn.execute(select(users).order_by(users.c.email)).all()
-            links = conn.execute(select(user_stores).order_by(user_stores.c.store_id)).all()
+            rows = conn.execute(query).all()
+            links = conn.execute(link_query).all()
         stores: dict[int, list[str]] = {}
         for link in links:
             stores.setdefault(link.user_id, []).append(link.store_id)
