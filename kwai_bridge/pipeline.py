@@ -59,14 +59,13 @@ class Pipeline:
         adapter = adapters.REGISTRY.get(platform)
         if adapter is None:
             return Answer(404, "unknown platform", {"platform": platform})
-        stores = self.registry.stores
         if store_id is not None:
-            store = stores.get(store_id)
+            store = self.registry.get(store_id)
             if store is None or store.platform != platform:
                 return Answer(404, "unknown store", {"store": store_id})
             return store
         shop = request.header(adapter.SHOP_HEADER)
-        store = stores.find_by_shop(platform, shop) if shop else None
+        store = self.registry.find_by_shop(platform, shop) if shop else None
         if store is None:
             return Answer(404, "unknown store", {"shop_header": adapter.SHOP_HEADER})
         return store
@@ -165,7 +164,7 @@ class Pipeline:
         """Convert again the failed deliveries whose raw body is still kept."""
         done = {"reprocessed": 0, "failed": 0, "skipped": 0}
         for delivery in self.outbox.deliveries_for_reprocess(since=since, store_id=store_id):
-            store = self.registry.stores.get(delivery.store_id)
+            store = self.registry.get(delivery.store_id)
             if store is None:
                 done["skipped"] += 1
                 continue

@@ -93,7 +93,7 @@ class Dispatcher:
     def attempt(self, row: Claimed) -> Recorder:
         """Send one claimed row (in a sender thread); return how to decide its outcome,
         which the loop records for every ready row in one transaction (`_settle`)."""
-        store = self.registry.stores.get(row.store_id)
+        store = self.registry.get(row.store_id)
         if store is None:
             return partial(Finish, row.id, EventStatus.HELD, error=f"store {row.store_id} is not configured")
         if self._token_refused(store):

@@ -3,7 +3,6 @@ WooCommerce) with events and deliveries each, an admin, a merchant of each store
 revoked token, and the app over a real database with the fake Kwai behind it."""
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,13 +24,6 @@ MARKS = {
     "acme": ("acme", "acme.myshopify.com", "pixel-shopify", "order:acme-"),
     "globex": ("globex", "woo.example", "pixel-woocommerce", "order:globex-"),
 }
-
-
-def needs(*modules: str) -> None:
-    """Skip when a module these routes read through is not on this branch yet."""
-    for module in modules:
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not on this branch yet (it lands from another branch of issue 10)")
 
 
 class Clock:

@@ -10,7 +10,7 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from werkzeug.test import EnvironBuilder
 
-from tests.api_world import MARKS, build_world, needs, new_store
+from tests.api_world import MARKS, build_world, new_store
 
 ROLES = ("none", "revoked", "other", "own", "admin")  # the admin last: some of its calls change things
 NO_TOKEN = {"none": 401, "revoked": 401}
@@ -44,7 +44,6 @@ ROUTES = [
 
 @pytest.fixture
 def world(tmp_path, database_url, kwai):
-    needs("kwai_bridge.records", "kwai_bridge.testevent")
     return build_world(tmp_path, database_url, kwai_url=kwai.base_url)
 
 

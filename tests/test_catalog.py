@@ -255,3 +255,28 @@ def test_generation_row_is_created_by_the_first_change(engine, catalog):
     catalog.create(config(), actor="a", now=NOW)
     with engine.connect() as conn:
         assert conn.execute(select(store_generation.c.generation)).scalar() == 1
+
+
+def test_a_store_created_a_moment_ago_is_found_at_once_and_misses_are_rate_limited(catalog):
+    ticks = Ticks()
+    registry = StoreRegistry(catalog, refresh_seconds=60, clock=ticks)
+    catalog.create(config(), actor="a", now=NOW)
+    queries = []
+    original = catalog.generation
+    catalog.generation = lambda: queries.append(1) or original()
+    assert registry.get("acme") is not None, "a miss looks at the database again"
+    assert registry.find_by_shop("shopify", "ACME.myshopify.com") is not None
+    assert registry.get("nosuch") is None and registry.get("other") is None
+    assert len(queries) == 1, "made-up ids cost one look per MISS_RECHECK_SECONDS, not one each"
+    ticks.now += 1
+    assert registry.get("nosuch") is None and len(queries) == 2
+
+
+def test_fields_left_at_their_default_are_not_written_so_new_defaults_reach_them(catalog, engine):
+    import orjson
+
+    catalog.create(config(test_mode=False, click_window_days=7), actor="a", now=NOW)
+    with engine.connect() as conn:
+        written = orjson.loads(conn.execute(select(stores.c.document)).scalar())["fields"]
+    assert written["click_window_days"] == 7 and "test_mode" not in written and "late_binding_hours" not in written
+    assert catalog.get("acme").config.late_binding_hours == 24

@@ -126,6 +126,11 @@ def test_worker_once_send_test_event_and_replay(env):
         assert "1 event(s) back to pending" in invoke(env, "events", "replay", "--id", str(first)).output
         replayed = invoke(env, "events", "replay", "--store", "acme", "--result", "10005")
         assert "1 event(s) back to pending" in replayed.output
+        trail = json.loads(invoke(env, "audit", "--json", "--limit", "3").output)
+        assert [(e["actor"], e["action"], e["target"], e["detail"]) for e in trail] == [
+            ("cli", "events.replay", "store:acme", {"result": 10005, "replayed": 1}),
+            ("cli", "events.replay", f"event:{first}", {"replayed": 1}),
+            ("cli", "events.replay", "store:woo", {"replayed": 0})]
         result = invoke(env, "worker", "--once")
         assert json.loads(result.output.strip().splitlines()[-1]) == {"sent": 2}
 

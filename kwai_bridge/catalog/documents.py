@@ -9,7 +9,7 @@ imported from, so that `stores export` can write them back.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from decimal import Decimal
 from typing import Any, Mapping
 
@@ -19,6 +19,7 @@ from kwai_bridge.config import SECRET_FIELDS, StoreConfig
 from kwai_bridge.sealing import Sealer, hint
 
 _NAMES = tuple(f.name for f in fields(StoreConfig))
+_UNSET = object()
 
 
 def plain(value: Any) -> Any:
@@ -31,6 +32,16 @@ def plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     return value
+
+
+def _defaults() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for f in fields(StoreConfig):
+        if f.default is not MISSING:
+            found[f.name] = plain(f.default)
+        elif f.default_factory is not MISSING:
+            found[f.name] = plain(f.default_factory())
+    return found
 
 
 def store_fields(config: StoreConfig, *, secrets: str = "clear") -> dict[str, Any]:
@@ -57,8 +68,10 @@ def to_document(config: StoreConfig, *, sealer: Sealer, refs: Mapping[str, Any] 
     for name in SECRET_FIELDS:
         value = getattr(config, name)
         sealed[name] = [seal(v) for v in value] if isinstance(value, tuple) else seal(value)
-    return orjson.dumps({"fields": store_fields(config, secrets="omit"), "secrets": sealed,
-                         "refs": dict(refs or {})}).decode()
+    # A field left at its default is not written: when a release changes a default (which
+    # events are sent, say), stores that never chose otherwise follow it.
+    chosen = {k: v for k, v in store_fields(config, secrets="omit").items() if v != _DEFAULTS.get(k, _UNSET)}
+    return orjson.dumps({"fields": chosen, "secrets": sealed, "refs": dict(refs or {})}).decode()
 
 
 def from_document(text: str, *, sealer: Sealer | None) -> StoreConfig:
@@ -91,5 +104,7 @@ def reseal(text: str, *, sealer: Sealer) -> str:
             item["sealed"] = sealer.reseal(item["sealed"])
     return orjson.dumps(document).decode()
 
+
+_DEFAULTS = _defaults()
 
 __all__ = ["from_document", "plain", "references_of", "reseal", "store_fields", "to_document"]

@@ -15,9 +15,13 @@ from typing import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from kwai_bridge.catalog.repository import Catalog, Snapshot
-from kwai_bridge.config import Stores
+from kwai_bridge.config import StoreConfig, Stores
 
 log = logging.getLogger(__name__)
+
+#: How often a lookup of an unknown store may look at the database again: a stranger
+#: posting to made-up store ids costs at most this one small query per interval.
+MISS_RECHECK_SECONDS = 0.5
 
 
 class StoreRegistry:
@@ -32,6 +36,7 @@ class StoreRegistry:
         # one tuple, swapped whole, so readers never see new stores with an old error
         self._state: tuple[Snapshot, str | None] = (Snapshot(-1, Stores()), "stores not loaded yet")
         self._checked_at: float | None = None
+        self._missed_at: float | None = None
         self.refresh()
 
     @property
@@ -41,6 +46,30 @@ class StoreRegistry:
             self.refresh()
         return self._state[0].stores
 
+    def get(self, store_id: str) -> StoreConfig | None:
+        """The store with this id. A miss looks at the database once more (at most every
+        `MISS_RECHECK_SECONDS`), waiting for a refresh under way, so that a store created a
+        moment ago is found at once and not answered 404 or held as unknown."""
+        store = self.stores.get(store_id)
+        if store is None and self._recheck_miss():
+            store = self._state[0].stores.get(store_id)
+        return store
+
+    def find_by_shop(self, platform: str, shop_header: str | None) -> StoreConfig | None:
+        """The store a webhook's shop header names (see `get` for a miss)."""
+        store = self.stores.find_by_shop(platform, shop_header)
+        if store is None and shop_header and self._recheck_miss():
+            store = self._state[0].stores.find_by_shop(platform, shop_header)
+        return store
+
+    def _recheck_miss(self) -> bool:
+        now = self.clock()
+        if self._missed_at is not None and now - self._missed_at < MISS_RECHECK_SECONDS:
+            return False
+        self._missed_at = now
+        self.refresh(wait=True)
+        return True
+
     @property
     def generation(self) -> int:
         return self._state[0].generation
@@ -49,10 +78,11 @@ class StoreRegistry:
     def error(self) -> str | None:
         return self._state[1]
 
-    def refresh(self) -> bool:
+    def refresh(self, *, wait: bool = False) -> bool:
         """Read the stores again if the database's generation moved; True when it did.
-        A caller that finds another thread refreshing goes on with the current set."""
-        if not self._lock.acquire(blocking=False):
+        A caller that finds another thread refreshing goes on with the current set, or
+        with `wait`, waits for that refresh and checks again."""
+        if not self._lock.acquire(blocking=wait):
             return False
         try:
             self._checked_at = self.clock()

@@ -7,7 +7,8 @@ import click
 
 from kwai_bridge.cli.base import command_runtime, main, parse_since, store_option, utcnow
 from kwai_bridge.db import EventStatus
-from kwai_bridge.records import event_json
+from kwai_bridge.audit import CLI_ACTOR
+from kwai_bridge.records import Records, event_json
 
 #: Statuses a failed attempt leaves an event in: `events list` shows their last error.
 _SHOW_ERROR = (EventStatus.DEAD, EventStatus.HELD, EventStatus.PENDING)
@@ -42,9 +43,11 @@ def events_list(status: str | None, store_id: str | None, limit: int, as_json: b
 @store_option()
 @click.option("--result", type=int, help="only events that Kwai answered with this result code")
 def events_replay(event_id: int | None, store_id: str | None, result: int | None) -> None:
-    """Put dead or held events back to pending."""
+    """Put dead or held events back to pending (and, by --id, a pending one due now);
+    recorded in the audit trail."""
     runtime = command_runtime()
-    count = runtime.outbox.replay(now=utcnow(), event_id=event_id, store_id=store_id, result=result)
+    count = Records(runtime.engine).replay(now=utcnow(), stores=None, event_id=event_id, store_id=store_id,
+                                           result=result, actor=CLI_ACTOR)
     click.echo(f"{count} event(s) back to pending")
 
 
@@ -76,7 +79,7 @@ def send_test_event(store_id: str, clickid: str, event_name: str, as_json: bool)
     from kwai_bridge.testevent import send_test_event as send
 
     runtime = command_runtime(secrets=True)
-    store = runtime.registry.stores.get(store_id)
+    store = runtime.registry.get(store_id)
     if store is None:  # in the outbox only, or its secrets do not open with the keys
         raise click.ClickException(runtime.registry.error or f"store {store_id!r} is no longer configured")
     try:

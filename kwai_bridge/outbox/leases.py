@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 
 from kwai_bridge.db import EventStatus, event_attempts, events
 from kwai_bridge.outbox.rows import Claimed, Finish, _cut
@@ -96,11 +97,13 @@ class LeaseQueries:
 
     def replay(self, *, now: datetime, event_id: int | None = None, store_id: str | None = None,
                result: int | None = None, statuses: Sequence[str] = (EventStatus.DEAD, EventStatus.HELD),
-               stores: Sequence[str] | None = None, retry_pending: bool = False) -> int:
+               stores: Sequence[str] | None = None, retry_pending: bool = False,
+               within: Callable[[Connection, int], None] | None = None) -> int:
         """Send dead or held events (those of `statuses`) again from scratch, last_error
         kept; with `retry_pending`, a pending event waiting out its back-off is due now
         too, its attempts kept ("retry now"). `stores` limits it to those stores (None:
-        every store). Return how many events changed."""
+        every store). `within(conn, moved)` runs in the same transaction (the audit trail's
+        entry). Return how many events changed."""
         c = events.c
         where = []
         if event_id is not None:
@@ -124,4 +127,6 @@ class LeaseQueries:
                     update(events).where(c.status == EventStatus.PENDING, c.next_attempt_at > now, *where)
                     .values(next_attempt_at=now, updated_at=now)
                 ).rowcount
+            if within is not None:
+                within(conn, moved)
         return moved

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from sqlalchemy.engine import Engine
 
+from kwai_bridge import audit
 from kwai_bridge.db import EventStatus, reading
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.records.detail import delivery_detail, event_detail
@@ -71,15 +72,25 @@ class Records:
             return health(conn, store_id, now=now)
 
     def replay(self, *, now: datetime, stores: Sequence[str] | None, event_id: int | None = None,
-               store_id: str | None = None, status: str | None = None, result: int | None = None) -> int:
+               store_id: str | None = None, status: str | None = None, result: int | None = None,
+               actor: str | None = None) -> int:
         """Put dead and/or held events (and, by id, a pending one) back to pending due now;
-        return how many."""
+        return how many. With `actor`, the replay is written to the audit trail in the
+        same transaction."""
         check_choice(status, REPLAYABLE, "status")
         if stores is not None and store_id is not None and store_id not in stores:
             return 0
         statuses = REPLAYABLE if status is None else (status,)
+
+        def record(conn, moved: int) -> None:
+            target = f"event:{event_id}" if event_id is not None else f"store:{store_id}" if store_id else "events"
+            detail = {"status": status, "result": result, "replayed": moved}
+            audit.record(conn, actor=actor, action="events.replay", target=target, now=now,
+                         detail={k: v for k, v in detail.items() if v is not None})
+
         return self._outbox.replay(now=now, event_id=event_id, store_id=store_id, result=result,
-                                    statuses=statuses, stores=stores, retry_pending=event_id is not None)
+                                    statuses=statuses, stores=stores, retry_pending=event_id is not None,
+                                    within=record if actor else None)
 
 
 __all__ = ["MAX_LIMIT", "REPLAYABLE", "BadQuery", "Page", "Records", "delivery_json", "event_json"]

@@ -37,7 +37,7 @@ def _cors(response: Response) -> Response:
 @blueprint.route("/clicks/<store_id>", methods=["POST", "OPTIONS"], provide_automatic_options=False)
 def post_click(store_id: str) -> Response:
     runtime = current_app.extensions["kwai_bridge.runtime"]
-    store = runtime.registry.stores.get(store_id)
+    store = runtime.registry.get(store_id)
     if request.method == "OPTIONS":  # the preflight: CORS headers come from _cors
         return Response(status=204 if store is not None else 404)
     if store is None:

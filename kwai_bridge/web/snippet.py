@@ -39,7 +39,7 @@ def is_loopback_host(host: str) -> bool:
 
 def _script(store_id: str, name: str, target: str) -> Response:
     runtime = current_app.extensions["kwai_bridge.runtime"]
-    store = runtime.registry.stores.get(store_id)
+    store = runtime.registry.get(store_id)
     if store is None:
         return json_response({"status": "unknown store"}, 404)
     if runtime.settings.public_url:

@@ -6,10 +6,12 @@ from typing import Any
 
 from flask import request
 
-from kwai_bridge import audit
 from kwai_bridge.catalog import StoreRecord, store_fields
 from kwai_bridge.config import ConfigErrors, check_store
+from kwai_bridge.kwai.events import EventError
+from kwai_bridge.records import Records
 from kwai_bridge.runtime import webhook_url
+from kwai_bridge.testevent import send_test_event
 from kwai_bridge.web.api.auth import (
     Invalid, NotFound, actor, blueprint, json_body, now, principal, require_admin, runtime, visible_store,
 )
@@ -87,10 +89,7 @@ def delete_store(store_id: str):
     return json_response({"deleted": store_id, "waiting_events": waiting}, 200)
 
 
-def records():
-    """The read side (kwai_bridge.records), imported when first used."""
-    from kwai_bridge.records import Records
-
+def records() -> Records:
     return Records(runtime().engine)
 
 
@@ -106,27 +105,16 @@ def replay_store(store_id: str):
 
 
 def replay(**what: Any) -> int:
-    """Put the caller's matching events back to pending, due now, and audit it."""
-    when = now()
-    count = records().replay(now=when, stores=principal().visible, **what)
-    target = f"event:{what['event_id']}" if what.get("event_id") else f"store:{what['store_id']}"
-    with runtime().engine.begin() as conn:
-        audit.record(conn, actor=actor(), action="events.replay", target=target, now=when,
-                     detail={**{k: v for k, v in what.items() if k != "event_id"}, "replayed": count})
-    return count
+    """Put the caller's matching events back to pending, due now, audited in the same
+    transaction."""
+    return records().replay(now=now(), stores=principal().visible, actor=actor(), **what)
 
 
 @blueprint.post("/stores/<store_id>/test-event")
 def test_event(store_id: str):
     """Send one event to Kwai now, with trackFlag true; answer what Kwai said."""
-    from kwai_bridge.kwai.events import EventError
-    from kwai_bridge.testevent import send_test_event
-
     body = load(TestEventBody, json_body())
-    store = runtime().registry.stores.get(visible_store(store_id))
-    if store is None:  # in the database, not yet in this process's snapshot
-        runtime().registry.refresh()
-        store = runtime().registry.stores.get(store_id)
+    store = runtime().registry.get(visible_store(store_id))  # a miss looks at the database again
     if store is None:
         raise NotFound(f"no such store: {runtime().registry.error or 'not loaded yet'}")
     client = runtime().kwai_client()
