@@ -201,6 +201,23 @@ def test_token_refused_holds_the_store_until_fixed_and_replayed(setup, kwai, tmp
     assert {r.status for r in outbox.list_events()} == {"sent"}
 
 
+@pytest.mark.parametrize("status", [403, 401, 400])
+def test_a_refused_token_answered_with_an_error_status_holds_the_store_for_replay(setup, kwai, status, caplog):
+    outbox, dispatcher, clock, registry, stores = setup()
+    accept(outbox, purchase("1"))
+    kwai.fail_next(1, status=status, result_code=10006)
+    with caplog.at_level("ERROR"):
+        assert dispatcher.run(once=True) == {"held": 1}
+    assert "refused the access token" in caplog.text
+    (row,) = outbox.list_events()
+    assert (row.status, row.last_result) == ("held", 10006)
+    # What the README tells the operator to do: fix the token, then replay.
+    write_stores(stores, [store_entry("shopify", "acme", access_token="good-token")])
+    assert reimport(registry, stores)
+    assert outbox.replay(now=clock.now, store_id="acme", result=10006) == 1
+    assert dispatcher.run(once=True) == {"sent": 1}
+
+
 def test_dead_event_replayed_is_sent_once(setup, kwai):
     outbox, dispatcher, clock, *_ = setup()
     accept(outbox, purchase("1"))

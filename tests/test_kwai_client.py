@@ -43,6 +43,17 @@ CLASSIFY = [
     ("10007", 200, {}, kwai({"result": 10007, "error_msg": "eventName不合法，请求被拒绝"}),
      Rejected(10007, "eventName不合法，请求被拒绝")),
     ("10007 as string", 200, {}, kwai({"result": "10007"}), Rejected(10007, "")),
+    # a result Kwai documents decides whatever the HTTP status
+    ("10006 with 403", 403, {}, kwai({"result": 10006, "error_msg": "token不合法，请求被拒绝"}),
+     Rejected(10006, "token不合法，请求被拒绝")),
+    ("10006 with 401", 401, {}, kwai({"result": "10006"}), Rejected(10006, "")),
+    ("10001 with 400", 400, {}, b'{"result": 10001}', Rejected(10001, "")),
+    ("10007 with 404", 404, {}, kwai({"result": 10007, "error_msg": "eventName不合法"}),
+     Rejected(10007, "eventName不合法")),
+    ("10006 with 429", 429, {"Retry-After": "60"}, kwai({"result": 10006}), Rejected(10006, "")),
+    ("10005 with 500", 500, {}, kwai({"result": 10005}), Rejected(10005, "")),
+    ("result 1 with 202", 202, {}, kwai({"result": 1}), Delivered()),
+    ("result 1 with 500", 500, {}, kwai({"result": 1}), Delivered()),
     # retry later
     ("408", 408, {}, b"", RetryLater("HTTP 408")),
     ("429", 429, {}, b"slow down", RetryLater("HTTP 429")),
@@ -57,6 +68,8 @@ CLASSIFY = [
      b"", RetryLater("HTTP 503", 0.0)),
     ("503 Retry-After garbage", 503, {"Retry-After": "soon"}, b"", RetryLater("HTTP 503")),
     ("500", 500, {}, b"oops", RetryLater("HTTP 500")),
+    ("503 with an unknown result", 503, {}, kwai({"result": 10003}), RetryLater("HTTP 503")),
+    ("503 with JSON of its own", 503, {}, kwai({"status": 503, "error": "unavailable"}), RetryLater("HTTP 503")),
     ("502", 502, {}, b"", RetryLater("HTTP 502")),
     ("599", 599, {}, b"", RetryLater("HTTP 599")),
     ("2xx not JSON", 200, {}, b"<html>busy</html>",
@@ -68,7 +81,8 @@ CLASSIFY = [
 ]
 
 DEAD = [
-    ("400", 400, b'{"result": 10001}', "HTTP 400"),
+    ("400", 400, b'{"error": "bad request"}', "HTTP 400"),
+    ("403 unknown result", 403, kwai({"result": 10003}), "HTTP 403"),
     ("401", 401, b"unauthorised", "HTTP 401: unauthorised"),
     ("403", 403, b"", "HTTP 403"),
     ("404", 404, b"not found", "HTTP 404: not found"),
