@@ -11,6 +11,7 @@ import pytest
 
 from kwai_bridge.kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, classify
 from kwai_bridge.kwai.events import EventError, KwaiEvent
+from kwai_bridge.kwai.wire import get_query
 from tests.fake_kwai import FakeKwai
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -149,6 +150,18 @@ def test_delivered(fake, client, method, path):
     assert seen.fields["clickid"] == "ck+1/2=" and seen.fields["pixelId"] == "px-1"
     if method == "post":
         assert seen.headers["Content-Type"] == "application/json"
+
+
+AWKWARD = replace(EVENT, content_name='Camisa "azul" & verde = 100% algodão + ção', content_id="a b&c=d",
+                  content_category="Moda/Roupas íntimas", click_id="ck+1/2= ?#")
+
+
+def test_get_sends_every_value_so_that_a_strict_server_reads_it_back_unchanged(fake, client):
+    assert client.send(AWKWARD, method="get", **CREDS).outcome == Delivered()
+    [seen] = fake.successes()  # the fake reads "+" as a plus and %XX as UTF-8
+    assert seen.fields == get_query(AWKWARD, **CREDS)
+    assert seen.properties["content_name"] == 'Camisa "azul" & verde = 100% algodão + ção'
+    assert seen.fields["clickid"] == "ck+1/2= ?#"
 
 
 def test_keep_alive_reuses_one_connection(fake, client):

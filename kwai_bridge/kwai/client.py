@@ -253,8 +253,8 @@ class KwaiClient:
                 payload = wire.post_json(event, **credentials)
                 status, headers, body = self._exchange("POST", self._post_url, body=payload)
             elif verb == "get":
-                query = wire.get_query(event, **credentials)
-                status, headers, body = self._exchange("GET", self.base_url + GET_PATH, params=query)
+                query = wire.get_query_string(event, **credentials)
+                status, headers, body = self._exchange("GET", f"{self.base_url}{GET_PATH}?{query}")
             else:
                 raise ValueError(f"method must be 'post' or 'get', not {method!r}")
         except TransportError as exc:
@@ -271,10 +271,9 @@ class KwaiClient:
         url: str,
         *,
         body: bytes | None = None,
-        params: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """Do one HTTP exchange (a JSON `body`, or query `params`); return (status,
-        lower-cased headers, body) or raise TransportError."""
+        """Do one HTTP exchange (a JSON `body`, or a GET of `url`, whose query the wire
+        format encoded); return (status, lower-cased headers, body) or raise TransportError."""
         try:
             if body is not None:
                 # A JSON POST is prepared here rather than by `Session.request`, whose
@@ -291,9 +290,7 @@ class KwaiClient:
                 request.headers["Content-Length"] = str(len(body))
                 response = self._session.send(request, timeout=self.timeout, allow_redirects=False)
             else:
-                response = self._session.request(
-                    method, url, params=params, timeout=self.timeout, allow_redirects=False,
-                )
+                response = self._session.request(method, url, timeout=self.timeout, allow_redirects=False)
             content = response.content
         except requests.RequestException as exc:
             # str(exc) would repeat the address, and the GET address holds the token.
