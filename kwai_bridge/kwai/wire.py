@@ -126,6 +126,7 @@ def _properties(event: KwaiEvent) -> dict[str, Any]:
         "content_category": event.content_category,
         "quantity": event.quantity,
         "query": event.query,
+        "mapping_id": event.mapping_id,
     }
     return {key: item for key, item in props.items() if item is not None and item != "" and item != []}
 
