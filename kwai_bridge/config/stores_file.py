@@ -6,7 +6,6 @@ the store and field, never a value that could be a secret.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -15,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
 import adapters
-from adapters.funnel import DEFAULT_EVENTS
+from kwai_bridge.config.event_choices import event_choices, event_names, nearest
 from kwai_bridge.config.stores import ConfigError, ConfigErrors, StoreConfig, Stores, origin
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
 from kwai_bridge.parsing import FromEnv, Invalid, boolean, choice, integer, non_empty_string, strings
@@ -85,19 +84,6 @@ def _topic_events(v: Any) -> Mapping[str, str]:
     return {k: str(n) for k, n in v.items()}
 
 
-def _event_names(v: Any) -> tuple[str, ...]:
-    names = strings(non_empty_list=False, what='must be a list of Kwai event names such as ["EVENT_PURCHASE"]')(v)
-    for name in names:
-        if name not in EVENT_NAMES:
-            raise Invalid(f"{name!r} is not one of Kwai's {len(EVENT_NAMES)} event names{_nearest(name, EVENT_NAMES)}")
-    return tuple(dict.fromkeys(names))
-
-
-def _nearest(word: str, known: Any, *, cutoff: float = 0.6) -> str:
-    hint = difflib.get_close_matches(word, sorted(known), n=1, cutoff=cutoff)
-    return f" (did you mean {hint[0]}?)" if hint else ""
-
-
 def _currency_rates(v: Any) -> Mapping[str, Decimal]:
     if not isinstance(v, dict):
         raise Invalid('must be a table such as {EUR = "5.80"}')
@@ -144,7 +130,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "access_token": non_empty_string,
     "test_mode": boolean,
     "send_method": choice("post", "get"),
-    "events": _event_names,
+    "events": event_names,
     "topic_events": _topic_events,
     "value": choice("total", "subtotal"),
     "content_id": choice("product", "variant", "sku"),
@@ -189,7 +175,7 @@ def check_store(entry: Mapping[str, Any], *, environ: Mapping[str, str] | None =
         errors.append(ConfigError(f"{label}: {name}: {message}", store=store_id, field=name))
 
     for name in sorted(set(entry) - set(_FIELDS)):
-        fail(name, "unknown field" + _nearest(name, _FIELDS))
+        fail(name, "unknown field" + nearest(name, _FIELDS))
     values: dict[str, Any] = {}
     for name, parse in _FIELDS.items():
         if name not in entry:
@@ -218,7 +204,7 @@ def check_store(entry: Mapping[str, Any], *, environ: Mapping[str, str] | None =
         fail("report_currency", "is required when currency_rates is set "
                                 f"(one of {', '.join(sorted(CURRENCIES))})")
     if "platform" in values and not any(e.field in ("topic_events", "events", "content_id") for e in errors):
-        problem = _event_choices(values)
+        problem = event_choices(values)
         if problem is not None:
             fail(*problem)
     if errors:
@@ -231,30 +217,6 @@ def _number_hint(name: str, raw: Any) -> str:
         shown = "..." if name in SECRET_FIELDS else raw
         return f' (quote numbers: {name} = "{shown}")'
     return ""
-
-
-def _event_choices(values: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(field, why) for the first of the store's event choices that cannot work together."""
-    topics = adapters.REGISTRY[values["platform"]].TOPICS
-    renamed = values.get("topic_events", {})
-    events = values.get("events", DEFAULT_EVENTS)
-    for topic, name in renamed.items():
-        if topic not in topics:
-            return "topic_events", (f"{topic!r} is not a {values['platform']} topic that yields an event"
-                                    f"{_nearest(topic, topics, cutoff=0)}; known: {', '.join(topics)}")
-        if name and name not in events:
-            return "topic_events", (f"{topic!r} is renamed to {name}, which events does not list: add it to "
-                                    "events, or that conversion is never sent")
-        # Topics with one default are one kind of conversion (the purchase of orders/paid
-        # and of orders/updated): one name for all, or the same order goes twice.
-        kind = [t for t in topics if topics[t] == topics[topic] and renamed.get(t) and renamed[t] != name]
-        if name and kind:
-            return "topic_events", (f"{topic!r} and {kind[0]!r} announce the same conversion ({topics[topic]} by "
-                                    f"default): give them one name, not {name} and {renamed[kind[0]]}")
-    if values.get("content_type") == "product_group" and values.get("content_id", "product") != "product":
-        return "content_type", ('product_group sends each product (the group of its variants) as the content id: '
-                                'leave content_id at "product"')
-    return None
 
 
 # -- the whole file ---------------------------------------------------------------------
