@@ -3,7 +3,8 @@
 
 The shared pieces: `values` (requests, notifications, conversions, errors), `signing`
 (HMAC checks, shop names, hashing), `payload` (reading a delivery), `convert` (the steps
-of a conversion), `shopify_like` (what Shopify and Shopline share), `clickid`.
+of a conversion, and the store's choices applied to them), `shopify_like` (what Shopify
+and Shopline share), `clickid`, `funnel` (Kwai's 32 events and where each comes from).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ content fields from order lines, hashed contact identifiers, which events an ord
 yields, the Conversion itself, and the privacy request a privacy topic carries."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
@@ -77,7 +77,8 @@ def choose_value(candidates: Iterable[tuple[str, Decimal | None, Any]], options:
 # -- lines -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Line:
-    """One order, checkout or cart line, normalised; `price` is the unit price."""
+    """One order, checkout or cart line, normalised; `price` is the unit price and
+    `category` the product's type or category, where the payload names one."""
 
     product_id: str | None
     variant_id: str | None
@@ -85,16 +86,19 @@ class Line:
     title: str | None
     quantity: int
     price: Decimal | None
+    category: str | None = None
 
 
 def line_fields(lines: Sequence[Line], options: ConversionOptions, *, priced: Priced,
                 order_name: str | None) -> dict[str, Any]:
-    """Kwai's content fields for `lines` (content ids per `options.content_id`)."""
-    contents, titles = [], {}
+    """Kwai's content fields for `lines`: content ids per `options.content_id`, or the
+    product (the group of its variants) when the store's catalog is by product group."""
+    contents, titles, categories = [], {}, set()
+    grouped = options.content_type == "product_group"
     for line in lines:
-        if options.content_id == "variant":
+        if options.content_id == "variant" and not grouped:
             cid = line.variant_id or line.product_id
-        elif options.content_id == "sku":
+        elif options.content_id == "sku" and not grouped:
             cid = line.sku or line.product_id
         else:
             cid = line.product_id
@@ -102,14 +106,17 @@ def line_fields(lines: Sequence[Line], options: ConversionOptions, *, priced: Pr
             continue  # a line without an id (custom item, removed product) cannot be a content
         contents.append(Content(id=cid, quantity=line.quantity, price=cents(line.price, priced.rate)))
         titles.setdefault(cid, line.title)
+        categories.add(line.category)
     if not lines:
         return {}
     single = next(iter(titles)) if len(titles) == 1 else None
     return {
         "contents": tuple(contents),
-        "content_type": "product" if contents else None,
+        "content_type": options.content_type if contents else None,
         "content_id": single,
         "content_name": (titles[single] if single else None) or order_name,
+        # one category for the event only when every content has the same one
+        "content_category": categories.pop() if len(categories) == 1 else None,
         "quantity": sum(line.quantity for line in lines),
     }
 
@@ -126,32 +133,48 @@ def contact_ids(email: Any, phones: Iterable[tuple[Any, Any]]) -> dict[str, str]
     return {k: v for k, v in found.items() if v}
 
 
-def event_for(topic: str, default: str, options: ConversionOptions) -> str | None:
-    """The Kwai event a topic yields for this store; None when the store ignores it."""
-    return options.topic_events.get(topic, default) or None
+def event_for(topic: str, topics: Mapping[str, str], options: ConversionOptions) -> str | None:
+    """The Kwai event `topic` (one of `topics`, topic -> default event) yields for this
+    store: None when the store ignores the topic (`""` in topic_events), else the name
+    the store gives the topic's kind (`kind_event`)."""
+    if options.topic_events.get(topic) == "":
+        return None
+    return kind_event(topics[topic], topics, options)
 
 
-def order_events(name: str, *, created: bool, paid: bool) -> list[str]:
+def kind_event(default: str, topics: Mapping[str, str], options: ConversionOptions) -> str:
+    """The name of the conversions whose default event is `default` (one kind: a paid
+    order, a cart add): the store's rename of any topic of that kind (the stores file makes
+    the renames agree), else `default`. So renaming orders/paid also renames the purchase
+    that orders/updated, or the creation of an order created paid, yields: one name, one
+    business key, one event per order."""
+    for topic, event in topics.items():
+        if event == default and options.topic_events.get(topic):
+            return options.topic_events[topic]
+    return default
+
+
+def order_events(name: str, *, paid_name: str, created: bool, paid: bool) -> list[str]:
     """The events an order notification yields: `name`, on creation always and later only
     once the order is paid; an order created already paid (an instant card payment) also
-    yields the purchase, which a paid topic that may follow repeats under the same
-    business key, so that it is deduplicated downstream."""
+    yields the paid order's event `paid_name`, which a paid topic that may follow repeats
+    under the same business key, so that it is deduplicated downstream."""
     if created:
-        return [name, PURCHASE] if paid and name != PURCHASE else [name]
+        return [name, paid_name] if paid and name != paid_name else [name]
     return [name] if paid else []
 
 
-def order_conversions(events: Sequence[str], *, platform: str, order_id: str, created: bool,
+def order_conversions(events: Sequence[str], *, platform: str, order_id: str, created: bool, paid_name: str,
                       placed: datetime | None, paid_at: datetime | None, priced: Priced,
                       fields: Mapping[str, Any], click: tuple[str | None, str | None],
                       identifiers: Mapping[str, str | None], skip_reason: str | None = None,
                       click_note: str | None = None) -> list[Conversion]:
-    """One conversion per event of an order, keyed `order:<id>:<event>`: the purchase, and
-    whatever a topic after creation yields, happen at payment; the rest when the order
-    was placed. PayloadError when the time an event needs is missing."""
+    """One conversion per event of an order, keyed `order:<id>:<event>`: the paid order's
+    event `paid_name`, and whatever a topic after creation yields, happen at payment; the
+    rest when the order was placed. PayloadError when the time an event needs is missing."""
     return [
         conversion(platform=platform, name=event, key=f"order:{order_id}:{event}",
-                   moment=required_time(paid_at if event == PURCHASE or not created else placed,
+                   moment=required_time(paid_at if event == paid_name or not created else placed,
                                         f"order {order_id}"),
                    priced=priced, fields=fields, click=click, identifiers=identifiers,
                    skip_reason=skip_reason, click_note=click_note)
@@ -173,6 +196,20 @@ def conversion(*, platform: str, name: str, key: str, moment: datetime, priced: 
         identifiers={k: v for k, v in identifiers.items() if v and len(v) <= MAX_ID_LENGTH}, high_water=high_water,
         value_note=priced.note, click_note=click_note,
     )
+
+
+def store_choices(conversions: Iterable[Conversion], options: ConversionOptions) -> list[Conversion]:
+    """What the store chose, the same for every platform: only the event names it sends
+    (`options.events`), each with the identifier it sends as `mapping_id`, if any."""
+    chosen = []
+    for found in conversions:
+        if options.events is not None and found.event.event_name not in options.events:
+            continue
+        mapping = found.identifiers.get(options.mapping_id) if options.mapping_id else None
+        if mapping:
+            found = replace(found, event=replace(found.event, mapping_id=mapping))
+        chosen.append(found)
+    return chosen
 
 
 # -- privacy -----------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 from adapters import clickid
 from adapters.convert import (
-    PRIVACY_ACTIONS, Line, Priced, cents, choose_value, contact_ids, conversion, event_for, line_fields,
-    order_conversions, order_events, total,
+    PRIVACY_ACTIONS, PURCHASE, Line, Priced, cents, choose_value, contact_ids, conversion, event_for, kind_event,
+    line_fields, order_conversions, order_events, total,
 )
 from adapters.payload import (
     MAX_COUNT, body_key, count, header_value, ident, items, load_object, money, obj, required_id, required_time,
@@ -25,6 +25,8 @@ from adapters.values import (
     Conversion, ConversionOptions, Notification, PayloadError, ShopMismatchError, TopicMismatchError, WebhookRequest,
 )
 
+#: Topic -> default event. Topics with the same default are one kind of conversion, which
+#: a store renames as a whole (`adapters.convert.kind_event`).
 TOPICS: dict[str, str] = {
     "checkouts/create": "EVENT_INITIATED_CHECKOUT",
     "orders/create": "EVENT_PLACE_ORDER",
@@ -183,7 +185,7 @@ def to_conversions(notification: Notification, *, options: ConversionOptions) ->
     converter = _CONVERTERS.get(notification.topic)
     if notification.kind != "conversion" or notification.topic not in TOPICS or converter is None:
         return []
-    name = event_for(notification.topic, TOPICS[notification.topic], options)
+    name = event_for(notification.topic, TOPICS, options)
     return converter(notification, name, options) if name else []
 
 
@@ -192,7 +194,8 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     order_id = required_id(p.get("id"), "order")
     created = n.topic == "orders/create"
     paid = n.topic == "orders/paid" or text(p.get("financial_status")) == "paid"
-    events = order_events(name, created=created, paid=paid)
+    paid_name = kind_event(PURCHASE, TOPICS, options)
+    events = order_events(name, paid_name=paid_name, created=created, paid=paid)
     if not events:
         return []
     subtotal = options.value == "subtotal"
@@ -207,7 +210,7 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
            "checkout_token": ident(p.get("checkout_token")), "cart_token": ident(p.get("cart_token")),
            "customer_id": ident(customer.get("id")), **_contacts(p)}
     return order_conversions(
-        events, platform=n.platform, order_id=order_id, created=created,
+        events, platform=n.platform, order_id=order_id, created=created, paid_name=paid_name,
         placed=when(p, ("processed_at", "created_at")),
         paid_at=_payment_time(p) or when(p, ("processed_at", "updated_at", "created_at")),
         priced=priced, fields=fields, click=click, identifiers=ids,
@@ -301,6 +304,8 @@ def _lines(raw: Any, side: str) -> list[Line]:
             product_id=ident(line.get("product_id")), variant_id=ident(line.get("variant_id")),
             sku=text(line.get("sku")), title=text(line.get("title"), line.get("name")),
             quantity=count(line.get("quantity")), price=price if price is not None else money(line.get("price")),
+            # the product's type, where the payload carries it (the storefront's cart does)
+            category=text(line.get("product_type")),
         ))
     return lines
 

@@ -74,15 +74,23 @@ class Notification:
 
 @dataclass(frozen=True)
 class ConversionOptions:
-    """The store settings an adapter needs to convert a notification."""
+    """The store settings an adapter needs to convert a notification.
+
+    `events` (None: every name) and `mapping_id` (which identifier goes as Kwai's
+    `mapping_id`; "": none) are applied to an adapter's conversions by
+    `adapters.convert.store_choices`, the same for every platform.
+    """
 
     topic_events: Mapping[str, str] = field(default_factory=dict)
     value: str = "total"  # or "subtotal"
     content_id: str = "product"  # or "variant", "sku"
+    content_type: str = "product"  # or "product_group": the catalog holds products by group
     currency_rates: Mapping[str, Decimal] = field(default_factory=dict)
     report_currency: str = ""
     click_params: tuple[str, ...] = ("click_id",)
     test_mode: bool = False
+    events: frozenset[str] | None = None
+    mapping_id: str = ""  # or "customer_id", "email_sha256", "phone_sha256"
 
 
 @dataclass(frozen=True)

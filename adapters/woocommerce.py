@@ -27,7 +27,7 @@ TOPIC_HEADER = "x-wc-webhook-topic"
 DELIVERY_HEADER = "x-wc-webhook-delivery-id"  # new on every attempt: for logs, not dedupe
 
 TOPICS: dict[str, str] = {
-    "order.created": "EVENT_PLACE_ORDER",  # plus EVENT_PURCHASE when created paid
+    "order.created": "EVENT_PLACE_ORDER",  # plus the paid order's event when created paid
     "order.updated": "EVENT_PURCHASE",  # only once the order is paid
     "customer.created": "EVENT_COMPLETE_REGISTRATION",
 }
@@ -118,7 +118,7 @@ def to_conversions(notification: Notification, *, options: ConversionOptions) ->
     """The Kwai events a notification yields for a store with `options` ([] when none)."""
     if notification.kind != "conversion" or notification.topic not in TOPICS:
         return []
-    name = convert.event_for(notification.topic, TOPICS[notification.topic], options)
+    name = convert.event_for(notification.topic, TOPICS, options)
     if name is None:
         return []
     if notification.topic == "customer.created":
@@ -134,7 +134,8 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     order_id = payload.required_id(p.get("id"), "order")
     created = n.topic == "order.created"
     paid = status in PAID_STATUSES and text(p.get("date_paid_gmt"), p.get("date_paid")) is not None
-    events = convert.order_events(name, created=created, paid=paid)
+    paid_name = convert.kind_event(convert.PURCHASE, TOPICS, options)
+    events = convert.order_events(name, paid_name=paid_name, created=created, paid=paid)
     if not events:
         return []
     raw = items(p.get("line_items"))
@@ -151,7 +152,7 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
            **convert.contact_ids(billing.get("email"), [(billing.get("phone"), None)])}
     # the *_gmt fields are UTC written without an offset; the others are site-local
     return convert.order_conversions(
-        events, platform=NAME, order_id=order_id, created=created,
+        events, platform=NAME, order_id=order_id, created=created, paid_name=paid_name,
         placed=payload.when(p, ("date_created_gmt",), naive_is_utc=True),
         paid_at=payload.when(p, ("date_paid_gmt", "date_modified_gmt", "date_created_gmt"), naive_is_utc=True),
         priced=priced, fields=fields, click=click, identifiers=ids, click_note=click_note,

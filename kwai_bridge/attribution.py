@@ -1,11 +1,14 @@
 """Click-id attribution: the click store (the one module that runs SQL on `clicks`),
 the resolver the pipeline calls, late binding and the attribution report.
 
-Evidence is used newest first: a click id our snippet or plugin put on the cart or order
-(the adapters already found it: `attribute`, `order_meta`), then the click store by order
-id, checkout token, cart token, customer id, hashed e-mail, hashed phone
-(`click_store:<identifier>`), and only then a click id read from a landing URL
-(`landing_url`).
+Evidence is ranked by how new it is. A click id our snippet or plugin put on the cart or
+order (the adapters already found it: `attribute`, `order_meta`) is what the shopper's own
+browser carried when the order was placed, the newest click that can have led to it: it
+comes first. Then the click store: of the clicks kept for the event's order id, checkout
+token, cart token, customer id, hashed e-mail or hashed phone (`click_store:<identifier>`),
+the one stored last wins, whichever identifier found it (ties go in that order). A click id
+read from a landing URL (`landing_url`) carries no time and comes last: it is the visit's
+first page, and the snippet, where installed, stored that click and any newer one since.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from kwai_bridge.ratelimit import FixedWindows, Limit
 
 log = logging.getLogger(__name__)
 
-#: Identifiers the click store is searched by, in order of precedence.
+#: Identifiers the click store is searched by; the order breaks ties between clicks stored
+#: at the same moment.
 IDENTIFIERS: tuple[str, ...] = (
     "order_id", "checkout_token", "cart_token", "customer_id", "email_sha256", "phone_sha256",
 )
@@ -193,15 +197,18 @@ def _click(m: Mapping[str, Any]) -> Click:
 
 
 def best_click(found: Mapping[str, Click], identifiers: Mapping[str, str]) -> Click | None:
-    """The click of the first identifier in precedence order that may bind the event."""
-    for kind in IDENTIFIERS:
+    """The newest of the clicks that may bind the event (Kwai: a newer click replaces an
+    older one); among clicks stored at the same moment, the first identifier in
+    precedence order."""
+    binding = []
+    for rank, kind in enumerate(IDENTIFIERS):
         click = found.get(kind)
         if click is None or click.value != identifiers.get(kind):
             continue
         if kind == "order_id" and not order_key_matches(click.order_key, identifiers.get("order_key")):
             continue  # a mismatched order key binds nothing
-        return click
-    return None
+        binding.append((click.clicked_at, -rank, click))
+    return max(binding, key=lambda item: item[:2])[2] if binding else None
 
 
 class Attribution:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import adapters
 from adapters import Adapter
+from adapters.convert import store_choices
 from adapters.signing import normalise_shop
 from adapters.values import AdapterError, Conversion, Notification, ShopMismatchError, WebhookRequest
 from kwai_bridge.catalog import StoreRegistry
@@ -110,8 +111,7 @@ class Pipeline:
         error = None
         conversions: Sequence[Conversion] = ()
         try:
-            conversions = adapter.to_conversions(notification, options=store.conversion_options())
-            conversions = self.resolver(store, conversions, now)
+            conversions = self._conversions(store, adapter, notification, now)
         except Exception as exc:  # a conversion fault: keep the body, answer 200, reprocess later
             error = storable_text(f"{exc.__class__.__name__}: {exc}")
             log.error("store %s: %s %s conversion failed, stored for reprocessing: %s",
@@ -134,6 +134,14 @@ class Pipeline:
         log.info("store %s: %s %s -> %s, %d event(s)", store.id, notification.platform,
                  notification.topic, outcome, result.created)
         return Answer(200, outcome, {"events": result.created})
+
+    def _conversions(self, store: StoreConfig, adapter: Adapter, notification: Notification,
+                     now: datetime) -> Sequence[Conversion]:
+        """The store's conversions of a notification: converted, kept to the events the store
+        sends (with its mapping id), then attributed."""
+        options = store.conversion_options()
+        chosen = store_choices(adapter.to_conversions(notification, options=options), options)
+        return self.resolver(store, chosen, now)
 
     def _privacy(self, store: StoreConfig, adapter: Adapter, notification: Notification, key: str,
                  body_sha256: str, now: datetime) -> Answer:
@@ -172,8 +180,7 @@ class Pipeline:
             request = WebhookRequest.build(delivery.headers or {}, delivery.body or b"")
             try:
                 notification = adapter.parse(request)
-                conversions = adapter.to_conversions(notification, options=store.conversion_options())
-                conversions = self.resolver(store, conversions, now)
+                conversions = self._conversions(store, adapter, notification, now)
             except Exception as exc:
                 log.error("store %s: delivery %s still fails: %s", store.id, delivery.id, exc)
                 done["failed"] += 1

@@ -195,10 +195,11 @@ class Dispatcher:
         recorders = [decide for decide in done if decide is not None]
         if len(recorders) < len(done):
             tally["error"] = tally.get("error", 0) + len(done) - len(recorders)
+        decisions: list[Finish | HoldStore] = []
         try:
             with self.outbox.batch():
                 now = self.clock()  # one time for the batch, so that alike outcomes share a statement
-                decisions = [decide(now) for decide in recorders]
+                decisions = [d for d in (_decided(decide, now, tally) for decide in recorders) if d is not None]
                 finishes = [self._hold_store(d) if isinstance(d, HoldStore) else d for d in decisions]
                 self.outbox.finish_many(finishes, owner=self.owner)
                 # Expired leases (left by a dispatcher that died) and holds placed by
@@ -219,12 +220,23 @@ class Dispatcher:
                     self._rechecked_at = now
         except Exception:  # a storage fault: the leases expire and the rows come back
             log.exception("recording %d outcome(s) failed; those events return when their lease expires",
-                          len(recorders))
-            tally["error"] = tally.get("error", 0) + len(recorders)
+                          len(decisions))
+            tally["error"] = tally.get("error", 0) + len(decisions)
             return []
         for finish in finishes:
             tally[finish.status] = tally.get(finish.status, 0) + 1
         return rows
+
+
+def _decided(decide: Recorder, now: datetime, tally: dict[str, int]) -> Finish | HoldStore | None:
+    """`decide(now)`, or None when it fails (a fault of ours): that row's lease expires and
+    it comes back, while the others of the batch are recorded."""
+    try:
+        return decide(now)
+    except Exception:
+        log.exception("deciding an outcome failed; that event returns when its lease expires")
+        tally["error"] = tally.get("error", 0) + 1
+        return None
 
 
 #: How often the loop looks for expired leases and for stores held by another dispatcher.

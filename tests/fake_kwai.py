@@ -4,7 +4,8 @@ It checks every request the way the table of Kwai's manual describes it
 (spec/kwai-event-api.md) and answers as Kwai does: 10001 for a missing parameter,
 10002 for a wrong type, 10007 for an unknown event name, 10006 for a token it does not
 accept, `{"result": 1}` otherwise. It is stricter than Kwai on purpose: every field we
-always send is required and unknown fields are refused, so a wrong body fails a test.
+always send is required and unknown fields are refused, so a wrong body fails a test;
+a GET query is read as a strict server reads it (`+` is a plus, not a space).
 Its lists of names are written out here, not imported, so it does not share our bugs.
 
     with FakeKwai() as kwai:
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from random import Random
 from typing import Any, Sequence
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 API_PATH = "/log/common/api"
 GAPI_PATH = "/log/common/gapi"
@@ -445,11 +446,7 @@ class FakeKwai:
     @staticmethod
     def _fields(handler: BaseHTTPRequestHandler, url: Any, raw: bytes) -> dict[str, Any]:
         if handler.command == "GET":
-            query = parse_qs(url.query, keep_blank_values=True)
-            for name, items in query.items():
-                if len(items) != 1:
-                    raise Refused(10002, name)
-            return {name: items[0] for name, items in query.items()}
+            return _strict_query(url.query)
         if not (handler.headers.get("Content-Type") or "").startswith("application/json"):
             raise Refused(10002, "Content-Type")
         try:
@@ -459,6 +456,22 @@ class FakeKwai:
         if not isinstance(fields, dict):
             raise Refused(10002, "body")
         return fields
+
+
+def _strict_query(query: str) -> dict[str, str]:
+    """The query's fields, read as a strict server reads them: `%XX` is UTF-8 and `+` is a
+    plus (form encoding's space is not assumed); a repeated or malformed field is 10002."""
+    fields: dict[str, str] = {}
+    for pair in query.split("&") if query else ():
+        name, sep, text = pair.partition("=")
+        try:
+            name, text = unquote(name, errors="strict"), unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            raise Refused(10002, name) from None
+        if not sep or name in fields:
+            raise Refused(10002, name)
+        fields[name] = text
+    return fields
 
 
 def main(argv: list[str] | None = None) -> None:

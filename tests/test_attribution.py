@@ -139,6 +139,34 @@ def test_each_source_beats_the_ones_after_it(attribution, store, winner):
     assert (resolved.event.click_id, resolved.click_source) == (expected_click, winner)
 
 
+@pytest.mark.parametrize("older, newer", [
+    ("checkout_token", "cart_token"),    # the case of the fault: the order of identifiers decided
+    ("order_id", "email_sha256"),
+    ("cart_token", "phone_sha256"),
+    ("email_sha256", "checkout_token"),
+])
+def test_the_newest_click_kept_for_the_order_wins_whichever_identifier_found_it(
+        attribution, store, older, newer):
+    store.record("acme", click_id="OLD", identifiers={older: ALL_IDS[older]}, clicked_at=T0, now=T0,
+                 order_key=ORDER_KEY if older == "order_id" else None)
+    later = T0 + timedelta(minutes=5)
+    store.record("acme", click_id="NEW", identifiers={newer: ALL_IDS[newer]}, clicked_at=later, now=later,
+                 order_key=ORDER_KEY if newer == "order_id" else None)
+    given = conversion(order_key=ORDER_KEY, **ALL_IDS)
+    (resolved,) = attribution.resolve(SHOPIFY, [given], later + timedelta(minutes=1))
+    assert (resolved.event.click_id, resolved.click_source) == ("NEW", f"click_store:{newer}")
+
+
+def test_the_browsers_own_evidence_beats_a_newer_click_in_the_store(attribution, store):
+    # The order's attribute is what the shopper's browser carried when the order was placed.
+    later = T0 + timedelta(hours=1)
+    store.record("acme", click_id="STORED", identifiers={"email_sha256": ALL_IDS["email_sha256"]},
+                 clicked_at=later, now=later)
+    given = conversion(click="ON-ORDER", source="attribute", **ALL_IDS)
+    (resolved,) = attribution.resolve(SHOPIFY, [given], later)
+    assert (resolved.event.click_id, resolved.click_source) == ("ON-ORDER", "attribute")
+
+
 def test_skipped_conversions_are_left_alone(attribution, store):
     store.record("acme", click_id="C1", identifiers={"cart_token": "t1"}, clicked_at=T0, now=T0)
     given = conversion(skip="test order", cart_token="t1")

@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 import pytest
 
+from adapters.funnel import DEFAULT_EVENTS
 from adapters.signing import hmac_sha256, matches_any
 from adapters.values import ConversionOptions
 from kwai_bridge.config import (
@@ -71,6 +72,36 @@ INVALID_STORE = [
     ({"topic_events": '{"orders/paid" = "EVENT_BUY"}'}, 'store "acme"', "topic_events",
      "'orders/paid': must be a Kwai event name"),
     ({"topic_events": '"orders/paid"'}, 'store "acme"', "topic_events", "table"),
+    # topics are checked against the platform's, with the nearest known one
+    ({"topic_events": '{"orders/payed" = "EVENT_PURCHASE"}'}, 'store "acme"', "topic_events",
+     "'orders/payed' is not a shopify topic that yields an event (did you mean orders/paid?); known: "
+     "checkouts/create, orders/create, orders/paid, orders/updated, carts/create, carts/update, customers/create"),
+    ({"topic_events": '{"order.created" = ""}'}, 'store "acme"', "topic_events",
+     "'order.created' is not a shopify topic that yields an event (did you mean orders/create?)"),
+    ({"topic_events": '{"customers/redact" = ""}'}, 'store "acme"', "topic_events",
+     "'customers/redact' is not a shopify topic that yields an event (did you mean customers/create?)"),
+    ({"platform": '"woocommerce"', "shop": '"https://shop.example"', "topic_events": '{"orders/paid" = ""}'},
+     'store "acme"', "topic_events", "'orders/paid' is not a woocommerce topic that yields an event (did you mean "
+     "order.updated?); known: order.created, order.updated, customer.created"),
+    # a rename names every conversion of its kind: the kind's topics must agree
+    ({"topic_events": '{"orders/paid" = "EVENT_PLACE_ORDER", "orders/updated" = "EVENT_PURCHASE"}'},
+     'store "acme"', "topic_events", "'orders/paid' and 'orders/updated' announce the same conversion "
+     "(EVENT_PURCHASE by default): give them one name, not EVENT_PLACE_ORDER and EVENT_PURCHASE"),
+    ({"topic_events": '{"carts/update" = "EVENT_ADD_TO_WISHLIST", "carts/create" = "EVENT_ADD_TO_CART"}',
+      "events": '["EVENT_ADD_TO_WISHLIST", "EVENT_ADD_TO_CART"]'}, 'store "acme"', "topic_events",
+     "'carts/update' and 'carts/create' announce the same conversion (EVENT_ADD_TO_CART by default)"),
+    # a rename to a name the store does not send would never be sent
+    ({"topic_events": '{"orders/paid" = "EVENT_SUBSCRIBE"}'}, 'store "acme"', "topic_events",
+     "'orders/paid' is renamed to EVENT_SUBSCRIBE, which events does not list"),
+    ({"events": '["EVENT_PURCHASE", "EVENT_PURCHSE"]'}, 'store "acme"', "events",
+     "'EVENT_PURCHSE' is not one of Kwai's 32 event names (did you mean EVENT_PURCHASE?)"),
+    ({"events": '"EVENT_PURCHASE"'}, 'store "acme"', "events", 'must be a list of Kwai event names'),
+    ({"events": '["purchase"]'}, 'store "acme"', "events", "'purchase' is not one of Kwai's 32 event names"),
+    ({"content_type": '"group"'}, 'store "acme"', "content_type", "'product', 'product_group', not 'group'"),
+    ({"content_type": '"product_group"', "content_id": '"variant"'}, 'store "acme"', "content_type",
+     'product_group sends each product (the group of its variants) as the content id: leave content_id at "product"'),
+    ({"mapping_id": '"email"'}, 'store "acme"', "mapping_id",
+     "'', 'customer_id', 'email_sha256', 'phone_sha256', not 'email'"),
     ({"value": '"net"'}, 'store "acme"', "value", "'total', 'subtotal'"),
     ({"content_id": '"handle"'}, 'store "acme"', "content_id", "'product', 'variant', 'sku'"),
     ({"currency_rates": '{eur = "5"}', "report_currency": '"BRL"'}, 'store "acme"',
@@ -151,7 +182,8 @@ def test_defaults():
     assert (store.report_currency, store.click_params, store.storefront_domains) == ("", ("click_id",), ())
     assert (store.click_window_days, store.late_binding_hours, store.consent_mode) == (30, 24, False)
     assert (store.clicks_per_minute, store.max_clicks, store.click_tokens) == (600, 100_000, ())
-    assert store.conversion_options() == ConversionOptions()
+    assert store.events == DEFAULT_EVENTS and (store.content_type, store.mapping_id) == ("product", "")
+    assert store.conversion_options() == ConversionOptions(events=frozenset(DEFAULT_EVENTS))
     hash(store)  # usable as a dict key despite its mapping fields
 
 
@@ -163,7 +195,9 @@ def test_every_field_is_read():
         report_currency='"USD"', click_params='["kwai_click", "click_id"]',
         storefront_domains='["www.acme.com"]', click_window_days="7", late_binding_hours="0",
         consent_mode="true", click_tokens='["' + "k" * 64 + '"]', clicks_per_minute="60",
-        max_clicks="5000")).get("acme")
+        max_clicks="5000", events='["EVENT_PURCHASE", "EVENT_PLACE_ORDER", "EVENT_PURCHASE"]',
+        mapping_id='"email_sha256"')).get("acme")
+    assert store.events == ("EVENT_PURCHASE", "EVENT_PLACE_ORDER") and store.mapping_id == "email_sha256"
     assert (store.clicks_per_minute, store.max_clicks) == (60, 5000)
     assert store.click_tokens == ("k" * 64,) and "k" * 64 not in repr(store)
     assert store.shop == "https://shop.example.com"
@@ -177,7 +211,8 @@ def test_every_field_is_read():
     assert store.conversion_options() == ConversionOptions(
         topic_events={"order.created": "EVENT_PLACE_ORDER", "order.updated": ""}, value="subtotal",
         content_id="sku", currency_rates=store.currency_rates, report_currency="USD",
-        click_params=("kwai_click", "click_id"), test_mode=True)
+        click_params=("kwai_click", "click_id"), test_mode=True,
+        events=frozenset({"EVENT_PURCHASE", "EVENT_PLACE_ORDER"}), mapping_id="email_sha256")
     assert (store.send_method, store.click_window_days, store.late_binding_hours, store.consent_mode) == (
         "get", 7, 0, True)
 

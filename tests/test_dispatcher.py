@@ -155,6 +155,28 @@ def test_absurd_retry_after_neither_stalls_nor_loses_the_other_outcomes(setup, k
     assert len(kwai.successes()) == 3
 
 
+class BrokenRng(Random):
+    """A random source that fails when drawn from: any fault while one outcome is decided."""
+
+    def uniform(self, a: float, b: float) -> float:
+        raise ValueError("no randomness today")
+
+
+def test_one_outcome_that_cannot_be_decided_does_not_drop_the_others_of_its_batch(setup, kwai):
+    outbox, dispatcher, clock, *_ = setup()
+    dispatcher.rng = BrokenRng()
+    accept(outbox, purchase("1"), purchase("2"), purchase("3"))
+    kwai.fail_next(1, status=503)  # its retry time needs the broken random source
+    # The three outcomes are recorded in one transaction: the two Kwai accepted are
+    # recorded, and the third comes back when its lease runs out.
+    assert dispatcher.run(once=True) == {"sent": 2, "error": 1}
+    assert sorted(row.status for row in outbox.list_events()) == ["sending", "sent", "sent"]
+    dispatcher.rng = Random(7)
+    clock.advance(dispatcher.lease_seconds + 1)
+    assert dispatcher.run(once=True) == {"sent": 1}
+    assert len(kwai.successes()) == 3
+
+
 def test_token_refused_holds_the_store_until_fixed_and_replayed(setup, kwai, tmp_path, caplog):
     outbox, dispatcher, clock, registry, stores = setup()
     kwai.accepted_tokens = {"good-token"}
@@ -177,6 +199,23 @@ def test_token_refused_holds_the_store_until_fixed_and_replayed(setup, kwai, tmp
     assert outbox.replay(now=clock.now, store_id="acme", result=10006) == 4
     assert dispatcher.run(once=True) == {"sent": 4}
     assert {r.status for r in outbox.list_events()} == {"sent"}
+
+
+@pytest.mark.parametrize("status", [403, 401, 400])
+def test_a_refused_token_answered_with_an_error_status_holds_the_store_for_replay(setup, kwai, status, caplog):
+    outbox, dispatcher, clock, registry, stores = setup()
+    accept(outbox, purchase("1"))
+    kwai.fail_next(1, status=status, result_code=10006)
+    with caplog.at_level("ERROR"):
+        assert dispatcher.run(once=True) == {"held": 1}
+    assert "refused the access token" in caplog.text
+    (row,) = outbox.list_events()
+    assert (row.status, row.last_result) == ("held", 10006)
+    # What the README tells the operator to do: fix the token, then replay.
+    write_stores(stores, [store_entry("shopify", "acme", access_token="good-token")])
+    assert reimport(registry, stores)
+    assert outbox.replay(now=clock.now, store_id="acme", result=10006) == 1
+    assert dispatcher.run(once=True) == {"sent": 1}
 
 
 def test_dead_event_replayed_is_sent_once(setup, kwai):

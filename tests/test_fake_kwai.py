@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from urllib.parse import quote, urlencode
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 import requests
 
 from kwai_bridge.kwai.events import Content, KwaiEvent
-from kwai_bridge.kwai.wire import get_query, post_body
+from kwai_bridge.kwai.wire import get_query_string, post_body
 from tests.fake_kwai import ABSURD_RETRY_AFTERS, FakeKwai
 
 PROPS = json.dumps({"event_timestamp": 1714564800123, "content_type": "product",
@@ -138,17 +139,33 @@ GET_CASES = [
 ]
 
 
+def get(fake, query: str) -> requests.Response:
+    return requests.get(f"{fake.base_url}/gapi?{query}", timeout=5)
+
+
+def percent(query: dict) -> str:
+    """Every name and value percent-encoded, a space as %20."""
+    return urlencode(query, quote_via=quote, safe="")
+
+
 @pytest.mark.parametrize("name, query, result", GET_CASES, ids=[c[0] for c in GET_CASES])
 def test_get_checks(fake, name, query, result):
-    answer = requests.get(fake.base_url + "/gapi", params=query, timeout=5)
+    answer = get(fake, percent(query))
     assert answer.json()["result"] == result
     if result == 1:
         assert fake.received[0].fields["clickid"] == "ck"
 
 
 def test_repeated_query_parameter_refused(fake):
-    url = fake.base_url + "/gapi?" + requests.compat.urlencode(as_query(VALID)) + "&clickid=again"
-    assert requests.get(url, timeout=5).json()["result"] == 10002
+    assert get(fake, percent(as_query(VALID)) + "&clickid=again").json()["result"] == 10002
+
+
+def test_a_plus_in_a_query_is_a_plus_as_a_strict_server_reads_it(fake):
+    query = percent(as_query(VALID)).replace("clickid=ck", "clickid=c+k%20")
+    assert get(fake, query).json()["result"] == 1
+    assert fake.received[0].fields["clickid"] == "c+k "
+    # form encoding writes the spaces of the properties' JSON as "+": not JSON any more
+    assert get(fake, urlencode(as_query(VALID))).json() == {"result": 10002, "error_msg": "参数properties类型错误"}
 
 
 @pytest.mark.parametrize(
@@ -190,8 +207,7 @@ def test_our_wire_format_passes_the_fake(fake):
                       contents=(Content("x", 2, Decimal("0.75")),), content_type="product")
     creds = dict(pixel_id="p", access_token="t", track_flag=True)
     assert post(fake, post_body(event, **creds)).json() == {"result": 1}
-    query = get_query(event, **creds)
-    assert requests.get(fake.base_url + "/gapi", params=query, timeout=5).json() == {"result": 1}
+    assert get(fake, get_query_string(event, **creds)).json() == {"result": 1}
     assert [r.fields["clickid"] for r in fake.successes()] == ["a+b/c=", "a+b/c="]
     assert fake.successes()[1].properties["contents"] == [{"id": "x", "quantity": 2, "price": 0.75}]
 

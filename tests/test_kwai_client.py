@@ -11,6 +11,7 @@ import pytest
 
 from kwai_bridge.kwai.client import Dead, Delivered, KwaiClient, Rejected, RetryLater, classify
 from kwai_bridge.kwai.events import EventError, KwaiEvent
+from kwai_bridge.kwai.wire import get_query
 from tests.fake_kwai import FakeKwai
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -43,6 +44,17 @@ CLASSIFY = [
     ("10007", 200, {}, kwai({"result": 10007, "error_msg": "eventName不合法，请求被拒绝"}),
      Rejected(10007, "eventName不合法，请求被拒绝")),
     ("10007 as string", 200, {}, kwai({"result": "10007"}), Rejected(10007, "")),
+    # a result Kwai documents decides whatever the HTTP status
+    ("10006 with 403", 403, {}, kwai({"result": 10006, "error_msg": "token不合法，请求被拒绝"}),
+     Rejected(10006, "token不合法，请求被拒绝")),
+    ("10006 with 401", 401, {}, kwai({"result": "10006"}), Rejected(10006, "")),
+    ("10001 with 400", 400, {}, b'{"result": 10001}', Rejected(10001, "")),
+    ("10007 with 404", 404, {}, kwai({"result": 10007, "error_msg": "eventName不合法"}),
+     Rejected(10007, "eventName不合法")),
+    ("10006 with 429", 429, {"Retry-After": "60"}, kwai({"result": 10006}), Rejected(10006, "")),
+    ("10005 with 500", 500, {}, kwai({"result": 10005}), Rejected(10005, "")),
+    ("result 1 with 202", 202, {}, kwai({"result": 1}), Delivered()),
+    ("result 1 with 500", 500, {}, kwai({"result": 1}), Delivered()),
     # retry later
     ("408", 408, {}, b"", RetryLater("HTTP 408")),
     ("429", 429, {}, b"slow down", RetryLater("HTTP 429")),
@@ -57,6 +69,8 @@ CLASSIFY = [
      b"", RetryLater("HTTP 503", 0.0)),
     ("503 Retry-After garbage", 503, {"Retry-After": "soon"}, b"", RetryLater("HTTP 503")),
     ("500", 500, {}, b"oops", RetryLater("HTTP 500")),
+    ("503 with an unknown result", 503, {}, kwai({"result": 10003}), RetryLater("HTTP 503")),
+    ("503 with JSON of its own", 503, {}, kwai({"status": 503, "error": "unavailable"}), RetryLater("HTTP 503")),
     ("502", 502, {}, b"", RetryLater("HTTP 502")),
     ("599", 599, {}, b"", RetryLater("HTTP 599")),
     ("2xx not JSON", 200, {}, b"<html>busy</html>",
@@ -68,7 +82,8 @@ CLASSIFY = [
 ]
 
 DEAD = [
-    ("400", 400, b'{"result": 10001}', "HTTP 400"),
+    ("400", 400, b'{"error": "bad request"}', "HTTP 400"),
+    ("403 unknown result", 403, kwai({"result": 10003}), "HTTP 403"),
     ("401", 401, b"unauthorised", "HTTP 401: unauthorised"),
     ("403", 403, b"", "HTTP 403"),
     ("404", 404, b"not found", "HTTP 404: not found"),
@@ -135,6 +150,18 @@ def test_delivered(fake, client, method, path):
     assert seen.fields["clickid"] == "ck+1/2=" and seen.fields["pixelId"] == "px-1"
     if method == "post":
         assert seen.headers["Content-Type"] == "application/json"
+
+
+AWKWARD = replace(EVENT, content_name='Camisa "azul" & verde = 100% algodão + ção', content_id="a b&c=d",
+                  content_category="Moda/Roupas íntimas", click_id="ck+1/2= ?#")
+
+
+def test_get_sends_every_value_so_that_a_strict_server_reads_it_back_unchanged(fake, client):
+    assert client.send(AWKWARD, method="get", **CREDS).outcome == Delivered()
+    [seen] = fake.successes()  # the fake reads "+" as a plus and %XX as UTF-8
+    assert seen.fields == get_query(AWKWARD, **CREDS)
+    assert seen.properties["content_name"] == 'Camisa "azul" & verde = 100% algodão + ção'
+    assert seen.fields["clickid"] == "ck+1/2= ?#"
 
 
 def test_keep_alive_reuses_one_connection(fake, client):

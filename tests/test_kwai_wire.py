@@ -5,11 +5,12 @@ import json
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from urllib.parse import unquote
 
 import pytest
 
 from kwai_bridge.kwai.events import Content, EventError, KwaiEvent
-from kwai_bridge.kwai.wire import get_query, post_body, post_json
+from kwai_bridge.kwai.wire import get_query, get_query_string, post_body, post_json
 
 WHEN = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
 WHEN_MS = 1714564800123
@@ -127,6 +128,17 @@ def test_get_query_is_the_same_fields_as_text():
     assert get_query(BARE, pixel_id="p", access_token="t", track_flag=True)["trackFlag"] == "true"
 
 
+def test_get_query_string_encodes_every_value_and_a_space_as_percent_20():
+    event = replace(FULL, content_name='a "b" & c=d + é', click_id="x+y/z= w")
+    text = get_query_string(event, **CREDS)
+    assert "+" not in text and " " not in text and "%20" in text
+    pairs = [pair.split("=") for pair in text.split("&")]
+    assert all(len(pair) == 2 for pair in pairs)  # no raw "&" or "=" inside a value
+    assert {unquote(k): unquote(v) for k, v in pairs} == get_query(event, **CREDS)
+    assert "clickid=x%2By%2Fz%3D%20w" in text
+    assert "%C3%A9" in text  # UTF-8
+
+
 @pytest.mark.parametrize(
     "event, creds, words",
     [
@@ -148,7 +160,7 @@ def test_get_query_is_the_same_fields_as_text():
         (BARE, dict(CREDS, track_flag="false"), "track_flag"),
     ],
 )
-@pytest.mark.parametrize("build", [post_body, get_query])
+@pytest.mark.parametrize("build", [post_body, get_query, get_query_string])
 def test_refusals(build, event, creds, words):
     with pytest.raises(EventError, match=words):
         build(event, **creds)

@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
+from adapters.funnel import DEFAULT_EVENTS
 from adapters.signing import normalise_shop
 from adapters.values import ConversionOptions
 
@@ -45,10 +46,14 @@ class StoreConfig:
     access_token: str = field(repr=False)
     test_mode: bool = False
     send_method: str = "post"
+    # The Kwai event names the store sends; any other conversion is not stored.
+    events: tuple[str, ...] = DEFAULT_EVENTS
     # hash=False: a mapping proxy is not hashable, and the id already tells stores apart
     topic_events: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
     value: str = "total"
     content_id: str = "product"
+    content_type: str = "product"  # or "product_group": the store's Kwai catalog is by product group
+    mapping_id: str = ""  # the identifier sent as Kwai's mapping_id: customer_id, email_sha256, phone_sha256
     currency_rates: Mapping[str, Decimal] = field(default_factory=_empty_mapping, hash=False)
     report_currency: str = ""
     click_params: tuple[str, ...] = ("click_id",)
@@ -68,7 +73,7 @@ class StoreConfig:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        for name in ("webhook_secrets", "click_params", "storefront_domains", "click_tokens"):
+        for name in ("webhook_secrets", "events", "click_params", "storefront_domains", "click_tokens"):
             value = getattr(self, name)
             put(name, (value,) if isinstance(value, str) else tuple(value))
         put("topic_events", MappingProxyType(dict(self.topic_events)))
@@ -78,9 +83,14 @@ class StoreConfig:
     def conversion_options(self) -> ConversionOptions:
         return ConversionOptions(
             topic_events=self.topic_events, value=self.value, content_id=self.content_id,
-            currency_rates=self.currency_rates, report_currency=self.report_currency,
-            click_params=self.click_params, test_mode=self.test_mode,
+            content_type=self.content_type, currency_rates=self.currency_rates,
+            report_currency=self.report_currency, click_params=self.click_params, test_mode=self.test_mode,
+            events=frozenset(self.events), mapping_id=self.mapping_id,
         )
+
+    def sends(self, event_name: str) -> bool:
+        """Whether the store sends events of this name (its `events`)."""
+        return event_name in self.events
 
     def origins(self) -> tuple[str, ...]:
         """The browser origins of the storefront: the shop, then each extra domain."""

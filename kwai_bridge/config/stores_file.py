@@ -6,7 +6,6 @@ the store and field, never a value that could be a secret.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -15,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
 import adapters
+from kwai_bridge.config.event_choices import event_choices, event_names, nearest
 from kwai_bridge.config.stores import ConfigError, ConfigErrors, StoreConfig, Stores, origin
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
 from kwai_bridge.parsing import FromEnv, Invalid, boolean, choice, integer, non_empty_string, strings
@@ -130,9 +130,12 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "access_token": non_empty_string,
     "test_mode": boolean,
     "send_method": choice("post", "get"),
+    "events": event_names,
     "topic_events": _topic_events,
     "value": choice("total", "subtotal"),
     "content_id": choice("product", "variant", "sku"),
+    "content_type": choice("product", "product_group"),
+    "mapping_id": choice("", "customer_id", "email_sha256", "phone_sha256"),
     "currency_rates": _currency_rates,
     "report_currency": choice("", *sorted(CURRENCIES)),
     "click_params": strings(non_empty_list=True, what=_LIST_OF_STRINGS),
@@ -172,8 +175,7 @@ def check_store(entry: Mapping[str, Any], *, environ: Mapping[str, str] | None =
         errors.append(ConfigError(f"{label}: {name}: {message}", store=store_id, field=name))
 
     for name in sorted(set(entry) - set(_FIELDS)):
-        hint = difflib.get_close_matches(name, list(_FIELDS), n=1)
-        fail(name, "unknown field" + (f" (did you mean {hint[0]}?)" if hint else ""))
+        fail(name, "unknown field" + nearest(name, _FIELDS))
     values: dict[str, Any] = {}
     for name, parse in _FIELDS.items():
         if name not in entry:
@@ -201,6 +203,10 @@ def check_store(entry: Mapping[str, Any], *, environ: Mapping[str, str] | None =
             and not any(e.field == "report_currency" for e in errors)):
         fail("report_currency", "is required when currency_rates is set "
                                 f"(one of {', '.join(sorted(CURRENCIES))})")
+    if "platform" in values and not any(e.field in ("topic_events", "events", "content_id") for e in errors):
+        problem = event_choices(values)
+        if problem is not None:
+            fail(*problem)
     if errors:
         raise ConfigErrors(errors)
     return StoreConfig(**values)

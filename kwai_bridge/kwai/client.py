@@ -2,7 +2,10 @@
 
 `KwaiClient._exchange` is the only code that touches the network; it hands
 `(status, headers, body)` to `classify`, which decides between Delivered, Rejected,
-RetryLater and Dead exactly as spec/kwai-event-api.md ("How we classify an answer") says.
+RetryLater and Dead as spec/kwai-event-api.md ("How we classify an answer") says, with
+one reading the spec leaves open: a `result` Kwai documents decides even when the HTTP
+status is not 2xx: a 403 carrying 10006 is a refused token, whose store is held for
+replay, not one dead event.
 
 The access token travels in the body (POST) or in the query (GET), so neither the body
 nor the GET address is ever logged, and transport errors are reported by class name only
@@ -59,6 +62,7 @@ TOKEN_REFUSED = 10006
 REJECTION_CODES = frozenset({10001, 10002, 10005, TOKEN_REFUSED, 10007})
 _RAW_LIMIT = 2000
 _REASON_RAW_LIMIT = 300
+_NOT_JSON = object()
 
 
 # -- outcomes ------------------------------------------------------------------------
@@ -111,24 +115,28 @@ class SendResult:
 def classify(
     status: int, headers: Mapping[str, str], body: bytes, *, now: datetime | None = None
 ) -> Outcome:
-    """Read Kwai's answer. `now` only resolves a Retry-After given as an HTTP date when
-    the answer has no Date header."""
+    """Read Kwai's answer. A JSON body with a `result` Kwai documents decides whatever the
+    HTTP status (a 403 carrying 10006 is a refused token); otherwise the status does.
+    `now` only resolves a Retry-After given as an HTTP date when the answer has no Date
+    header."""
+    try:
+        answer = json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        answer = _NOT_JSON
+    fields = answer if isinstance(answer, dict) else {}
+    code = _result_code(fields.get("result"))
+    if code == 1:
+        return Delivered()
+    if code in REJECTION_CODES:
+        message = fields.get("error_msg")
+        return Rejected(code, message if isinstance(message, str) else "")
     if status in (408, 429) or 500 <= status <= 599:
         return RetryLater(f"HTTP {status}", retry_after(headers, now=now))
     if not 200 <= status <= 299:
         return Dead(f"HTTP {status}: {_raw(body, _REASON_RAW_LIMIT)}")
-    try:
-        answer = json.loads(body)
-    except ValueError:  # includes UnicodeDecodeError
+    if answer is _NOT_JSON:
         return RetryLater(f"HTTP {status} with a body that is not JSON", retry_after(headers, now=now))
-    result = answer.get("result") if isinstance(answer, dict) else None
-    code = _result_code(result)
-    if code == 1:
-        return Delivered()
-    if code in REJECTION_CODES:
-        message = answer.get("error_msg")
-        return Rejected(code, message if isinstance(message, str) else "")
-    return Dead(f"unknown result {result!r}: {_raw(body, _REASON_RAW_LIMIT)}")
+    return Dead(f"unknown result {fields.get('result')!r}: {_raw(body, _REASON_RAW_LIMIT)}")
 
 
 def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
@@ -245,8 +253,8 @@ class KwaiClient:
                 payload = wire.post_json(event, **credentials)
                 status, headers, body = self._exchange("POST", self._post_url, body=payload)
             elif verb == "get":
-                query = wire.get_query(event, **credentials)
-                status, headers, body = self._exchange("GET", self.base_url + GET_PATH, params=query)
+                query = wire.get_query_string(event, **credentials)
+                status, headers, body = self._exchange("GET", f"{self.base_url}{GET_PATH}?{query}")
             else:
                 raise ValueError(f"method must be 'post' or 'get', not {method!r}")
         except TransportError as exc:
@@ -263,10 +271,9 @@ class KwaiClient:
         url: str,
         *,
         body: bytes | None = None,
-        params: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """Do one HTTP exchange (a JSON `body`, or query `params`); return (status,
-        lower-cased headers, body) or raise TransportError."""
+        """Do one HTTP exchange (a JSON `body`, or a GET of `url`, whose query the wire
+        format encoded); return (status, lower-cased headers, body) or raise TransportError."""
         try:
             if body is not None:
                 # A JSON POST is prepared here rather than by `Session.request`, whose
@@ -283,9 +290,7 @@ class KwaiClient:
                 request.headers["Content-Length"] = str(len(body))
                 response = self._session.send(request, timeout=self.timeout, allow_redirects=False)
             else:
-                response = self._session.request(
-                    method, url, params=params, timeout=self.timeout, allow_redirects=False,
-                )
+                response = self._session.request(method, url, timeout=self.timeout, allow_redirects=False)
             content = response.content
         except requests.RequestException as exc:
             # str(exc) would repeat the address, and the GET address holds the token.

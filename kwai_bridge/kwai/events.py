@@ -71,6 +71,7 @@ class KwaiEvent:
     content_category: str | None = None
     quantity: int | None = None
     query: str | None = None
+    mapping_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.event_time.tzinfo is None:
@@ -120,6 +121,7 @@ class KwaiEvent:
             "content_category": self.content_category,
             "quantity": self.quantity,
             "query": self.query,
+            "mapping_id": self.mapping_id,
         }
 
     @classmethod

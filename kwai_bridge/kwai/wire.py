@@ -1,7 +1,7 @@
 """Kwai's wire format: the only place Kwai's field spellings appear.
 
 One marshmallow schema turns a `KwaiEvent` plus the store's credentials into the POST
-body; the GET query is the same dump with every value as text. Anything Kwai would
+body; the GET query is the same dump with every value as text, percent-encoded here. Anything Kwai would
 refuse is refused here first, with `EventError`, so it never leaves the process.
 
 Field spellings follow the table of Kwai's "Event API Manual" (spec/kwai-event-api.md),
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import orjson
 from marshmallow import Schema, fields, post_dump
@@ -92,6 +93,17 @@ def get_query(
     return {key: _query_text(item) for key, item in body.items()}
 
 
+def get_query_string(
+    event: KwaiEvent, *, pixel_id: str, access_token: str, track_flag: bool
+) -> str:
+    """The GET query (without `?`): `get_query` with every name and value percent-encoded
+    as UTF-8, a space as `%20` (form encoding's `+` would reach a strict server as a
+    literal `+`), and `&`, `=`, `+`, `/` and quotes escaped, so that any value comes
+    back unchanged."""
+    query = get_query(event, pixel_id=pixel_id, access_token=access_token, track_flag=track_flag)
+    return urlencode(query, quote_via=quote, safe="")
+
+
 def _outgoing(event: KwaiEvent, pixel_id: str, access_token: str, track_flag: bool) -> _Outgoing:
     event.validate()
     if not isinstance(pixel_id, str) or not pixel_id.strip():
@@ -114,6 +126,7 @@ def _properties(event: KwaiEvent) -> dict[str, Any]:
         "content_category": event.content_category,
         "quantity": event.quantity,
         "query": event.query,
+        "mapping_id": event.mapping_id,
     }
     return {key: item for key, item in props.items() if item is not None and item != "" and item != []}
 
@@ -156,4 +169,4 @@ def _query_text(item: Any) -> str:
     return str(item)
 
 
-__all__ = ["get_query", "post_body", "post_json"]
+__all__ = ["get_query", "get_query_string", "post_body", "post_json"]

@@ -9,18 +9,22 @@ of it run in one transaction.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import LargeBinary, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from kwai_bridge.db import any_pair, chunked, deliveries, event_identifiers, events
+from kwai_bridge.jsontext import compact
 
 Pair = tuple[str, str]
 #: Rounds of following identifiers from the customer's events to the events sharing them.
 _ROUNDS = 4
 #: Body searches per statement.
 _NEEDLES = 200
+#: How a stored record (compact JSON) holds a mapping id that is set.
+_MAPPING_SET = '"mapping_id":"'
 
 
 def customer_events(conn: Connection, store_id: str, pairs: set[Pair]) -> tuple[set[int], set[Pair]]:
@@ -58,7 +62,19 @@ def redact_events(conn: Connection, event_ids: set[int]) -> int:
             d.id.in_(produced), d.body.is_not(None)).values(body=None)).rowcount
         conn.execute(update(events).where(e.id.in_(ids)).values(identifiers=None))
         conn.execute(delete(event_identifiers).where(event_identifiers.c.event_id.in_(ids)))
+        _forget_mapping_ids(conn, e.id.in_(ids))
     return bodies
+
+
+def _forget_mapping_ids(conn: Connection, where: Any) -> None:
+    """Blank the mapping id (one of the customer's identifiers, for a store that sends one)
+    in the records of the events `where` selects, so that it is neither kept nor sent."""
+    e = events.c
+    found = select(e.id, e.event).where(where, e.event.contains(_MAPPING_SET, autoescape=True))
+    for row in conn.execute(found).all():
+        record = json.loads(row.event)
+        record["mapping_id"] = None
+        conn.execute(update(events).where(e.id == row.id).values(event=compact(record)))
 
 
 def null_bodies_mentioning(conn: Connection, store_id: str, needles: Iterable[bytes]) -> int:
@@ -90,6 +106,7 @@ def redact_store(conn: Connection, store_id: str) -> tuple[int, int]:
     touched = conn.execute(update(events).where(
         e.store_id == store_id, e.identifiers.is_not(None)).values(identifiers=None)).rowcount
     conn.execute(delete(event_identifiers).where(event_identifiers.c.store_id == store_id))
+    _forget_mapping_ids(conn, e.store_id == store_id)
     return touched, bodies
 
 
