@@ -2,8 +2,10 @@
 token). tests/test_api_openapi.py checks every answer of every route against it."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import MISSING, fields
+from typing import Any, Mapping
 
+from kwai_bridge.config import PLATFORMS, StoreConfig
 from kwai_bridge.db import DeliveryOutcome, EventStatus
 from kwai_bridge.kwai.events import EVENT_NAMES
 from kwai_bridge.web.api.auth import blueprint
@@ -32,19 +34,37 @@ def page(item: str) -> dict[str, Any]:
                required=("items", "next_cursor"), extra=False)
 
 
-#: A store's fields, as in the stores file (what each may hold: README "Stores file").
-STORE_FIELDS = {
-    "id": STR, "platform": {"type": "string", "enum": ["shopify", "shopline", "woocommerce"]}, "shop": STR,
-    "webhook_secrets": STRINGS, "pixel_id": STR, "access_token": STR, "test_mode": BOOL,
+#: What a store's field may hold where its default's type does not say it all.
+_FIELD_SCHEMAS = {
+    "platform": {"type": "string", "enum": list(PLATFORMS)},
+    "webhook_secrets": STRINGS,
     "send_method": {"type": "string", "enum": ["post", "get"]},
     "topic_events": {"type": "object", "additionalProperties": STR},
     "value": {"type": "string", "enum": ["total", "subtotal"]},
     "content_id": {"type": "string", "enum": ["product", "variant", "sku"]},
     "currency_rates": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
-    "report_currency": STR, "click_params": STRINGS, "storefront_domains": STRINGS, "click_window_days": INT,
-    "late_binding_hours": INT, "consent_mode": BOOL, "clicks_per_minute": INT, "max_clicks": INT,
-    "click_tokens": STRINGS,
 }
+
+
+def _field_schema(field: Any) -> dict[str, Any]:
+    if field.name in _FIELD_SCHEMAS:
+        return _FIELD_SCHEMAS[field.name]
+    default = field.default if field.default is not MISSING else (
+        field.default_factory() if field.default_factory is not MISSING else "")
+    if isinstance(default, bool):
+        return BOOL
+    if isinstance(default, int):
+        return INT
+    if isinstance(default, (tuple, list)):
+        return STRINGS
+    if isinstance(default, Mapping):
+        return {"type": "object", "additionalProperties": STR}
+    return STR
+
+
+#: A store's fields, as in the stores file (what each may hold: README "Stores file"),
+#: read from the store's own definition so that a new field is documented at once.
+STORE_FIELDS = {f.name: _field_schema(f) for f in fields(StoreConfig)}
 _REQUIRED = ("id", "platform", "shop", "webhook_secrets", "pixel_id", "access_token")
 _EVENT = {"id": INT, "store": STR, "platform": STR, "event_name": STR, "business_key": STR,
           "status": {"type": "string", "enum": [s.value for s in EventStatus]}, "next_attempt_at": nullable(TIME),
