@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 # build_pipeline is imported from here by `kwai-bridge deliveries reprocess` for now;
 # its home is kwai_bridge.runtime.
 from kwai_bridge.runtime import Runtime, build_attribution, build_pipeline
-from kwai_bridge.web import api, clicks, health, snippet, webhooks
+from kwai_bridge.web import api, clicks, health, metrics, snippet, webhooks
 from kwai_bridge.web.proxies import ForwardedByTrustedProxies
 from kwai_bridge.web.responses import http_error
 
@@ -39,6 +39,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
     app.extensions["kwai_bridge.runtime"] = runtime
     app.extensions["kwai_bridge.pipeline"] = build_pipeline(runtime)
     clicks.install(app, attribution=build_attribution(runtime))
+    metrics.install(app, enabled=runtime.settings.metrics)
     proxies = runtime.settings.trusted_proxies
     if proxies.networks:
         app.wsgi_app = ForwardedByTrustedProxies(app.wsgi_app, proxies.networks)

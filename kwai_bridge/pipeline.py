@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
@@ -17,6 +17,7 @@ from adapters import Adapter
 from adapters.convert import store_choices
 from adapters.signing import normalise_shop
 from adapters.values import AdapterError, Conversion, Notification, ShopMismatchError, WebhookRequest
+from kwai_bridge import metrics
 from kwai_bridge.catalog import StoreRegistry
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import DeliveryOutcome
@@ -31,6 +32,8 @@ class Answer:
     status: int
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The notification's topic once parsed (for metrics; not part of the body).
+    topic: str | None = None
 
     def body(self) -> dict[str, Any]:
         return {"status": self.message, **self.detail}
@@ -103,8 +106,10 @@ class Pipeline:
         # delivery id or topic it comes back with (one hash over bytes already in memory).
         body_sha256 = hashlib.sha256(request.body).hexdigest()
         if notification.kind == "privacy":
-            return self._privacy(store, adapter, notification, key, body_sha256, now)
-        return self._convert_and_store(store, adapter, notification, request, key, body_sha256, now)
+            answer = self._privacy(store, adapter, notification, key, body_sha256, now)
+        else:
+            answer = self._convert_and_store(store, adapter, notification, request, key, body_sha256, now)
+        return replace(answer, topic=notification.topic)
 
     def _convert_and_store(self, store: StoreConfig, adapter: Adapter, notification: Notification,
                            request: WebhookRequest, key: str, body_sha256: str, now: datetime) -> Answer:
@@ -127,6 +132,7 @@ class Pipeline:
             # did not (see BODY_DECIDES_TOPICS), so that no conversion is lost.
             body_decides=notification.topic in adapter.BODY_DECIDES_TOPICS,
         )
+        metrics.events_created(result.added)
         if result.duplicate:
             log.info("store %s: duplicate delivery %s ignored, %d event(s) added", store.id, key[:32],
                      result.created)

@@ -53,6 +53,9 @@ class Settings:
     kwai_connect_timeout: float = 3.05
     kwai_timeout: float = 10.0
     dispatcher_stale_seconds: int = 60
+    metrics: bool = True
+    metrics_token: str = field(default="", repr=False)
+    alert_webhook_url: str = field(default="", repr=False)  # a Slack-like URL is itself a secret
     log_level: str = "INFO"
 
     @property
@@ -113,6 +116,18 @@ def _trusted_proxies(v: str) -> TrustedProxies:
                   "or the weaker count of proxy hops from 0 to 10")
 
 
+def _on_off(v: str) -> bool:
+    if v.lower() not in ("on", "off"):
+        raise Invalid("must be on or off")
+    return v.lower() == "on"
+
+
+def _token(v: str) -> str:
+    if len(v) < 16 or any(c.isspace() for c in v):
+        raise Invalid("must be at least 16 characters without spaces")  # never echoed
+    return v
+
+
 def _database_url(v: str) -> str:
     if not re.match(r"^(sqlite:///.+|postgresql(\+psycopg)?://.+)$", v):
         raise Invalid("must be sqlite:///<path> or postgresql://user:password@host/db")
@@ -161,6 +176,13 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("DISPATCHER_STALE_SECONDS", "60", integer(0, 86400),
      "/readyz answers 503 when a dispatcher's heartbeat is older than this many seconds and none "
      "is newer (0: do not check)"),
+    ("METRICS", "on", _on_off,
+     "on: count webhooks, events and Kwai requests and answer GET /metrics (Prometheus); off: neither"),
+    ("METRICS_TOKEN", "", _token,
+     "when set, GET /metrics (and `worker --metrics-port`) asks for `Authorization: Bearer <token>`"),
+    ("ALERT_WEBHOOK_URL", "", _url("https://hooks.slack.com/services/..."),
+     "where the dispatcher POSTs alerts as JSON (Slack-compatible; a store's `alert_webhook_url` "
+     "gets that store's too): a store held, dead events, quiet topics, a backlog (empty: none sent)"),
     ("LOG_LEVEL", "INFO", _setting_choice("DEBUG", "INFO", "WARNING", "ERROR"),
      "DEBUG, INFO, WARNING or ERROR"),
 )

@@ -102,10 +102,10 @@ class Outbox(LeaseQueries):
                     earlier = q.same_body.row(cursor, {"store_id": store_id, "body_sha256": body_sha256})
                 if earlier is None or earlier[1] == topic:
                     return AcceptResult(delivery_id=None, duplicate=True, created=0)
-                created = self._insert_events(cursor, earlier[0], store_id, rows)
-                return AcceptResult(delivery_id=earlier[0], duplicate=True, created=created)
-            created = self._insert_events(cursor, delivery_id, store_id, rows)
-        return AcceptResult(delivery_id=delivery_id, duplicate=False, created=created)
+                added = self._insert_events(cursor, earlier[0], store_id, rows)
+                return AcceptResult(delivery_id=earlier[0], duplicate=True, created=len(added), added=added)
+            added = self._insert_events(cursor, delivery_id, store_id, rows)
+        return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=added)
 
     def seen(self, store_id: str, *, delivery_key: str, body_sha256: str) -> bool:
         """Whether the store has a delivery with this key or this body already."""
@@ -138,7 +138,7 @@ class Outbox(LeaseQueries):
         rows = self._event_rows(store_id, platform, conversions, now)
         cursor = conn.connection.cursor()
         try:
-            return self._insert_events(cursor, delivery_id, store_id, rows)
+            return len(self._insert_events(cursor, delivery_id, store_id, rows))
         finally:
             cursor.close()
 
@@ -173,18 +173,19 @@ class Outbox(LeaseQueries):
         return rows
 
     def _insert_events(self, cursor, delivery_id: int, store_id: str,
-                       rows: Sequence[tuple[Conversion, dict[str, Any], list[dict[str, Any]]]]) -> int:
+                       rows: Sequence[tuple[Conversion, dict[str, Any], list[dict[str, Any]]]]) -> tuple[Conversion, ...]:
+        """Insert the events not there yet; return the conversions whose event was added."""
         q = self._statements
-        created = 0
+        added = []
         for conversion, row, index in rows:
             if conversion.high_water and not self._passes_high_water(cursor, store_id, *conversion.high_water):
                 continue
             row["delivery_id"] = delivery_id
             inserted = q.insert_event.returning(cursor, row)
             if inserted is not None:
-                created += 1
+                added.append(conversion)
                 self._index_identifiers(cursor, inserted, index)
-        return created
+        return tuple(added)
 
     def _index_identifiers(self, cursor, event_id: int, index: list[dict[str, Any]]) -> None:
         if index:

@@ -7,6 +7,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Mapping
 
+from adapters.values import Conversion
 from kwai_bridge.db import DeliveryOutcome, EventStatus
 from kwai_bridge.kwai.events import KwaiEvent
 
@@ -84,11 +85,13 @@ class Claimed:
 @dataclass(frozen=True)
 class AcceptResult:
     """What `accept` did: the new delivery's id (None for a duplicate, or the earlier
-    delivery's when a duplicate body added events to it) and events created."""
+    delivery's when a duplicate body added events to it), events created and the
+    conversions they came from."""
 
     delivery_id: int | None
     duplicate: bool
     created: int
+    added: tuple[Conversion, ...] = ()
 
 
 @dataclass(frozen=True)

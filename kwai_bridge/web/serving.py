@@ -3,11 +3,14 @@ deploy/gunicorn.conf.py alike, the worker class they name, and the master proces
 `kwai-bridge serve` runs (`python -m kwai_bridge.web`)."""
 from __future__ import annotations
 
+import glob
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
@@ -22,6 +25,10 @@ HEAD_TIMEOUT = 5
 WORKER_CONNECTIONS = 1000
 #: Descriptors a worker needs besides its connections: database files, logs, gunicorn's.
 OWN_DESCRIPTORS = 256
+#: Where prometheus-client's multiprocess mode keeps each process's values (its own
+#: variable; named here rather than imported, as importing prometheus_client before the
+#: variable is set would leave the forked workers outside multiprocess mode).
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class GeventWorker(_GunicornGeventWorker):
@@ -77,7 +84,31 @@ def gunicorn_options(*, host: str = "0.0.0.0", port: int = 8000,
         # Keep access logs off: query strings and shop names are not needed in logs.
         "accesslog": None,
         "errorlog": "-",
+        "child_exit": _child_exit,
     }
+
+
+def metrics_directory() -> bool:
+    """Set PROMETHEUS_MULTIPROC_DIR for this process and its children (gunicorn's workers,
+    the dispatcher), emptied of an earlier run's values; True when it was made here (a
+    new temporary directory, to remove at exit), False when the environment named it."""
+    directory = os.environ.get(METRICS_DIR_ENV, "").strip()
+    made = not directory
+    if made:
+        directory = tempfile.mkdtemp(prefix="kwai-bridge-metrics-")
+    os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(stale)
+    os.environ[METRICS_DIR_ENV] = directory
+    return made
+
+
+def _child_exit(server, worker) -> None:
+    """gunicorn's hook when a worker has ended: its live gauges go (its counts stay)."""
+    if os.environ.get(METRICS_DIR_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def run(*, host: str, port: int, workers: int | None = None, with_worker: bool = False) -> None:
@@ -86,6 +117,7 @@ def run(*, host: str, port: int, workers: int | None = None, with_worker: bool =
     from gunicorn.app.base import BaseApplication
     from gunicorn.util import import_app
 
+    made_metrics_directory = metrics_directory()  # before any worker or dispatcher starts
     supervisor = None
     if with_worker:
         # -P: the working directory does not go first on the child's sys.path, where a
@@ -116,6 +148,8 @@ def run(*, host: str, port: int, workers: int | None = None, with_worker: bool =
     finally:
         if supervisor is not None:
             supervisor.stop(timeout=30)
+        if made_metrics_directory:
+            shutil.rmtree(os.environ[METRICS_DIR_ENV], ignore_errors=True)
 
 
 def _on_sighup(supervisor: Supervisor | None) -> None:
@@ -161,4 +195,5 @@ def _supervising_arbiter(app, supervisor: Supervisor):
     return SupervisingArbiter(app)
 
 
-__all__ = ["APP", "HEAD_TIMEOUT", "WORKER_CONNECTIONS", "GeventWorker", "gunicorn_options", "run"]
+__all__ = ["APP", "HEAD_TIMEOUT", "METRICS_DIR_ENV", "WORKER_CONNECTIONS", "GeventWorker", "gunicorn_options",
+           "metrics_directory", "run"]
