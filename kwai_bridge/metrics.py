@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
+from socketserver import ThreadingMixIn
 from typing import Iterable, Iterator, Mapping
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -22,7 +25,7 @@ import adapters
 from adapters.convert import PRIVACY_ACTIONS
 from adapters.values import Conversion
 from kwai_bridge.backlog import Backlog
-from kwai_bridge.kwai.client import REJECTION_CODES
+from kwai_bridge.kwai.client import REJECTION_CODES, Delivered, Rejected, SendResult
 
 #: The variable naming the shared directory of multiprocess mode (prometheus-client's).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -112,10 +115,12 @@ def _source_label(source: str | None) -> str:
     return source or "none"
 
 
-def kwai_request(*, result: int | None, status: int | None, seconds: float) -> None:
+def kwai_request(answer: SendResult, *, seconds: float) -> None:
     """One request to Kwai answered (or failed on the way: no status)."""
     if _state["enabled"]:
-        KWAI_REQUESTS.labels(result_label(result), status_label(status)).inc()
+        outcome = answer.outcome
+        code = 1 if isinstance(outcome, Delivered) else outcome.code if isinstance(outcome, Rejected) else None
+        KWAI_REQUESTS.labels(result_label(code), status_label(answer.status)).inc()
         SEND_SECONDS.observe(seconds)
 
 
@@ -167,3 +172,32 @@ def authorized(header: str | None, token: str) -> bool:
         return True
     scheme, _, given = (header or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def serve(port: int, *, host: str = "0.0.0.0", token: str = "") -> WSGIServer:
+    """Answer GET /metrics with this process's counters on `host`:`port`, in a thread (a
+    dispatcher run apart from the web app: `kwai-bridge worker --metrics-port`); the
+    server's `shutdown()` stops it."""
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: GET /metrics\n"]
+        if not authorized(environ.get("HTTP_AUTHORIZATION"), token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                ("WWW-Authenticate", 'Bearer realm="metrics"')])
+            return [b"Authorization: Bearer <KWAI_BRIDGE_METRICS_TOKEN> required\n"]
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE)])
+        return [exposition()]
+
+    server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        """No access log: a scrape every few seconds is noise."""

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from random import Random
+from time import perf_counter
 from typing import Callable
 
+from kwai_bridge import metrics
 from kwai_bridge.catalog import StoreRegistry
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus
@@ -77,8 +79,11 @@ class Dispatcher:
 
     # -- one event ------------------------------------------------------------------
     def _send(self, row: Claimed, store: StoreConfig) -> SendResult:
-        return self.client.send(row.event, pixel_id=store.pixel_id, access_token=store.access_token,
-                                track_flag=store.test_mode, method=store.send_method)
+        started = perf_counter()
+        result = self.client.send(row.event, pixel_id=store.pixel_id, access_token=store.access_token,
+                                  track_flag=store.test_mode, method=store.send_method)
+        metrics.kwai_request(result, seconds=perf_counter() - started)
+        return result
 
     def _token_refused(self, store: StoreConfig) -> bool:
         with self._lock:

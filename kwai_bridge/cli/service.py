@@ -62,13 +62,21 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
 # -- worker ------------------------------------------------------------------------
 @main.command()
 @click.option("--once", is_flag=True, help="send everything due, then exit")
-def worker(once: bool) -> None:
+@click.option("--metrics-port", type=int, default=None,
+              help="answer GET /metrics with this dispatcher's counters on this port (a dispatcher run apart "
+                   "from `serve`; under `serve --with-worker` they are in serve's /metrics)")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="the address --metrics-port listens on")
+def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
+    from kwai_bridge import metrics
     from kwai_bridge.heartbeat import Heartbeats
     from kwai_bridge.worker import Dispatcher
 
     runtime = command_runtime(secrets=True)
     import_at_start(runtime)
+    metrics.set_enabled(runtime.settings.metrics)
+    if metrics_port is not None and runtime.settings.metrics:
+        metrics.serve(metrics_port, host=metrics_host, token=runtime.settings.metrics_token)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
