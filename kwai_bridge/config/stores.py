@@ -66,6 +66,11 @@ class StoreConfig:
     # Bearer tokens of the store's own servers: a click posted with one needs no browser
     # Origin and may name any identifier (see kwai_bridge.clicks).
     click_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Hours a topic the store has sent before may stay silent before that is a warning.
+    quiet_hours: int = 24
+    # Where this store's alerts go too, besides KWAI_BRIDGE_ALERT_WEBHOOK_URL (a
+    # Slack-like URL is itself a credential).
+    alert_webhook_url: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         # Coerce the container types only, so a test may pass lists and dicts;

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import fields
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 import adapters
 from kwai_bridge.config.event_choices import event_choices, event_names, nearest
@@ -119,6 +120,14 @@ def _click_tokens(v: Any) -> tuple[str, ...]:
     return tokens
 
 
+def _alert_url(v: Any) -> str:
+    url = non_empty_string(v).strip() if v != "" else ""
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("https", "http") or not parts.netloc):
+        raise Invalid("must be an https:// URL that accepts a JSON POST, such as a Slack incoming webhook")
+    return url
+
+
 _LIST_OF_STRINGS = "must be a non-empty list of non-empty strings"
 _REQUIRED = frozenset({"id", "platform", "shop", "webhook_secrets", "pixel_id", "access_token"})
 _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first names the store
@@ -146,10 +155,12 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "clicks_per_minute": integer(1, 1_000_000),
     "max_clicks": integer(10, 100_000_000),
     "click_tokens": _click_tokens,
+    "quiet_hours": integer(1, 720),
+    "alert_webhook_url": _alert_url,
 }
 assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}
 #: Fields whose values are secrets: sealed at rest, never shown or logged whole.
-SECRET_FIELDS = ("webhook_secrets", "access_token", "click_tokens")
+SECRET_FIELDS = ("webhook_secrets", "access_token", "click_tokens", "alert_webhook_url")
 #: Fields parsed as plain strings, where a TOML number is a common slip.
 _STRING_FIELDS = frozenset({"id", "shop", "pixel_id", "access_token"})
 

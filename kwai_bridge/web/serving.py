@@ -118,6 +118,7 @@ def run(*, host: str, port: int, workers: int | None = None, with_worker: bool =
     from gunicorn.util import import_app
 
     made_metrics_directory = metrics_directory()  # before any worker or dispatcher starts
+    master = os.getpid()
     supervisor = None
     if with_worker:
         # -P: the working directory does not go first on the child's sys.path, where a
@@ -148,7 +149,8 @@ def run(*, host: str, port: int, workers: int | None = None, with_worker: bool =
     finally:
         if supervisor is not None:
             supervisor.stop(timeout=30)
-        if made_metrics_directory:
+        # A worker leaving with sys.exit unwinds this frame too, forked from the master's.
+        if made_metrics_directory and os.getpid() == master:
             shutil.rmtree(os.environ[METRICS_DIR_ENV], ignore_errors=True)
 
 
