@@ -69,6 +69,7 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
 def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
     from kwai_bridge import metrics
+    from kwai_bridge.alerting import AlertSender
     from kwai_bridge.heartbeat import Heartbeats
     from kwai_bridge.worker import Dispatcher
 
@@ -91,9 +92,12 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
                             heartbeats=Heartbeats(runtime.engine))
     log.info("dispatcher started (concurrency %d)", s.dispatch_concurrency)
     pruner = threading.Thread(target=_prune_loop, args=(runtime, stop), daemon=True)
+    alerts = AlertSender(runtime.engine, runtime.registry, url=s.alert_webhook_url, clock=utcnow)
     if not once:
         pruner.start()
+        alerts.start()
     tally = dispatcher.run(stop=stop, once=once, poll_interval=s.poll_interval)
+    alerts.stop()
     log.info("dispatcher stopped: %s", tally)
     if once:
         click.echo(json.dumps(tally, sort_keys=True))

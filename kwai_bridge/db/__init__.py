@@ -12,13 +12,14 @@ from kwai_bridge.db.migrations import (
     MIGRATIONS, SCHEMA_VERSION, SchemaError, ensure_schema, migrate, schema_state,
 )
 from kwai_bridge.db.schema import (
-    CHUNK, DeliveryOutcome, EventStatus, UTCDateTime, any_pair, api_tokens, audit_log, chunked, clicks, deliveries,
+    CHUNK, DeliveryOutcome, alert_state, EventStatus, UTCDateTime, any_pair, api_tokens, audit_log, chunked, clicks, deliveries,
     event_attempts, event_identifiers, events, heartbeats, high_water, metadata, rate_windows, schema_version,
     store_generation, stores, user_stores, users,
 )
 from kwai_bridge.db.sqlite import BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS
 
 __all__ = [
+    "alert_state",
     "BUSY_TIMEOUT_MS", "CHUNK", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
     "SchemaError", "UTCDateTime", "any_pair", "chunked", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
     "event_identifiers", "events", "heartbeats", "high_water", "make_engine", "metadata", "migrate",

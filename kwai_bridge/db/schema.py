@@ -311,3 +311,16 @@ event_attempts = Table(
     Column("response", Text),
     Index("ix_event_attempts_event", "event_id", "id"),
 )
+
+#: What the alert sender last said per store and kind of alert (v6): whether it reported
+#: the condition on (`firing`), since when, and when it last sent a message, so that a
+#: condition is told once as it starts and once as it clears, at most once an hour.
+alert_state = Table(
+    "alert_state", metadata,
+    Column("store_id", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("firing", Integer, nullable=False),  # 1 or 0: what the last message said
+    Column("since", UTCDateTime),
+    Column("last_sent_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("store_id", "kind", name="pk_alert_state"),
+)
