@@ -28,7 +28,7 @@ def _frame(title: str, body: list[str], top_label: str) -> Markup:
 def _day_labels(days: Sequence[date], bar: float) -> list[str]:
     out = []
     for i, day in enumerate(days):
-        if i % 7 == 0 or i == len(days) - 1:
+        if (i % 7 == 0 and i < len(days) - 4) or i == len(days) - 1:
             x = LEFT + i * bar + bar / 2
             out.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="10">'
                        f'{day.strftime("%d %b")}</text>')
