@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ os.environ.setdefault("KWAI_BRIDGE_SECRET_KEYS", Fernet.generate_key().decode())
 
 from sqlalchemy import text  # noqa: E402
 
-from benchmarks.records_pages import RECORD, STATUS  # noqa: E402
+from benchmarks.records_pages import NAME, RECORD, STATUS, timed  # noqa: E402
 from kwai_bridge.accounts import Accounts  # noqa: E402
 from kwai_bridge.config import check_store  # noqa: E402
 from kwai_bridge.db import make_engine, migrate  # noqa: E402
@@ -40,7 +39,6 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 START = NOW - timedelta(days=30)
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORD = "bench-console-password"
-NAME = "CASE i % 3 WHEN 0 THEN 'EVENT_PURCHASE' WHEN 1 THEN 'EVENT_PLACE_ORDER' ELSE 'EVENT_ADD_TO_CART' END"
 CLICK = "CASE WHEN i % 4 = 0 THEN NULL ELSE 'attribute' END"
 
 
@@ -74,16 +72,6 @@ def fill(engine, *, events: int, stores: int, deliveries: int) -> float:
             conn.execute(text("VACUUM ANALYZE events"))
             conn.execute(text("VACUUM ANALYZE deliveries"))
     return time.perf_counter() - began
-
-
-def timed(call, runs: int) -> float:
-    call()
-    samples = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - began) * 1000)
-    return statistics.median(samples)
 
 
 def run(label: str, url: str, args) -> bool:

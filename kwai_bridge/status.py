@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.engine import Engine
 
-from kwai_bridge.db import EventStatus, event_attempts, events, reading
+from kwai_bridge.db import EventStatus, event_attempts, events, reading, stores as stores_table
 
 #: Kwai counts as reachable when it answered an attempt this recently.
 RECENT = timedelta(minutes=10)
@@ -25,13 +25,15 @@ def iso(value: datetime | None) -> str | None:
 
 def service_status(engine: Engine, *, now: datetime, stores: tuple[str, ...] | None = None) -> dict:
     """`kwai`: reachable (True: it answered within RECENT; False: attempts within RECENT
-    and no answer; None: no attempt lately), and `held_stores` among `stores` (None: all)."""
+    and no answer; None: no attempt lately), and `held_stores` among `stores` (None: all) that still exist."""
     a, e = event_attempts.c, events.c
     with reading(engine) as conn:
         latest = conn.execute(select(a.at, a.result, a.status).order_by(a.id.desc()).limit(LOOK_AT)).all()
-        held = select(e.store_id).distinct().where(e.status == EventStatus.HELD)
+        # one index probe per store on (store_id, status, id), not a walk over every held event
+        s = stores_table.c
+        held = select(s.id).where(exists().where(e.store_id == s.id, e.status == EventStatus.HELD))
         if stores is not None:
-            held = held.where(e.store_id.in_(stores))
+            held = held.where(s.id.in_(stores))
         held_stores = sorted(conn.execute(held).scalars()) if stores is None or stores else []
     recent = [row for row in latest if row.at >= now - RECENT]
     answered = [row.at for row in latest if row.result is not None or row.status == EventStatus.SENT]
