@@ -66,6 +66,8 @@ class StoreConfig:
     # Bearer tokens of the store's own servers: a click posted with one needs no browser
     # Origin and may name any identifier (see kwai_bridge.clicks).
     click_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Hours a topic the store expects may stay silent before the console warns.
+    quiet_hours: int = 24
 
     def __post_init__(self) -> None:
         # Coerce the container types only, so a test may pass lists and dicts;

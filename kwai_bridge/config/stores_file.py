@@ -146,6 +146,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "clicks_per_minute": integer(1, 1_000_000),
     "max_clicks": integer(10, 100_000_000),
     "click_tokens": _click_tokens,
+    "quiet_hours": integer(1, 720),
 }
 assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}
 #: Fields whose values are secrets: sealed at rest, never shown or logged whole.

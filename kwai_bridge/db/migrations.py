@@ -11,13 +11,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from kwai_bridge.db.engine import reading, upsert_insert
 from kwai_bridge.db.schema import (
-    api_tokens, audit_log, clicks, deliveries, event_attempts, event_identifiers, events, heartbeats, high_water,
+    api_tokens, audit_log, clicks, console_sessions, deliveries, event_attempts, event_identifiers, events, heartbeats, high_water,
     metadata, rate_windows, schema_version, store_generation, stores, user_stores, users,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Events read per batch when migration 2 fills `event_identifiers`.
 _BACKFILL_BATCH = 500
 # Any constant will do; it only has to be the same in every process that migrates.
@@ -96,6 +96,12 @@ def _v5(conn: Connection) -> None:
     conn.execute(text("DROP INDEX IF EXISTS ix_events_store_status"))
 
 
+def _v6(conn: Connection) -> None:
+    # The console's sessions, kept server-side so that logging out (or an operator
+    # deleting a row) ends one at once.
+    metadata.create_all(conn, tables=[console_sessions], checkfirst=True)
+
+
 def _add_column(conn: Connection, column) -> None:
     """ALTER TABLE ... ADD COLUMN, unless the table has it already (a new database does)."""
     table = column.table.name
@@ -119,7 +125,7 @@ def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
 #: Append-only: (version, function). Each function must be safe to run on a database
 #: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
 MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6),
 )
 
 
