@@ -28,9 +28,11 @@ def _frame(title: str, body: list[str], top_label: str) -> Markup:
 def _day_labels(days: Sequence[date], bar: float) -> list[str]:
     out = []
     for i, day in enumerate(days):
-        if (i % 7 == 0 and i < len(days) - 4) or i == len(days) - 1:
-            x = LEFT + i * bar + bar / 2
-            out.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="10">'
+        last = i == len(days) - 1
+        if (i % 7 == 0 and i < len(days) - 4) or last:
+            # The last day's label ends at the right edge, where a centred one was cut off.
+            x, anchor = (LEFT + (i + 1) * bar, "end") if last else (LEFT + i * bar + bar / 2, "middle")
+            out.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}" font-size="10">'
                        f'{day.strftime("%d %b")}</text>')
     return out
 
