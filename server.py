@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 # build_pipeline is imported from here by `kwai-bridge deliveries reprocess` for now;
 # its home is kwai_bridge.runtime.
 from kwai_bridge.runtime import Runtime, build_attribution, build_pipeline
-from kwai_bridge.web import api, clicks, health, metrics, snippet, webhooks
+from kwai_bridge.web import api, clicks, console, health, metrics, snippet, webhooks
 from kwai_bridge.web.proxies import ForwardedByTrustedProxies
 from kwai_bridge.web.responses import http_error
 
@@ -51,6 +51,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
     app.register_blueprint(webhooks.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(console.blueprint)
     app.register_error_handler(HTTPException, http_error)
     return app
 

@@ -227,6 +227,12 @@ class Accounts:
         return [User(r.id, r.email, r.role, tuple(stores.get(r.id, ())), r.password_hash is not None,
                      r.created_at, r.updated_at) for r in rows]
 
+    def principal(self, user_id: int) -> Principal | None:
+        """The user with this id as a Principal, or None when they were removed."""
+        with reading(self.engine) as conn:
+            row = conn.execute(select(users).where(users.c.id == user_id)).first()
+            return None if row is None else _principal(conn, row)
+
     def check_password(self, email: str, password: str) -> Principal | None:
         """The user if `password` is theirs, else None (also for an unknown e-mail)."""
         with reading(self.engine) as conn:

@@ -17,9 +17,9 @@ import requests
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 
-import adapters
 from kwai_bridge.alerts import Facts, Message, Said, conditions, decide
 from kwai_bridge.catalog import StoreRegistry
+from kwai_bridge.config import expected_topics
 from kwai_bridge.db import EventStatus, alert_state, deliveries, events, reading, upsert_insert
 from kwai_bridge.kwai.client import TOKEN_REFUSED
 
@@ -48,8 +48,7 @@ def read_facts(engine: Engine, stores: Iterable, *, now: datetime) -> Facts:
                                 .group_by(e.store_id)).all())
         last: dict[str, dict[str, datetime]] = {}
         for store in stores:
-            adapter = adapters.REGISTRY.get(store.platform)
-            for topic in adapter.TOPICS if adapter else ():
+            for topic in expected_topics(store):
                 # newest first through (store_id, id): quick for a busy topic, and a quiet
                 # one is read once a minute at most
                 at = conn.execute(select(d.received_at).where(d.store_id == store.id, d.topic == topic)

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Mapping
 
-#: The kinds of alert.
-HELD, DEAD, QUIET, BACKLOG = "held", "dead", "quiet", "backlog"
-KINDS = (HELD, DEAD, QUIET, BACKLOG)
+from kwai_bridge.overview import BACKLOG_AFTER, KINDS
+
+#: The kinds of alert: the console's kinds of problem (kwai_bridge.overview).
+HELD, DEAD, QUIET, BACKLOG = KINDS
 #: The least time between two messages for the same store and kind.
 MIN_INTERVAL = timedelta(hours=1)
-#: How long the oldest due event may wait before that is a backlog.
-BACKLOG_AFTER = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ ROUTES = [
     ("GET", "/deliveries?store=acme", None, expect(200, 200, 200)),
     ("GET", "/deliveries/{delivery}", None, expect(200, 200, 404)),
     ("GET", "/audit", None, expect(200, 403, 403)),
+    ("GET", "/status", None, expect(200, 200, 200)),
     ("DELETE", "/stores/acme?force=true", None, expect(200, 403, 403)),
 ]
 

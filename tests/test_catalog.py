@@ -280,3 +280,18 @@ def test_fields_left_at_their_default_are_not_written_so_new_defaults_reach_them
         written = orjson.loads(conn.execute(select(stores.c.document)).scalar())["fields"]
     assert written["click_window_days"] == 7 and "test_mode" not in written and "late_binding_hours" not in written
     assert catalog.get("acme").config.late_binding_hours == 24
+
+
+def test_pruning_a_store_with_events_waiting_is_refused_unless_forced(catalog, engine, tmp_path):
+    both = write_stores(tmp_path / "both.toml", [store_entry("shopify", "acme"), store_entry("woocommerce", "woo")])
+    import_file(catalog, both, environ={}, actor="cli", now=NOW)
+    event = KwaiEvent(event_name="EVENT_PURCHASE", event_time=NOW, third_party="woocommerce",
+                      idempotency_key="order:7:EVENT_PURCHASE", click_id="clk")
+    Outbox(engine).accept(store_id="woo", platform="woocommerce", topic="order.updated", delivery_key="d7",
+                          received_at=NOW, body=b"{}", headers={}, conversions=[Conversion(event=event)])
+    only_acme = write_stores(tmp_path / "acme.toml", [store_entry("shopify", "acme", pixel_id="px-new")])
+    with pytest.raises(ConfigError, match=r"store .woo. \(1\)"):
+        import_file(catalog, only_acme, environ={}, actor="cli", now=NOW, prune=True)
+    assert catalog.ids() == ["acme", "woo"] and catalog.get("acme").config.pixel_id == "pixel-shopify"
+    forced = import_file(catalog, only_acme, environ={}, actor="cli", now=NOW, prune=True, force=True)
+    assert forced.removed == ("woo",) and catalog.ids() == ["acme"]

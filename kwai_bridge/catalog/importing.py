@@ -14,13 +14,13 @@ log = logging.getLogger(__name__)
 
 
 def import_file(catalog: Catalog, path: str | os.PathLike[str], *, environ: Mapping[str, str], actor: str,
-                now: datetime, prune: bool = False) -> ImportReport:
+                now: datetime, prune: bool = False, force: bool = False) -> ImportReport:
     """Import the stores file at `path`; raise ConfigError (every problem, one a line)
     and change nothing if any store is wrong."""
     shown = os.fspath(path)
     parsed = parse_entries(read_stores_file(path), environ=environ, source=shown)
     try:
-        report = catalog.import_stores(parsed, actor=actor, now=now, prune=prune, source=shown)
+        report = catalog.import_stores(parsed, actor=actor, now=now, prune=prune, force=force, source=shown)
     except CatalogError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
     if report.created or report.updated or report.removed:

@@ -161,8 +161,7 @@ class Catalog:
         Return how many events were waiting."""
         with self._changing(now) as conn:
             self._locked(conn, store_id)
-            waiting = conn.execute(select(func.count()).select_from(events).where(
-                events.c.store_id == store_id, events.c.status.in_(WAITING))).scalar() or 0
+            waiting = self._waiting(conn, [store_id]).get(store_id, 0)
             if waiting and not force:
                 raise StoreBusy(f"store {store_id!r} has {waiting} event(s) waiting to be sent: "
                                 "delete with force to drop them")
@@ -172,7 +171,7 @@ class Catalog:
         return waiting
 
     def import_stores(self, parsed: Sequence[tuple[StoreConfig, Mapping[str, Any]]], *, actor: str,
-                      now: datetime, prune: bool = False, source: str = "") -> ImportReport:
+                      now: datetime, prune: bool = False, force: bool = False, source: str = "") -> ImportReport:
         """Create or change every store of `parsed` in one transaction (a store whose
         fields and references are the same is left as it is); with `prune`, remove the
         stores it does not name."""
@@ -196,6 +195,12 @@ class Catalog:
             named = {config.id for config, _ in parsed}
             removed = sorted(set(existing) - named) if prune else []
             if removed:
+                busy = self._waiting(conn, removed)
+                if busy and not force:
+                    # As `delete` does: nothing is imported, and the message says why.
+                    raise StoreBusy("events wait to be sent for " + ", ".join(
+                        f"store {store_id!r} ({n})" for store_id, n in sorted(busy.items()))
+                        + ": name these stores in the file, or prune with force to drop them")
                 conn.execute(stores.delete().where(stores.c.id.in_(removed)))
             for store_id in created:
                 audit.record(conn, actor=actor, action="store.create", target=f"store:{store_id}", now=now,
@@ -238,6 +243,13 @@ class Catalog:
                     self._bump(conn, now)
         except IntegrityError:
             raise StoreExists("a store with this id, or this platform and shop, was just created") from None
+
+    @staticmethod
+    def _waiting(conn: Connection, store_ids: Sequence[str]) -> dict[str, int]:
+        """Events still to be sent, per store of `store_ids` that has any."""
+        e = events.c
+        return dict(conn.execute(select(e.store_id, func.count()).where(
+            e.store_id.in_(list(store_ids)), e.status.in_(WAITING)).group_by(e.store_id)).all())
 
     def _bump(self, conn: Connection, now: datetime) -> None:
         g = store_generation.c

@@ -47,12 +47,14 @@ def stores_check(path: str | None) -> None:
 @stores.command("import")
 @click.argument("path")
 @click.option("--prune", is_flag=True, help="also remove the stores the file does not name")
-def stores_import(path: str, prune: bool) -> None:
+@click.option("--force", is_flag=True, help="prune stores even when events of theirs wait to be sent")
+def stores_import(path: str, prune: bool, force: bool) -> None:
     """Check every store of a file, then create or change them all in one transaction;
     nothing changes if any store is wrong."""
     runtime = command_runtime(secrets=True)
     try:
-        report = import_file(runtime.catalog, path, environ=os.environ, actor=CLI_ACTOR, now=utcnow(), prune=prune)
+        report = import_file(runtime.catalog, path, environ=os.environ, actor=CLI_ACTOR, now=utcnow(), prune=prune,
+                             force=force)
     except ConfigError as exc:
         raise click.ClickException(f"nothing imported:\n{exc}") from exc
     click.echo(json.dumps(report.as_json(), sort_keys=True))

@@ -8,6 +8,7 @@ be a secret.
 """
 from __future__ import annotations
 
+from kwai_bridge.config.event_choices import expected_topics
 from kwai_bridge.config.stores import ConfigError, ConfigErrors, StoreConfig, Stores
 from kwai_bridge.config.stores_file import (
     EXAMPLE_FILE, PLATFORMS, SECRET_FIELDS, check_store, load_stores, parse_entries, parse_stores, read_stores_file,
@@ -17,5 +18,5 @@ from kwai_bridge.config.stores_file import (
 
 __all__ = [
     "EXAMPLE_FILE", "PLATFORMS", "SECRET_FIELDS", "ConfigError", "ConfigErrors", "StoreConfig", "Stores", "check_store",
-    "load_stores", "parse_entries", "parse_stores", "read_stores_file", "references",
+    "expected_topics", "load_stores", "parse_entries", "parse_stores", "read_stores_file", "references",
 ]

@@ -53,4 +53,10 @@ def event_choices(values: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-__all__ = ["event_choices", "event_names", "nearest"]
+def expected_topics(store) -> list[str]:
+    """The topics whose events `store` (a StoreConfig) sends: those should keep arriving."""
+    mapping = {**adapters.REGISTRY[store.platform].TOPICS, **store.topic_events}
+    return [topic for topic, event in mapping.items() if event and store.sends(event)]
+
+
+__all__ = ["event_choices", "event_names", "expected_topics", "nearest"]

@@ -66,7 +66,7 @@ class StoreConfig:
     # Bearer tokens of the store's own servers: a click posted with one needs no browser
     # Origin and may name any identifier (see kwai_bridge.clicks).
     click_tokens: tuple[str, ...] = field(default=(), repr=False)
-    # Hours a topic the store has sent before may stay silent before that is a warning.
+    # Hours a topic the store expects may stay silent before the console warns.
     quiet_hours: int = 24
     # Where this store's alerts go too, besides KWAI_BRIDGE_ALERT_WEBHOOK_URL (a
     # Slack-like URL is itself a credential).

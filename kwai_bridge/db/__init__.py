@@ -12,7 +12,8 @@ from kwai_bridge.db.migrations import (
     MIGRATIONS, SCHEMA_VERSION, SchemaError, ensure_schema, migrate, schema_state,
 )
 from kwai_bridge.db.schema import (
-    CHUNK, DeliveryOutcome, alert_state, EventStatus, UTCDateTime, any_pair, api_tokens, audit_log, chunked, clicks, deliveries,
+    CHUNK, DeliveryOutcome, EventStatus, UTCDateTime, alert_state, any_pair, api_tokens, audit_log, chunked, clicks,
+    console_sessions, deliveries,
     event_attempts, event_identifiers, events, heartbeats, high_water, metadata, rate_windows, schema_version,
     store_generation, stores, user_stores, users,
 )
@@ -24,5 +25,5 @@ __all__ = [
     "SchemaError", "UTCDateTime", "any_pair", "chunked", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
     "event_identifiers", "events", "heartbeats", "high_water", "make_engine", "metadata", "migrate",
     "rate_windows", "reading", "schema_state", "schema_version", "sqlite_path", "upsert_insert", "writing_cursor",
-    "api_tokens", "audit_log", "event_attempts", "store_generation", "stores", "user_stores", "users",
+    "api_tokens", "audit_log", "console_sessions", "event_attempts", "store_generation", "stores", "user_stores", "users",
 ]

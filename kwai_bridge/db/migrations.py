@@ -11,13 +11,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from kwai_bridge.db.engine import reading, upsert_insert
 from kwai_bridge.db.schema import (
-    alert_state, api_tokens, audit_log, clicks, deliveries, event_attempts, event_identifiers, events, heartbeats, high_water,
+    alert_state, api_tokens, audit_log, clicks, console_sessions, deliveries, event_attempts, event_identifiers, events, heartbeats, high_water,
     metadata, rate_windows, schema_version, store_generation, stores, user_stores, users,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: Events read per batch when migration 2 fills `event_identifiers`.
 _BACKFILL_BATCH = 500
 # Any constant will do; it only has to be the same in every process that migrates.
@@ -97,6 +97,12 @@ def _v5(conn: Connection) -> None:
 
 
 def _v6(conn: Connection) -> None:
+    # The console's sessions, kept server-side so that logging out (or an operator
+    # deleting a row) ends one at once.
+    metadata.create_all(conn, tables=[console_sessions], checkfirst=True)
+
+
+def _v7(conn: Connection) -> None:
     # What the alert sender last said per store and kind (kwai_bridge.alerting).
     metadata.create_all(conn, tables=[alert_state], checkfirst=True)
 
@@ -124,7 +130,7 @@ def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
 #: Append-only: (version, function). Each function must be safe to run on a database
 #: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
 MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6),
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7),
 )
 
 

@@ -312,7 +312,23 @@ event_attempts = Table(
     Index("ix_event_attempts_event", "event_id", "id"),
 )
 
-#: What the alert sender last said per store and kind of alert (v6): whether it reported
+
+# -- v6: the console's sign-ins -----------------------------------------------------------
+#: One row per signed-in console session: only a digest of the cookie's value is kept,
+#: with the form token (CSRF) of the session; a row ends at `expires_at` or at logout.
+console_sessions = Table(
+    "console_sessions", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("digest", String, nullable=False),
+    Column("user_id", _ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    UniqueConstraint("digest", name="uq_console_sessions_digest"),
+    Index("ix_console_sessions_expires", "expires_at"),
+)
+
+#: What the alert sender last said per store and kind of alert (v7): whether it reported
 #: the condition on (`firing`), since when, and when it last sent a message, so that a
 #: condition is told once as it starts and once as it clears, at most once an hour.
 alert_state = Table(

@@ -15,6 +15,7 @@ from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from kwai_bridge.accounts import AccountError, Accounts, Principal
+from kwai_bridge.admin import Admin, AdminError, Forbidden, Invalid, NotFound
 from kwai_bridge.catalog import CatalogError
 from kwai_bridge.runtime import Runtime
 from kwai_bridge.web.responses import json_response
@@ -25,42 +26,14 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 PUBLIC = {"api.openapi_document"}
 
 
-class ApiError(Exception):
-    """A request the API refuses; `status` is its HTTP status."""
-
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+#: The API's errors are the shared ones of `kwai_bridge.admin`, and 401 besides.
+ApiError = AdminError
 
 
-class Unauthorized(ApiError):
+class Unauthorized(AdminError):
     """No token, or one that is wrong or revoked."""
 
     status = 401
-
-
-class Forbidden(ApiError):
-    """Only an admin may do this."""
-
-    status = 403
-
-
-class NotFound(ApiError):
-    """No such thing, or not one the caller may see."""
-
-    status = 404
-
-
-class Invalid(ApiError):
-    """A body or query that does not validate: `errors` maps each field to its messages."""
-
-    status = 400
-
-    def __init__(self, errors: Mapping[str, list[str]]) -> None:
-        super().__init__("invalid request")
-        self.errors = {k: list(v) for k, v in errors.items()}
 
 
 def runtime() -> Runtime:
@@ -85,17 +58,18 @@ def json_body() -> Any:
     return request.get_json(silent=True) if request.get_data() else {}
 
 
+def admin() -> Admin:
+    """What the caller may do, through the code the console shares."""
+    return Admin(runtime(), principal(), now=now())
+
+
 def require_admin() -> Principal:
-    if not principal().is_admin:
-        raise Forbidden("only an admin may do this")
-    return principal()
+    return admin().require_admin()
 
 
 def visible_store(store_id: str) -> str:
     """`store_id` if it exists and the caller may see it; else 404 alike."""
-    if not principal().can_see(store_id) or runtime().catalog.get(store_id) is None:
-        raise NotFound("no such store")
-    return store_id
+    return admin().visible_store(store_id)
 
 
 @blueprint.before_request
@@ -132,4 +106,4 @@ def http_error(exc: HTTPException):
     return json_response({"error": exc.description or exc.name}, exc.code or 500)
 
 
-__all__ = ["ApiError", "Forbidden", "Invalid", "NotFound", "Unauthorized", "blueprint"]
+__all__ = ["ApiError", "Forbidden", "Invalid", "NotFound", "Unauthorized", "admin", "blueprint"]

@@ -7,10 +7,14 @@ from typing import Any, Sequence
 from flask import request
 
 from kwai_bridge import audit
-from kwai_bridge.web.api.auth import Invalid, NotFound, blueprint, json_body, principal, require_admin, runtime
+from kwai_bridge.records import Records
+from kwai_bridge.web.api.auth import Invalid, NotFound, admin, blueprint, json_body, principal, require_admin, runtime
 from kwai_bridge.web.api.schemas import AuditQuery, DeliveriesQuery, EventsQuery, ReplayBody, load
-from kwai_bridge.web.api.stores import records, replay
 from kwai_bridge.web.responses import json_response
+
+
+def records() -> Records:
+    return Records(runtime().engine)
 
 
 def _stores(store_id: str | None) -> Sequence[str] | None:
@@ -42,18 +46,13 @@ def list_events():
 
 @blueprint.get("/events/<int:event_id>")
 def get_event(event_id: int):
-    found = records().event(event_id, stores=principal().visible, registry=runtime().registry)
-    if found is None:
-        raise NotFound("no such event")
-    return json_response(found, 200)
+    return json_response(admin().event(event_id), 200)
 
 
 @blueprint.post("/events/<int:event_id>/replay")
 def replay_event(event_id: int):
     body = load(ReplayBody, json_body())
-    if records().event(event_id, stores=principal().visible, registry=runtime().registry) is None:
-        raise NotFound("no such event")
-    return json_response({"replayed": replay(event_id=event_id, **body)}, 200)
+    return json_response({"replayed": admin().replay(event_id=event_id, **body)}, 200)
 
 
 @blueprint.get("/deliveries")

@@ -108,6 +108,10 @@ SCHEMAS = {
                        "detail": {"type": "object"}}, required=("id", "at", "actor", "action", "target", "detail"),
                       extra=False),
     "Audit": page("AuditEntry"),
+    "Status": obj({"at": TIME, "kwai": obj({"reachable": nullable(BOOL), "last_answer_at": nullable(TIME),
+                                           "last_attempt_at": nullable(TIME), "window_minutes": INT},
+                                          required=("reachable", "window_minutes"), extra=False),
+                   "held_stores": INT, "held": STRINGS}, required=("at", "kwai", "held_stores", "held"), extra=False),
 }
 
 
@@ -186,6 +190,8 @@ PATHS = {
         CURSOR, LIMIT])},
     "/deliveries/{delivery_id}": {"get": op("A delivery: headers, body size, whether the body is kept",
                                             answers(200, "Delivery", 404), params=[DELIVERY_ID])},
+    "/status": {"get": op("Whether Kwai answered in the last minutes (null: nothing was sent), and the caller's "
+                          "held stores", answers(200, "Status"))},
     "/audit": {"get": op("The audit trail, newest first (admins)", answers(200, "Audit", 400, 403), params=[
         query("target", STR, "what the entries are about, such as store:<id> or user:<email>"),
         query("cursor", {"type": "integer", "minimum": 1}, "next_cursor"), LIMIT])},

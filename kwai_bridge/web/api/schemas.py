@@ -12,10 +12,10 @@ from typing import Any, Mapping
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from kwai_bridge.config import ConfigErrors, StoreConfig
+from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import DeliveryOutcome, EventStatus
 from kwai_bridge.kwai.events import EVENT_NAMES
-from kwai_bridge.web.api.auth import Invalid
+from kwai_bridge.admin import Invalid, store_errors
 
 STORE_FIELDS = tuple(f.name for f in dataclass_fields(StoreConfig))
 MAX_LIMIT = 500
@@ -80,17 +80,6 @@ def load(schema: type[Schema], data: Any) -> dict[str, Any]:
     except ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         raise Invalid({k: v if isinstance(v, list) else [str(v)] for k, v in messages.items()}) from None
-
-
-def store_errors(exc: ConfigErrors) -> Invalid:
-    """check_store's problems as `{field: [message]}`, without the "store "x": field:" prefix."""
-    errors: dict[str, list[str]] = {}
-    for error in exc.errors:
-        name = error.field or "_schema"
-        text = str(error)
-        marker = f": {name}: "
-        errors.setdefault(name, []).append(text.split(marker, 1)[1] if marker in text else text)
-    return Invalid(errors)
 
 
 __all__ = ["AuditQuery", "DeleteQuery", "DeliveriesQuery", "EventsQuery", "MAX_LIMIT", "ReplayBody", "StoreBody",
