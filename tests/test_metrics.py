@@ -3,16 +3,21 @@ database at scrape time, the token, and metrics turned off. The counts across gu
 workers and the dispatcher are in tests/test_metrics_serve.py."""
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import select
 
 from kwai_bridge import metrics
 from kwai_bridge.db import EventStatus, events, make_engine, migrate
+from kwai_bridge.kwai.client import Delivered, SendResult
 from server import create_app
 from tests.conftest import fixture_bytes
-from tests.metrics_text import samples, total, value
+from tests.metrics_text import metric_names, samples, total, value
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
@@ -166,3 +171,30 @@ def test_metrics_off_counts_nothing_and_answers_404(app_for):
     assert post(off, "/webhooks/shopify/acme", "orders/paid").status_code == 200
     on = app_for().test_client()
     assert total(scrape(on), "kwai_bridge_webhooks_total") == total(before, "kwai_bridge_webhooks_total")
+
+
+# -- deploy/: the Grafana dashboard and the Prometheus rules ----------------------------
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def _expressions() -> list[str]:
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    found = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    rules = yaml.safe_load((DEPLOY / "prometheus-alerts.yml").read_text())
+    found += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    return found
+
+
+def test_the_dashboard_and_the_alert_rules_use_only_metrics_a_scrape_shows(app_for):
+    client = app_for().test_client()
+    post(client, "/webhooks/shopify/acme", "orders/create")
+    metrics.kwai_request(SendResult(Delivered(), 200, '{"result":1}'), seconds=0.1)
+    answer = client.get("/metrics")
+    shown = metric_names(answer.text)
+    expressions = _expressions()
+    assert len(expressions) >= 10
+    used = {name for expr in expressions for name in re.findall(r"\bkwai_bridge_[a-z_]+", expr)}
+    assert used and used <= shown, f"not on /metrics: {sorted(used - shown)}"
+    # every series a scrape shows has a panel
+    families = {re.sub(r"_(total|bucket|count|sum|created)$", "", name) for name in shown}
+    assert families <= {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in used}
