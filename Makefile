@@ -24,6 +24,7 @@ test: $(STAMP)
 
 ## Benchmarks (not part of `make test`): dispatch throughput, webhook ingest, click limits,
 ## webhooks beside idle and slow clients (installs wrk with apt-get if missing), ingest with
+## metrics on and off and a /metrics scrape, ingest with
 ## 1,000 stores against 1, the admin API's event pages over 1,000,000 events, the console's pages
 ## with 1,000 stores and 1,000,000 events, and the
 ## long chaos run (it restarts the local PostgreSQL when run as root: see benchmarks/chaos.py).
@@ -33,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py || status=1; \
 	$(BIN)/python benchmarks/clicks.py || status=1; \
 	$(BIN)/python benchmarks/slow_clients.py || status=1; \
+	$(BIN)/python benchmarks/metrics.py || status=1; \
 	$(BIN)/python benchmarks/store_count.py || status=1; \
 	$(BIN)/python benchmarks/records_pages.py || status=1; \
 	$(BIN)/python benchmarks/console.py || status=1; \

@@ -100,7 +100,7 @@ def gunicorn_command(app: str, port: int, workers: int, worker_class: str | None
     settings = Config().settings
     command = [sys.executable, "-m", "gunicorn"]
     for name, value in options.items():
-        if value is not None:
+        if value is not None and not callable(value):  # a hook (child_exit) has no flag
             command += [next(flag for flag in settings[name].cli if flag.startswith("--")), str(value)]
     return command + [app]
 
