@@ -69,7 +69,7 @@ class StoreConfig:
     # Hours a topic the store expects may stay silent before the console warns.
     quiet_hours: int = 24
     # Where this store's alerts go too, besides KWAI_BRIDGE_ALERT_WEBHOOK_URL (a
-    # Slack-like URL is itself a credential).
+    # Slack-like URL is a credential: kept out of reprs and logs).
     alert_webhook_url: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
