@@ -1,18 +1,18 @@
 """The dispatcher: claims due events from the outbox, sends them to Kwai concurrently
-over one client, and records each outcome.
+over one client, at the pace the pacer finds, and records each outcome.
 
-Storage (kwai_bridge.outbox), the loop (this module) and the retry policy (kwai_bridge.retry)
-are kept apart. Time comes from `clock`, randomness from `rng`, so tests never sleep.
+Storage (kwai_bridge.outbox), the loop (this module), the pace (kwai_bridge.pacing) and
+the retry policy (kwai_bridge.retry) are kept apart. Time comes from `clock`, randomness
+from `rng`, so tests never sleep.
 """
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from random import Random
 from typing import Callable
@@ -21,7 +21,9 @@ from kwai_bridge.config import StoreConfig, StoreRegistry
 from kwai_bridge.db import EventStatus
 from kwai_bridge.heartbeat import DISPATCHER, Heartbeats, Pacemaker
 from kwai_bridge.outbox import Claimed, Finish, Outbox
+from kwai_bridge.pacing import Answer, Pacer
 from kwai_bridge.retry import next_attempt_at
+from kwai_bridge.senders import Gate, Senders, seconds
 from kwai_bridge.kwai.client import (
     TOKEN_REFUSED, Dead, Delivered, KwaiClient, Rejected, RetryLater, SendResult,
 )
@@ -48,18 +50,23 @@ def utcnow() -> datetime:
 
 
 class Dispatcher:
-    """Delivers the outbox to Kwai with at most `concurrency` requests in flight."""
+    """Delivers the outbox to Kwai with at most `concurrency` requests in flight, fewer
+    while the pacer (by default `Pacer(cap=concurrency)`) finds Kwai slow or refusing."""
 
     def __init__(self, *, outbox: Outbox, registry: StoreRegistry, client: KwaiClient,
-                 concurrency: int = 16, lease_seconds: float = 90.0,
+                 concurrency: int = 64, lease_seconds: float = 90.0,
                  clock: Clock = utcnow, rng: Random | None = None, owner: str | None = None,
-                 heartbeats: Heartbeats | None = None) -> None:
+                 heartbeats: Heartbeats | None = None, pacer: Pacer | None = None) -> None:
         self.outbox = outbox
         self.registry = registry
         self.client = client
         self.concurrency = max(1, concurrency)
         self.lease_seconds = lease_seconds
         self.clock = clock
+        self.pacer = pacer or Pacer(cap=self.concurrency)
+        self._gate = Gate(self.pacer, clock=seconds(clock))
+        # A row is sent only while its lease outlasts the longest a send may take.
+        self._send_budget = timedelta(seconds=sum(client.timeout))
         self.rng = rng or Random()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         # Where a running loop (not `once`) records that it is alive.
@@ -89,19 +96,35 @@ class Dispatcher:
         # replays, the held rows say so.
         return refused is not None or store.id in self._held_in_db
 
-    def attempt(self, row: Claimed) -> Recorder:
-        """Send one claimed row (in a sender thread); return how to decide its outcome,
-        which the loop records for every ready row in one transaction (`_settle`)."""
+    def attempt(self, leased: tuple[Claimed, datetime]) -> Recorder:
+        """Send one claimed row leased until the given time (in a sender thread) when the
+        pacer lets it go; return how to decide its outcome, which the loop records for
+        every ready row in one transaction (`_settle`)."""
+        row, lease_until = leased
         store = self.registry.stores.get(row.store_id)
         if store is None:
             return partial(Finish, row.id, EventStatus.HELD, error=f"store {row.store_id} is not configured")
         if self._token_refused(store):
             return partial(Finish, row.id, EventStatus.HELD, error=HELD_FOR_TOKEN, result=TOKEN_REFUSED)
+        sent_at = self._gate.enter()
+        answer, retry_after = Answer.NONE, None
         try:
+            if self.clock() + self._send_budget > lease_until:
+                # It waited for the pacer so long that Kwai's answer might come after
+                # the lease, when another claim may have sent the row again.
+                log.info("event %s (%s): not sent, its lease would run out first; it comes back then",
+                         row.id, row.store_id)
+                return _left_to_lease
             result = self._send(row, store)
+            answer, retry_after = pace_answer(result)
         except EventError as exc:
             log.error("event %s (%s): refused before sending: %s", row.id, row.store_id, exc)
             return partial(Finish, row.id, EventStatus.DEAD, error=str(exc))
+        finally:
+            self._gate.leave(answer, sent_at=sent_at, retry_after=retry_after)
+        if answer is Answer.THROTTLED:
+            log.info("event %s (%s): Kwai answered 429; now at most %d in flight, %s", row.id, row.store_id,
+                     self.pacer.limit, _describe_rate(self.pacer.rate(now=sent_at)))
         return partial(self._decide, row, store, result)
 
     def _decide(self, row: Claimed, store: StoreConfig, result: SendResult, now: datetime) -> Finish | HoldStore:
@@ -159,16 +182,17 @@ class Dispatcher:
             pacemaker.start(self.clock())
         tally: dict[str, int] = {}
         done: list[Recorder | None] = []
-        # Claimed rows may queue for the senders beyond their number, so that a sender
-        # never waits for the loop, and each pass (a fixed cost of statements) records
-        # and claims many rows; the lease covers that short wait.
-        capacity = 4 * self.concurrency
-        senders = _Senders(self.attempt, self.concurrency)
+        senders = Senders(self.attempt, self.concurrency)
         try:
             while True:
                 if pacemaker is not None:
                     pacemaker.tick(self.clock())
-                want = 0 if stop.is_set() else capacity - senders.in_flight
+                # Claimed rows may queue for the senders beyond the pacer's limit, so
+                # that a sender never waits for the loop, and each pass (a fixed cost of
+                # statements) records and claims many rows. While Kwai asked for a
+                # pause, nothing new is claimed (and `once` ends with what is in flight).
+                capacity = PREFETCH * self._gate.limit
+                want = 0 if stop.is_set() or self._gate.paused() else capacity - senders.in_flight
                 senders.submit(self._settle(done, tally, claim=want))
                 if not senders.in_flight:
                     if once or stop.is_set():
@@ -186,7 +210,8 @@ class Dispatcher:
             pacemaker.stop()
         return tally
 
-    def _settle(self, done: list[Recorder | None], tally: dict[str, int], *, claim: int) -> list[Claimed]:
+    def _settle(self, done: list[Recorder | None], tally: dict[str, int], *,
+                claim: int) -> list[tuple[Claimed, datetime]]:
         """Record every finished attempt and claim up to `claim` due rows, in one
         transaction: on SQLite each commit is an fsync, and one per event would cap
         throughput far below what Kwai can take. `None` in `done` is an attempt that
@@ -197,7 +222,7 @@ class Dispatcher:
         try:
             with self.outbox.batch():
                 now = self.clock()  # one time for the batch, so that alike outcomes share a statement
-                decisions = [decide(now) for decide in recorders]
+                decisions = [decision for decide in recorders if (decision := decide(now)) is not None]
                 finishes = [self._hold_store(d) if isinstance(d, HoldStore) else d for d in decisions]
                 self.outbox.finish_many(finishes, owner=self.owner)
                 # Expired leases (left by a dispatcher that died) and holds placed by
@@ -223,75 +248,35 @@ class Dispatcher:
             return []
         for finish in finishes:
             tally[finish.status] = tally.get(finish.status, 0) + 1
-        return rows
+        lease_until = now + timedelta(seconds=self.lease_seconds)
+        return [(row, lease_until) for row in rows]
 
 
 #: How often the loop looks for expired leases and for stores held by another dispatcher.
 RECHECK_SECONDS = 1.0
 
-#: Once one send has finished, how long to let others finish too, so that one commit
-#: records several outcomes (a few milliseconds against Kwai's round trip).
-GATHER_SECONDS = 0.003
+#: Claimed rows wait for a sender in a queue up to PREFETCH x the pacer's limit long.
+PREFETCH = 4
 
-#: Decides a sent row's outcome at the time the loop records it.
-Recorder = Callable[[datetime], Finish | HoldStore]
+#: Decides a sent row's outcome at the time the loop records it; None: nothing to record.
+Recorder = Callable[[datetime], "Finish | HoldStore | None"]
 
 
-class _Senders:
-    """`count` threads that run `attempt` on submitted rows and collect what it returns.
+def _left_to_lease(now: datetime) -> None:
+    """A row not sent because its lease would run out first: its lease expires and the
+    row comes back, with no attempt counted."""
+    return None
 
-    A plain queue and one condition rather than an executor's futures: the loop is one
-    thread sharing the GIL with every sender, and a future per event (its lock, its
-    waiters, a `wait` over the whole set on each pass) was CPU taken from the senders.
-    """
 
-    def __init__(self, attempt: Callable[[Claimed], Recorder], count: int) -> None:
-        self._attempt = attempt
-        self._todo: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
-        self._ready = threading.Condition(threading.Lock())
-        self._done: list[Recorder | None] = []
-        self.in_flight = 0  # submitted and not yet collected; changed under _ready
-        self._threads = [threading.Thread(target=self._work, name=f"kwai-send_{n}", daemon=True)
-                         for n in range(count)]
-        for thread in self._threads:
-            thread.start()
+def pace_answer(result: SendResult) -> tuple[Answer, float | None]:
+    """What Kwai's answer tells the pacer, and the Retry-After it asked for."""
+    status, outcome = result.status, result.outcome
+    if status == 429:
+        return Answer.THROTTLED, getattr(outcome, "retry_after", None)
+    if status is None or status == 408 or status >= 500 or isinstance(outcome, RetryLater):
+        return Answer.FAILED, None
+    return Answer.GOOD, None
 
-    def submit(self, rows: list[Claimed]) -> None:
-        if not rows:
-            return
-        with self._ready:
-            self.in_flight += len(rows)
-        for row in rows:
-            self._todo.put(row)
 
-    def _work(self) -> None:
-        while (row := self._todo.get()) is not None:
-            try:
-                decide: Recorder | None = self._attempt(row)
-            except Exception:
-                log.exception("sending an event failed unexpectedly; it returns when its lease expires")
-                decide = None
-            with self._ready:
-                self._done.append(decide)
-                # Wake the loop for the first result and for the last one, not for each.
-                if len(self._done) == 1 or len(self._done) == self.in_flight:
-                    self._ready.notify()
-
-    def collect(self, timeout: float | None) -> list[Recorder | None]:
-        """Wait up to `timeout` for an attempt to finish, then up to GATHER_SECONDS for
-        the others in flight; return (and forget) every finished one."""
-        with self._ready:
-            if not self._done:
-                self._ready.wait(timeout)
-            if self._done and len(self._done) < self.in_flight:
-                self._ready.wait(GATHER_SECONDS)
-            done, self._done = self._done, []
-            self.in_flight -= len(done)
-        return done
-
-    def close(self) -> None:
-        """Let the senders finish what was submitted, then stop them."""
-        for _ in self._threads:
-            self._todo.put(None)
-        for thread in self._threads:
-            thread.join()
+def _describe_rate(rate: float | None) -> str:
+    return "no cap on the rate" if rate is None else f"at most {rate:.1f} requests/s"
