@@ -26,8 +26,9 @@ SLOW_FACTOR = 3.0
 SLOW_MARGIN = 0.01
 BASELINE_SECONDS = 30.0
 #: After a 429 the rate is capped at RATE_DECREASE x the rate of good answers over the
-#: last RATE_WINDOW seconds (of sending), never below one request at a time at the
-#: fastest latency seen, nor LEAST_RATE; the cap then rises by RATE_GROWTH of itself
+#: last RATE_WINDOW seconds (of sending), or x the cap if lower (DECREASE x when the last
+#: cut was less than RATE_WINDOW of sending ago), never below one request at a time at
+#: the fastest latency seen, nor LEAST_RATE; the cap then rises by RATE_GROWTH of itself
 #: per second.
 RATE_DECREASE = 0.9
 RATE_WINDOW = 1.0
@@ -35,6 +36,11 @@ RATE_WINDOW = 1.0
 RATE_SAMPLES = 10
 RATE_GROWTH = 0.01
 LEAST_RATE = 1.0
+#: Requests go no closer together than the fastest round trip spread over this many
+#: times the limit: the answers to a wave of requests, all back at once, do not send the
+#: next wave all at once (a burst of work that webhooks on the same machine would wait
+#: behind), and bursts up to this many times the pace at the limit stay allowed.
+PACE_SPREAD = 2.0
 #: A Retry-After up to a day is believed and pauses sending, for PAUSE_LIMIT at most
 #: (every store shares the pause); a longer one is a server's mistake and is ignored.
 PAUSE_LIMIT = 60.0
@@ -58,10 +64,11 @@ class Pacer:
     with the time `admit` let it go.
     """
 
-    def __init__(self, *, cap: int, floor: int = FLOOR, initial: int = INITIAL) -> None:
+    def __init__(self, *, cap: int, floor: int = FLOOR, initial: int = INITIAL, spread: float = PACE_SPREAD) -> None:
         if cap < 1:
             raise ValueError(f"cap must be at least 1, not {cap}")
         self.cap = cap
+        self.spread = spread  # see PACE_SPREAD; inf: requests are not spaced
         self.floor = max(1, min(floor, cap))
         self._window = float(max(self.floor, min(initial, cap)))
         self.in_flight = 0
@@ -77,6 +84,7 @@ class Pacer:
         self._first_good_at: float | None = None
         self._rate_base: float | None = None  # requests/s; None: no cap on the rate
         self._rate_set_at = 0.0
+        self._rate_set_active = -math.inf  # when it was set, on the clock of `_active`
         self._next_slot = -math.inf
         self.paused_until = -math.inf
         self._pause_from = -math.inf  # when the last pause began
@@ -106,15 +114,23 @@ class Pacer:
             return self.paused_until - now
         if self.in_flight >= self.limit:
             return math.inf
-        rate = self.rate(now=now)
-        if rate is not None:
+        interval = self._interval(now=now)
+        if interval > 0:
             if now < self._next_slot:
                 return self._next_slot - now
             # A sender that woke late may use the slot it missed, not more.
-            slot = max(self._next_slot, now - 1 / rate)
-            self._next_slot = slot + 1 / rate
+            self._next_slot = max(self._next_slot, now - interval) + interval
         self.in_flight += 1
         return 0.0
+
+    def _interval(self, *, now: float) -> float:
+        """The least time between two requests: the rate cap's, or the limit spread over
+        PACE_SPREAD of the fastest round trip, whichever is longer (0: none)."""
+        rate = self.rate(now=now)
+        capped = 0.0 if rate is None else 1 / rate
+        fastest = self.baseline
+        spread = fastest / (self.spread * self.limit) if 0 < fastest < math.inf else 0.0
+        return max(capped, spread)
 
     # -- what it learns -------------------------------------------------------------
     def answered(self, answer: Answer, *, sent_at: float, now: float, retry_after: float | None = None) -> None:
@@ -195,12 +211,18 @@ class Pacer:
         """Cap the rate a little under what Kwai let through lately, or under the
         present cap when that is lower; with neither, no cap yet (the limit alone
         backs off meanwhile)."""
-        candidates = [rate for rate in (self.rate(now=now), self._let_through(self._active(now))) if rate is not None]
-        if candidates:
-            # Never below one request at a time: 429s that come whatever the pace (not
-            # a rate limit) would otherwise lower the cap on and on.
-            least = max(LEAST_RATE, 1 / self.baseline)
-            self._rate_base, self._rate_set_at = max(least, RATE_DECREASE * min(candidates)), now
+        active = self._active(now)
+        candidates = [rate for rate in (self.rate(now=now), self._let_through(active)) if rate is not None]
+        if not candidates:
+            return
+        # A 429 within a window of sending after the last cut: the cap is still well
+        # above Kwai's limit (say, a burst after each pause was counted in), cut harder.
+        factor = DECREASE if active - self._rate_set_active < RATE_WINDOW else RATE_DECREASE
+        # Never below one request at a time: 429s that come whatever the pace (not a
+        # rate limit) would otherwise lower the cap on and on.
+        least = max(LEAST_RATE, 1 / self.baseline)
+        self._rate_base = max(least, factor * min(candidates))
+        self._rate_set_at, self._rate_set_active = now, active
 
     def _decrease(self, *, now: float) -> None:
         self._window = max(float(self.floor), self._window * DECREASE)

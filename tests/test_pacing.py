@@ -8,7 +8,8 @@ from collections import deque
 import pytest
 
 from kwai_bridge.pacing import (
-    BELIEVED_RETRY_AFTER, DECREASE, FLOOR, INITIAL, PAUSE_LIMIT, RATE_DECREASE, RATE_GROWTH, Answer, Pacer,
+    BELIEVED_RETRY_AFTER, DECREASE, FLOOR, INITIAL, PACE_SPREAD, PAUSE_LIMIT, RATE_DECREASE, RATE_GROWTH, Answer,
+    Pacer,
 )
 
 GOOD, THROTTLED, FAILED, NONE = Answer.GOOD, Answer.THROTTLED, Answer.FAILED, Answer.NONE
@@ -91,11 +92,11 @@ LIMITS = [
 
 @pytest.mark.parametrize("what, cap, script, limit", LIMITS, ids=[row[0] for row in LIMITS])
 def test_the_next_limit(what, cap, script, limit):
-    assert Driver(Pacer(cap=cap)).run(script).pacer.limit == limit
+    assert Driver(Pacer(spread=math.inf, cap=cap)).run(script).pacer.limit == limit
 
 
 def test_a_limit_in_use_waits_for_an_answer():
-    pacer = Pacer(cap=2)
+    pacer = Pacer(spread=math.inf, cap=2)
     assert [pacer.admit(now=T0) for _ in range(3)] == [0, 0, math.inf]
     pacer.answered(GOOD, sent_at=T0, now=T0 + 0.01)
     assert pacer.admit(now=T0 + 0.01) == 0
@@ -103,12 +104,24 @@ def test_a_limit_in_use_waits_for_an_answer():
 
 @pytest.mark.parametrize("cap, floor, expected", [(64, 2, 2), (1, 2, 1), (64, 0, 1)])
 def test_the_floor_stays_within_one_and_the_cap(cap, floor, expected):
-    assert Pacer(cap=cap, floor=floor).floor == expected
+    assert Pacer(spread=math.inf, cap=cap, floor=floor).floor == expected
 
 
 def test_a_cap_below_one_is_refused():
     with pytest.raises(ValueError):
-        Pacer(cap=0)
+        Pacer(spread=math.inf, cap=0)
+
+
+def test_requests_are_spread_over_the_fastest_round_trip():
+    pacer = Pacer(cap=64)
+    assert [pacer.admit(now=T0) for _ in range(INITIAL)] == [0] * INITIAL  # no round trip known yet
+    for _ in range(INITIAL):
+        pacer.answered(GOOD, sent_at=T0, now=T0 + 0.2)
+    now, limit = T0 + 0.2, pacer.limit
+    interval = 0.2 / (PACE_SPREAD * limit)
+    assert [pacer.admit(now=now) for _ in range(2)] == [0, 0]  # a slot missed while idle, and now's
+    assert pacer.admit(now=now) == pytest.approx(interval)
+    assert pacer.admit(now=now + interval) == 0
 
 
 # -- the rate cap a 429 sets -----------------------------------------------------------
@@ -121,7 +134,7 @@ def steady(pacer: Pacer | Driver, *, rate: int, seconds: float, latency: float =
 
 
 def test_a_429_caps_the_rate_under_what_kwai_let_through():
-    driver = steady(Pacer(cap=64), rate=200, seconds=2)
+    driver = steady(Pacer(spread=math.inf, cap=64), rate=200, seconds=2)
     assert driver.pacer.rate(now=driver.now) is None
     driver.run([("send", 1), (THROTTLED, 1)])
     assert driver.pacer.rate(now=driver.now) == pytest.approx(RATE_DECREASE * 200, rel=0.02)
@@ -131,20 +144,28 @@ def test_a_429_caps_the_rate_under_what_kwai_let_through():
 
 
 def test_a_429_soon_after_the_start_sets_no_rate_cap_only_the_limit():
-    driver = steady(Pacer(cap=64), rate=200, seconds=0.3)
+    driver = steady(Pacer(spread=math.inf, cap=64), rate=200, seconds=0.3)
     driver.run([("send", 1), (THROTTLED, 1)])
     assert driver.pacer.rate(now=driver.now) is None
     assert driver.pacer.limit == int(INITIAL * DECREASE)
 
 
-def test_a_second_429_lowers_the_cap_again():
-    driver = steady(Pacer(cap=64), rate=200, seconds=2)
+def test_a_429_soon_after_the_last_cut_cuts_harder():
+    driver = steady(Pacer(spread=math.inf, cap=64), rate=200, seconds=2)
     driver.run([("send", 1), (THROTTLED, 1), ("wait", 0.1), ("send", 1), (THROTTLED, 1)])
-    assert driver.pacer.rate(now=driver.now) == pytest.approx(RATE_DECREASE ** 2 * 200, rel=0.03)
+    assert driver.pacer.rate(now=driver.now) == pytest.approx(DECREASE * RATE_DECREASE * 200, rel=0.03)
+
+
+def test_a_later_429_cuts_under_what_kwai_let_through_since():
+    driver = steady(Pacer(spread=math.inf, cap=64), rate=200, seconds=2)
+    driver.run([("send", 1), (THROTTLED, 1)])
+    steady(driver, rate=100, seconds=2)
+    driver.run([("send", 1), (THROTTLED, 1)])
+    assert driver.pacer.rate(now=driver.now) == pytest.approx(RATE_DECREASE * 100, rel=0.03)
 
 
 def test_the_rate_cap_spaces_the_requests_catching_up_one_missed_slot():
-    driver = steady(Pacer(cap=64), rate=200, seconds=2)
+    driver = steady(Pacer(spread=math.inf, cap=64), rate=200, seconds=2)
     driver.run([("send", 1), (THROTTLED, 1)])
     pacer, now = driver.pacer, driver.now
     interval = 1 / pacer.rate(now=now)
@@ -162,7 +183,7 @@ def test_the_rate_cap_spaces_the_requests_catching_up_one_missed_slot():
     (None, 0.0),
 ])
 def test_retry_after_pauses_every_request(retry_after, pause):
-    driver = Driver(Pacer(cap=64)).run([("send", 1), ("wait", 0.01), (THROTTLED, 1, retry_after)])
+    driver = Driver(Pacer(spread=math.inf, cap=64)).run([("send", 1), ("wait", 0.01), (THROTTLED, 1, retry_after)])
     pacer, now = driver.pacer, driver.now
     assert pacer.admit(now=now) == pytest.approx(pause)
     if pause:
@@ -171,7 +192,7 @@ def test_retry_after_pauses_every_request(retry_after, pause):
 
 
 def test_time_paused_does_not_count_in_the_rate_kwai_let_through():
-    driver = steady(Pacer(cap=64), rate=200, seconds=0.4)
+    driver = steady(Pacer(spread=math.inf, cap=64), rate=200, seconds=0.4)
     # Paused for 10 s: 120 good answers over 0.6 s of sending is still 200 a second.
     driver.run([("send", 1), ("wait", 0.01), (THROTTLED, 1, 10), ("wait", 10)])
     assert driver.pacer.rate(now=driver.now) is None  # too soon after the start to tell
