@@ -182,6 +182,7 @@ class Dispatcher:
             pacemaker.start(self.clock())
         tally: dict[str, int] = {}
         done: list[Recorder | None] = []
+        idle = 0  # passes in a row that found nothing to send
         senders = Senders(self.attempt, self.concurrency)
         try:
             while True:
@@ -197,9 +198,11 @@ class Dispatcher:
                 if not senders.in_flight:
                     if once or stop.is_set():
                         break
-                    stop.wait(poll_interval)
+                    idle += 1
+                    stop.wait(idle_wait(idle, poll_interval=poll_interval))
                     done = []
                     continue
+                idle = 0
                 # At capacity, wait for a sender; otherwise look for newly due rows at
                 # least every poll interval.
                 full = senders.in_flight >= capacity or stop.is_set()
@@ -257,6 +260,17 @@ RECHECK_SECONDS = 1.0
 
 #: Claimed rows wait for a sender in a queue up to PREFETCH x the pacer's limit long.
 PREFETCH = 4
+
+#: After a pass that found nothing to send, the first wait before looking again.
+IDLE_FIRST_WAIT = 0.05
+
+
+def idle_wait(idle: int, *, poll_interval: float) -> float:
+    """Seconds to wait after `idle` passes in a row found nothing to send: IDLE_FIRST_WAIT,
+    doubling up to the poll interval. Events that trickle in are sent as they come; left
+    to gather for a whole interval, they would leave in a burst of sends that takes the
+    CPU and the SQLite writer lock from webhooks for a moment."""
+    return min(poll_interval, IDLE_FIRST_WAIT * 2.0 ** min(idle - 1, 32))
 
 #: Decides a sent row's outcome at the time the loop records it; None: nothing to record.
 Recorder = Callable[[datetime], "Finish | HoldStore | None"]

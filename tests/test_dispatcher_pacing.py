@@ -15,7 +15,7 @@ from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.pacing import Answer, Pacer
 from kwai_bridge.senders import Gate, seconds
-from kwai_bridge.worker import Dispatcher, pace_answer
+from kwai_bridge.worker import Dispatcher, idle_wait, pace_answer
 from kwai_bridge.kwai.client import KwaiClient, RetryLater, SendResult, classify
 from tests.serving import store_entry, write_stores
 from tests.test_dispatcher import T0, Clock, accept, purchase
@@ -118,3 +118,15 @@ def test_the_pacer_finds_a_slower_pace_when_kwai_fails(build, kwai):
 def test_the_cap_is_the_concurrency_setting(build):
     _, dispatcher = build(clock=Clock(), cap=3)
     assert (dispatcher.pacer.cap, dispatcher.pacer.limit, dispatcher.concurrency) == (3, 3, 3)
+
+
+@pytest.mark.parametrize("idle, poll_interval, wait", [
+    (1, 1.0, 0.05),  # the first empty pass: look again soon, events trickle in
+    (2, 1.0, 0.1),
+    (5, 1.0, 0.8),
+    (6, 1.0, 1.0),  # then no more often than the poll interval
+    (1000, 1.0, 1.0),
+    (1, 0.01, 0.01),  # a poll interval shorter than the first wait wins
+])
+def test_an_idle_dispatcher_looks_again_soon_then_every_poll_interval(idle, poll_interval, wait):
+    assert idle_wait(idle, poll_interval=poll_interval) == pytest.approx(wait)
