@@ -22,12 +22,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## Benchmarks (not part of `make test`): dispatch throughput, webhook ingest, click limits,
+## Benchmarks (not part of `make test`): dispatch pace, webhook answers while Kwai is slow,
+## webhook ingest, click limits,
 ## webhooks beside idle and slow clients (installs wrk with apt-get if missing), and the
 ## long chaos run (it restarts the local PostgreSQL when run as root: see benchmarks/chaos.py).
 bench: $(STAMP)
 	status=0; \
 	$(BIN)/python benchmarks/dispatch.py || status=1; \
+	$(BIN)/python benchmarks/ack.py || status=1; \
 	$(BIN)/python benchmarks/ingest.py || status=1; \
 	$(BIN)/python benchmarks/clicks.py || status=1; \
 	$(BIN)/python benchmarks/slow_clients.py || status=1; \
