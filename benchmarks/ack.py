@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.dispatch import start_fake  # noqa: E402
-from benchmarks.ingest import SECRET, SHOP, free_port, request_factory, start  # noqa: E402
+from benchmarks.ingest import free_port, request_factory, start  # noqa: E402
 from benchmarks.loadgen import open_loop  # noqa: E402
+from benchmarks.scale import bridge_env  # noqa: E402
 from kwai_bridge.db import make_engine  # noqa: E402
 from kwai_bridge.outbox import Outbox  # noqa: E402
 
@@ -37,11 +38,11 @@ DEADLINE_S = 5.0
 KWAI_LATENCIES_MS = (0, 2000)
 
 
-def run(workdir: str, env: dict[str, str], args, *, kwai_ms: int, n: int) -> dict:
+def run(workdir: str, args, *, kwai_ms: int, n: int) -> dict:
     fake, kwai_url = start_fake(kwai_ms)
     database = f"{workdir}/ack-{n}.db"
     port = free_port()
-    env = {**env, "KWAI_BRIDGE_DATABASE_URL": f"sqlite:///{database}", "KWAI_BRIDGE_KWAI_ENDPOINT": kwai_url}
+    env = bridge_env(workdir, f"sqlite:///{database}", KWAI_ENDPOINT=kwai_url)
     command = [sys.executable, "-m", "kwai_bridge.cli", "serve", "--with-worker", "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(args.workers)]
     server = start(command, env, port)
@@ -72,16 +73,11 @@ def main() -> int:
     args = parser.parse_args()
     runs: dict[int, list[dict]] = {ms: [] for ms in KWAI_LATENCIES_MS}
     with tempfile.TemporaryDirectory() as workdir:
-        stores = Path(workdir) / "stores.toml"
-        stores.write_text(f'[[stores]]\nid = "bench"\nplatform = "shopify"\nshop = "{SHOP}"\n'
-                          f'webhook_secrets = ["{SECRET}"]\npixel_id = "px"\naccess_token = "tok"\n')
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "KWAI_BRIDGE_STORES": str(stores),
-               "KWAI_BRIDGE_LOG_LEVEL": "WARNING"}
         n = 0
         for _ in range(args.repeat):
             for kwai_ms in KWAI_LATENCIES_MS:
                 n += 1
-                runs[kwai_ms].append(run(workdir, env, args, kwai_ms=kwai_ms, n=n))
+                runs[kwai_ms].append(run(workdir, args, kwai_ms=kwai_ms, n=n))
 
     def median(ms: int, key: str) -> float:
         return statistics.median(r[key] for r in runs[ms])

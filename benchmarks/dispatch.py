@@ -187,9 +187,10 @@ def throughput(args, workdir: str) -> tuple[list[str], bool]:
                 mine = statistics.median(ours)
                 ratio = mine / max(medians.values())
                 failed |= ratio < THROUGHPUT_TARGET
+                verdict = "ok" if ratio >= THROUGHPUT_TARGET else "BELOW TARGET"
                 lines.append(f"{latency_ms:>10} ms {backend:>8} {count:>7} "
                              + " ".join(f"{medians[t]:>9.0f}" for t in BARE_THREADS)
-                             + f" {mine:>11.0f} {ratio:>8.2f}  {'ok' if ratio >= THROUGHPUT_TARGET else 'BELOW TARGET'}")
+                             + f" {mine:>11.0f} {ratio:>8.2f}  {verdict}")
         finally:
             proc.terminate()
             proc.wait()

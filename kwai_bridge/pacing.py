@@ -6,8 +6,8 @@ requests in flight grows while Kwai answers fast and well (doubling each round t
 first, then one more per round trip) and shrinks by DECREASE on a slow round, a 429, a
 5xx or a timeout, between a floor and a cap. A 429 also caps the request rate a little
 under what Kwai let through, a cap that then rises slowly, and a Retry-After pauses all
-sending. Time comes in as `now` (seconds on any steady clock), so the rules are a table
-in the tests.
+sending. Requests are spread over the round trip rather than sent in waves. Time comes
+in as `now` (seconds on any clock), so the rules are a table in the tests.
 """
 from __future__ import annotations
 
