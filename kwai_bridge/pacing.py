@@ -15,6 +15,8 @@ import enum
 import math
 from collections import deque
 
+from kwai_bridge.kwai.client import RetryLater, SendResult
+
 #: Requests in flight at the start, and the least the controller goes down to.
 INITIAL = 16
 FLOOR = 4
@@ -231,4 +233,14 @@ class Pacer:
         self._round, self._round_busy = [], False
 
 
-__all__ = ["Answer", "Pacer"]
+def pace_answer(result: SendResult) -> tuple[Answer, float | None]:
+    """What the Kwai client's result tells the pacer, and the Retry-After asked for."""
+    status, outcome = result.status, result.outcome
+    if status == 429:
+        return Answer.THROTTLED, getattr(outcome, "retry_after", None)
+    if status is None or status == 408 or status >= 500 or isinstance(outcome, RetryLater):
+        return Answer.FAILED, None
+    return Answer.GOOD, None
+
+
+__all__ = ["Answer", "Pacer", "pace_answer"]

@@ -8,6 +8,7 @@ from `rng`, so tests never sleep.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -21,7 +22,7 @@ from kwai_bridge.config import StoreConfig, StoreRegistry
 from kwai_bridge.db import EventStatus
 from kwai_bridge.heartbeat import DISPATCHER, Heartbeats, Pacemaker
 from kwai_bridge.outbox import Claimed, Finish, Outbox
-from kwai_bridge.pacing import Answer, Pacer
+from kwai_bridge.pacing import Answer, Pacer, pace_answer
 from kwai_bridge.retry import next_attempt_at
 from kwai_bridge.senders import Gate, Senders, seconds
 from kwai_bridge.kwai.client import (
@@ -192,7 +193,7 @@ class Dispatcher:
                 # that a sender never waits for the loop, and each pass (a fixed cost of
                 # statements) records and claims many rows. While Kwai asked for a
                 # pause, nothing new is claimed (and `once` ends with what is in flight).
-                capacity = PREFETCH * self._gate.limit
+                capacity = self._capacity()
                 want = 0 if stop.is_set() or self._gate.paused() else capacity - senders.in_flight
                 senders.submit(self._settle(done, tally, claim=want))
                 if not senders.in_flight:
@@ -212,6 +213,16 @@ class Dispatcher:
         if pacemaker is not None:
             pacemaker.stop()
         return tally
+
+    def _capacity(self) -> int:
+        """Rows to keep claimed: PREFETCH x the pacer's limit, but no more than the
+        senders start, at the fastest round trip, within half of what a lease leaves
+        beyond a send (a row that waits longer is not sent: see `attempt`)."""
+        limit, fastest = self._gate.limit, self.pacer.baseline
+        margin = self.lease_seconds - self._send_budget.total_seconds()
+        if not 0 < fastest < math.inf:
+            return PREFETCH * limit
+        return max(limit, min(PREFETCH * limit, limit + int(margin / 2 * limit / fastest)))
 
     def _settle(self, done: list[Recorder | None], tally: dict[str, int], *,
                 claim: int) -> list[tuple[Claimed, datetime]]:
@@ -280,16 +291,6 @@ def _left_to_lease(now: datetime) -> None:
     """A row not sent because its lease would run out first: its lease expires and the
     row comes back, with no attempt counted."""
     return None
-
-
-def pace_answer(result: SendResult) -> tuple[Answer, float | None]:
-    """What Kwai's answer tells the pacer, and the Retry-After it asked for."""
-    status, outcome = result.status, result.outcome
-    if status == 429:
-        return Answer.THROTTLED, getattr(outcome, "retry_after", None)
-    if status is None or status == 408 or status >= 500 or isinstance(outcome, RetryLater):
-        return Answer.FAILED, None
-    return Answer.GOOD, None
 
 
 def _describe_rate(rate: float | None) -> str:

@@ -13,9 +13,9 @@ import pytest
 from kwai_bridge.config import StoreRegistry
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.outbox import Outbox
-from kwai_bridge.pacing import Answer, Pacer
+from kwai_bridge.pacing import Answer, Pacer, pace_answer
 from kwai_bridge.senders import Gate, seconds
-from kwai_bridge.worker import Dispatcher, idle_wait, pace_answer
+from kwai_bridge.worker import Dispatcher, idle_wait
 from kwai_bridge.kwai.client import KwaiClient, RetryLater, SendResult, classify
 from tests.serving import store_entry, write_stores
 from tests.test_dispatcher import T0, Clock, accept, purchase
