@@ -41,7 +41,7 @@ class Settings:
     secret_keys: str = field(default="", repr=False)
     kwai_endpoint: str = DEFAULT_BASE_URL
     max_body_bytes: int = 1048576
-    dispatch_concurrency: int = 16
+    dispatch_concurrency: int = 64
     public_url: str = ""
     trusted_proxies: TrustedProxies = TrustedProxies()
     clicks_per_address: int = 120
@@ -151,7 +151,8 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
      "Kwai Event API base: POST goes to <endpoint>/api, GET to <endpoint>/gapi"),
     ("MAX_BODY_BYTES", "1048576", integer(1024, 100 * 1048576),
      "largest webhook body accepted; a larger one is answered 413"),
-    ("DISPATCH_CONCURRENCY", "16", integer(1, 256), "events the worker sends to Kwai at once"),
+    ("DISPATCH_CONCURRENCY", "64", integer(1, 256),
+     "the most events the worker sends to Kwai at once; below it the worker finds Kwai's pace"),
     ("PUBLIC_URL", "", _url("https://bridge.example.com"),
      "public base URL of the bridge, for printed webhook URLs and the snippet's click endpoint "
      "(empty: http://localhost:<port>, and the snippet is served to loopback hosts only)"),

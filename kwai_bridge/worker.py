@@ -1,18 +1,19 @@
 """The dispatcher: claims due events from the outbox, sends them to Kwai concurrently
-over one client, and records each outcome.
+over one client, at the pace the pacer finds, and records each outcome.
 
-Storage (kwai_bridge.outbox), the loop (this module) and the retry policy (kwai_bridge.retry)
-are kept apart. Time comes from `clock`, randomness from `rng`, so tests never sleep.
+Storage (kwai_bridge.outbox), the loop (this module), the pace (kwai_bridge.pacing) and
+the retry policy (kwai_bridge.retry) are kept apart. Time comes from `clock`, randomness
+from `rng`, so tests never sleep.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
-import queue
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from random import Random
 from time import perf_counter
@@ -24,7 +25,9 @@ from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus
 from kwai_bridge.heartbeat import DISPATCHER, Heartbeats, Pacemaker
 from kwai_bridge.outbox import Claimed, Finish, Outbox
+from kwai_bridge.pacing import Answer, Pacer, pace_answer
 from kwai_bridge.retry import next_attempt_at
+from kwai_bridge.senders import Gate, Senders, seconds
 from kwai_bridge.kwai.client import (
     TOKEN_REFUSED, Dead, Delivered, KwaiClient, Rejected, RetryLater, SendResult,
 )
@@ -51,18 +54,23 @@ def utcnow() -> datetime:
 
 
 class Dispatcher:
-    """Delivers the outbox to Kwai with at most `concurrency` requests in flight."""
+    """Delivers the outbox to Kwai with at most `concurrency` requests in flight, fewer
+    while the pacer (by default `Pacer(cap=concurrency)`) finds Kwai slow or refusing."""
 
     def __init__(self, *, outbox: Outbox, registry: StoreRegistry, client: KwaiClient,
-                 concurrency: int = 16, lease_seconds: float = 90.0,
+                 concurrency: int = 64, lease_seconds: float = 90.0,
                  clock: Clock = utcnow, rng: Random | None = None, owner: str | None = None,
-                 heartbeats: Heartbeats | None = None) -> None:
+                 heartbeats: Heartbeats | None = None, pacer: Pacer | None = None) -> None:
         self.outbox = outbox
         self.registry = registry
         self.client = client
         self.concurrency = max(1, concurrency)
         self.lease_seconds = lease_seconds
         self.clock = clock
+        self.pacer = pacer or Pacer(cap=self.concurrency)
+        self._gate = Gate(self.pacer, clock=seconds(clock))
+        # A row is sent only while its lease outlasts the longest a send may take.
+        self._send_budget = timedelta(seconds=sum(client.timeout))
         self.rng = rng or Random()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         # Where a running loop (not `once`) records that it is alive.
@@ -95,19 +103,35 @@ class Dispatcher:
         # replays, the held rows say so.
         return refused is not None or store.id in self._held_in_db
 
-    def attempt(self, row: Claimed) -> Recorder:
-        """Send one claimed row (in a sender thread); return how to decide its outcome,
-        which the loop records for every ready row in one transaction (`_settle`)."""
+    def attempt(self, leased: tuple[Claimed, datetime]) -> Recorder:
+        """Send one claimed row leased until the given time (in a sender thread) when the
+        pacer lets it go; return how to decide its outcome, which the loop records for
+        every ready row in one transaction (`_settle`)."""
+        row, lease_until = leased
         store = self.registry.get(row.store_id)
         if store is None:
             return partial(Finish, row.id, EventStatus.HELD, error=f"store {row.store_id} is not configured")
         if self._token_refused(store):
             return partial(Finish, row.id, EventStatus.HELD, error=HELD_FOR_TOKEN, result=TOKEN_REFUSED)
+        sent_at = self._gate.enter()
+        answer, retry_after = Answer.NONE, None
         try:
+            if self.clock() + self._send_budget > lease_until:
+                # It waited for the pacer so long that Kwai's answer might come after
+                # the lease, when another claim may have sent the row again.
+                log.info("event %s (%s): not sent, its lease would run out first; it comes back then",
+                         row.id, row.store_id)
+                return _left_to_lease
             result = self._send(row, store)
+            answer, retry_after = pace_answer(result)
         except EventError as exc:
             log.error("event %s (%s): refused before sending: %s", row.id, row.store_id, exc)
             return partial(Finish, row.id, EventStatus.DEAD, error=str(exc))
+        finally:
+            self._gate.leave(answer, sent_at=sent_at, retry_after=retry_after)
+        if answer is Answer.THROTTLED:
+            log.info("event %s (%s): Kwai answered 429; now at most %d in flight, %s", row.id, row.store_id,
+                     self.pacer.limit, _describe_rate(self.pacer.rate(now=sent_at)))
         return partial(self._decide, row, store, result)
 
     def _decide(self, row: Claimed, store: StoreConfig, result: SendResult, now: datetime) -> Finish | HoldStore:
@@ -165,23 +189,27 @@ class Dispatcher:
             pacemaker.start(self.clock())
         tally: dict[str, int] = {}
         done: list[Recorder | None] = []
-        # Claimed rows may queue for the senders beyond their number, so that a sender
-        # never waits for the loop, and each pass (a fixed cost of statements) records
-        # and claims many rows; the lease covers that short wait.
-        capacity = 4 * self.concurrency
-        senders = _Senders(self.attempt, self.concurrency)
+        idle = 0  # passes in a row that found nothing to send
+        senders = Senders(self.attempt, self.concurrency)
         try:
             while True:
                 if pacemaker is not None:
                     pacemaker.tick(self.clock())
-                want = 0 if stop.is_set() else capacity - senders.in_flight
+                # Claimed rows may queue for the senders beyond the pacer's limit, so
+                # that a sender never waits for the loop, and each pass (a fixed cost of
+                # statements) records and claims many rows. While Kwai asked for a
+                # pause, nothing new is claimed (and `once` ends with what is in flight).
+                capacity = self._capacity()
+                want = 0 if stop.is_set() or self._gate.paused() else capacity - senders.in_flight
                 senders.submit(self._settle(done, tally, claim=want))
                 if not senders.in_flight:
                     if once or stop.is_set():
                         break
-                    stop.wait(poll_interval)
+                    idle += 1
+                    stop.wait(idle_wait(idle, poll_interval=poll_interval))
                     done = []
                     continue
+                idle = 0
                 # At capacity, wait for a sender; otherwise look for newly due rows at
                 # least every poll interval.
                 full = senders.in_flight >= capacity or stop.is_set()
@@ -192,7 +220,18 @@ class Dispatcher:
             pacemaker.stop()
         return tally
 
-    def _settle(self, done: list[Recorder | None], tally: dict[str, int], *, claim: int) -> list[Claimed]:
+    def _capacity(self) -> int:
+        """Rows to keep claimed: PREFETCH x the pacer's limit, but no more than the
+        senders start, at the fastest round trip, within half of what a lease leaves
+        beyond a send (a row that waits longer is not sent: see `attempt`)."""
+        limit, fastest = self._gate.limit, self.pacer.baseline
+        margin = self.lease_seconds - self._send_budget.total_seconds()
+        if not 0 < fastest < math.inf:
+            return PREFETCH * limit
+        return max(limit, min(PREFETCH * limit, limit + int(margin / 2 * limit / fastest)))
+
+    def _settle(self, done: list[Recorder | None], tally: dict[str, int], *,
+                claim: int) -> list[tuple[Claimed, datetime]]:
         """Record every finished attempt and claim up to `claim` due rows, in one
         transaction: on SQLite each commit is an fsync, and one per event would cap
         throughput far below what Kwai can take. `None` in `done` is an attempt that
@@ -230,7 +269,8 @@ class Dispatcher:
             return []
         for finish in finishes:
             tally[finish.status] = tally.get(finish.status, 0) + 1
-        return rows
+        lease_until = now + timedelta(seconds=self.lease_seconds)
+        return [(row, lease_until) for row in rows]
 
 
 def _decided(decide: Recorder, now: datetime, tally: dict[str, int]) -> Finish | HoldStore | None:
@@ -247,69 +287,29 @@ def _decided(decide: Recorder, now: datetime, tally: dict[str, int]) -> Finish |
 #: How often the loop looks for expired leases and for stores held by another dispatcher.
 RECHECK_SECONDS = 1.0
 
-#: Once one send has finished, how long to let others finish too, so that one commit
-#: records several outcomes (a few milliseconds against Kwai's round trip).
-GATHER_SECONDS = 0.003
+#: Claimed rows wait for a sender in a queue up to PREFETCH x the pacer's limit long.
+PREFETCH = 4
 
-#: Decides a sent row's outcome at the time the loop records it.
-Recorder = Callable[[datetime], Finish | HoldStore]
+#: After a pass that found nothing to send, the first wait before looking again.
+IDLE_FIRST_WAIT = 0.05
 
 
-class _Senders:
-    """`count` threads that run `attempt` on submitted rows and collect what it returns.
+def idle_wait(idle: int, *, poll_interval: float) -> float:
+    """Seconds to wait after `idle` passes in a row found nothing to send: IDLE_FIRST_WAIT,
+    doubling up to the poll interval. Events that trickle in are sent as they come; left
+    to gather for a whole interval, they would leave in a burst of sends that takes the
+    CPU and the SQLite writer lock from webhooks for a moment."""
+    return min(poll_interval, IDLE_FIRST_WAIT * 2.0 ** min(idle - 1, 32))
 
-    A plain queue and one condition rather than an executor's futures: the loop is one
-    thread sharing the GIL with every sender, and a future per event (its lock, its
-    waiters, a `wait` over the whole set on each pass) was CPU taken from the senders.
-    """
+#: Decides a sent row's outcome at the time the loop records it; None: nothing to record.
+Recorder = Callable[[datetime], "Finish | HoldStore | None"]
 
-    def __init__(self, attempt: Callable[[Claimed], Recorder], count: int) -> None:
-        self._attempt = attempt
-        self._todo: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
-        self._ready = threading.Condition(threading.Lock())
-        self._done: list[Recorder | None] = []
-        self.in_flight = 0  # submitted and not yet collected; changed under _ready
-        self._threads = [threading.Thread(target=self._work, name=f"kwai-send_{n}", daemon=True)
-                         for n in range(count)]
-        for thread in self._threads:
-            thread.start()
 
-    def submit(self, rows: list[Claimed]) -> None:
-        if not rows:
-            return
-        with self._ready:
-            self.in_flight += len(rows)
-        for row in rows:
-            self._todo.put(row)
+def _left_to_lease(now: datetime) -> None:
+    """A row not sent because its lease would run out first: its lease expires and the
+    row comes back, with no attempt counted."""
+    return None
 
-    def _work(self) -> None:
-        while (row := self._todo.get()) is not None:
-            try:
-                decide: Recorder | None = self._attempt(row)
-            except Exception:
-                log.exception("sending an event failed unexpectedly; it returns when its lease expires")
-                decide = None
-            with self._ready:
-                self._done.append(decide)
-                # Wake the loop for the first result and for the last one, not for each.
-                if len(self._done) == 1 or len(self._done) == self.in_flight:
-                    self._ready.notify()
 
-    def collect(self, timeout: float | None) -> list[Recorder | None]:
-        """Wait up to `timeout` for an attempt to finish, then up to GATHER_SECONDS for
-        the others in flight; return (and forget) every finished one."""
-        with self._ready:
-            if not self._done:
-                self._ready.wait(timeout)
-            if self._done and len(self._done) < self.in_flight:
-                self._ready.wait(GATHER_SECONDS)
-            done, self._done = self._done, []
-            self.in_flight -= len(done)
-        return done
-
-    def close(self) -> None:
-        """Let the senders finish what was submitted, then stop them."""
-        for _ in self._threads:
-            self._todo.put(None)
-        for thread in self._threads:
-            thread.join()
+def _describe_rate(rate: float | None) -> str:
+    return "no cap on the rate" if rate is None else f"at most {rate:.1f} requests/s"

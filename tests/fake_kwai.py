@@ -17,7 +17,11 @@ For chaos tests it fails a share of requests at random (`chaos`): HTTP 5xx, time
 Kwai would not see an answer nobody read, a request whose client gave up before the
 answer is recorded as not delivered, so a count of deliveries is exact.
 
-Run alone: `python -m tests.fake_kwai --port 9000 --latency-ms 50 [--token T] [--verbose]`.
+For pacing tests it can refuse what comes faster than a rate (`rate_limit`): a token
+bucket answers 429 at once (no latency) to a request that finds it empty.
+
+Run alone: `python -m tests.fake_kwai --port 9000 --latency-ms 50 [--token T]
+[--rate-limit 200 [--retry-after 1]] [--verbose]`.
 """
 from __future__ import annotations
 
@@ -183,6 +187,17 @@ class _Canned:
     hang: bool = False  # no answer until the client gives up (a timeout on its side)
 
 
+@dataclass
+class _Bucket:
+    """A token bucket: `rate` tokens a second, up to `size`; `refusal` when it is empty."""
+
+    rate: float
+    size: float
+    refusal: _Canned
+    tokens: float
+    at: float
+
+
 def _kwai_body(code: int, message: str | None = None) -> bytes:
     answer: dict[str, Any] = {"result": code}
     if code != 1:
@@ -261,6 +276,7 @@ class FakeKwai:
         self._chaos_kinds: tuple[str, ...] = CHAOS_KINDS
         self._retry_afters: tuple[str, ...] = ABSURD_RETRY_AFTERS
         self.chaos_counts: Counter[str] = Counter()  # failures given by `chaos`, by kind
+        self._bucket: _Bucket | None = None
         self._server = _Server((host, port), _Handler, bind_and_activate=True)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
@@ -333,6 +349,36 @@ class FakeKwai:
             self._chaos_share, self._chaos_rng = share, rng
             self._chaos_kinds, self._retry_afters = tuple(kinds), tuple(retry_afters)
 
+    def rate_limit(self, per_second: float | None, *, burst: float | None = None,
+                   retry_after: float | None = None) -> None:
+        """From now on answer 429 (with `retry_after` seconds in Retry-After, if given) to
+        a request beyond `per_second` on average, with bursts of `burst` requests allowed
+        (default: a tenth of a second's worth, at least 1). None lifts the limit."""
+        bucket = None
+        if per_second is not None:
+            if per_second <= 0:
+                raise ValueError("per_second must be positive")
+            size = max(1.0, per_second / 10) if burst is None else burst
+            headers = () if retry_after is None else (("Retry-After", f"{retry_after:g}"),)
+            body = json.dumps({"status": 429, "error": "too many requests"}).encode()
+            bucket = _Bucket(per_second, size, _Canned(429, body, headers), tokens=size, at=time.monotonic())
+        with self._lock:
+            self._bucket = bucket
+
+    def _throttle(self) -> _Canned | None:
+        """The rate limit's refusal of a request arriving now, or None (a token taken)."""
+        with self._lock:
+            bucket = self._bucket
+            if bucket is None:
+                return None
+            now = time.monotonic()
+            bucket.tokens = min(bucket.size, bucket.tokens + (now - bucket.at) * bucket.rate)
+            bucket.at = now
+            if bucket.tokens < 1:
+                return bucket.refusal
+            bucket.tokens -= 1
+            return None
+
     def _chaos_failure(self) -> _Canned | None:
         """A failure for this request, or None (under `_lock`)."""
         rng = self._chaos_rng
@@ -378,8 +424,10 @@ class FakeKwai:
         return True
 
     def reset(self) -> None:
-        """Forget recorded requests and pending failures (latency and tokens stay as set)."""
+        """Forget recorded requests, pending failures, chaos and the rate limit (latency
+        and tokens stay as set)."""
         with self._lock:
+            self._bucket = None
             self._received.clear()
             self._delivered = 0
             self._connections = 0
@@ -392,9 +440,10 @@ class FakeKwai:
         url = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
-        if self.latency:
+        refusal = self._throttle()
+        if self.latency and refusal is None:
             time.sleep(self.latency)
-        fields, canned = self._answer(handler, url, raw)
+        fields, canned = self._answer(handler, url, raw, refusal)
         if canned.hang:
             _wait_until_gone(handler.connection, HANG_SECONDS)
         # A client that gave up before the answer never learns it: not a delivery.
@@ -420,27 +469,29 @@ class FakeKwai:
             print(f"{entry.method} {fields.get('event_name')} clickid={str(fields.get('clickid'))[:16]}"
                   f" -> HTTP {entry.status} result {entry.result}", flush=True)
 
-    def _answer(self, handler: BaseHTTPRequestHandler, url: Any, raw: bytes
+    def _answer(self, handler: BaseHTTPRequestHandler, url: Any, raw: bytes, refusal: _Canned | None
                 ) -> tuple[dict[str, Any], _Canned]:
-        """Return the parsed fields and the answer to give."""
+        """Return the parsed fields and the answer to give (`refusal` if the rate limit gave one)."""
         expected = API_PATH if handler.command == "POST" else GAPI_PATH
         if url.path != expected:
             return {}, _NOT_FOUND
         try:
-            fields, refusal = self._fields(handler, url, raw), None
+            fields, refused = self._fields(handler, url, raw), None
         except Refused as exc:
-            fields, refusal = {}, exc
+            fields, refused = {}, exc
+        if refusal is not None:
+            return fields, refusal
         with self._lock:
             canned = self._canned.popleft() if self._canned else self._chaos_failure()
         if canned is not None:
             return fields, canned
-        if refusal is None:
+        if refused is None:
             try:
                 check(fields, typed=handler.command == "POST", accepted_tokens=self.accepted_tokens)
             except Refused as exc:
-                refusal = exc
-        if refusal is not None:
-            return fields, _Canned(200, _kwai_body(refusal.code, str(refusal)), (), result=refusal.code)
+                refused = exc
+        if refused is not None:
+            return fields, _Canned(200, _kwai_body(refused.code, str(refused)), (), result=refused.code)
         return fields, _DELIVERED
 
     @staticmethod
@@ -480,10 +531,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--token", action="append", help="accept only these tokens (repeatable)")
+    parser.add_argument("--rate-limit", type=float, help="answer 429 beyond this many requests/s")
+    parser.add_argument("--retry-after", type=float, help="the Retry-After of those 429s, in seconds")
     parser.add_argument("--verbose", action="store_true", help="print each request briefly")
     args = parser.parse_args(argv)
     fake = FakeKwai(args.host, args.port, latency=args.latency_ms / 1000,
                     accepted_tokens=set(args.token) if args.token else None, verbose=args.verbose)
+    if args.rate_limit:
+        fake.rate_limit(args.rate_limit, retry_after=args.retry_after)
     with fake:
         print(fake.base_url, flush=True)
         try:

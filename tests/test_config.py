@@ -340,7 +340,7 @@ def test_settings_defaults():
     assert settings.kwai_post_url == "https://www.adsnebula.com/log/common/api"
     assert settings.kwai_get_url == "https://www.adsnebula.com/log/common/gapi"
     assert (settings.max_body_bytes, settings.dispatch_concurrency, settings.trusted_proxies) == (
-        1048576, 16, TrustedProxies())
+        1048576, 64, TrustedProxies())
     assert not settings.trusted_proxies and settings.clicks_per_address == 120
     assert (settings.sqlite_synchronous, settings.lease_seconds, settings.poll_interval) == ("FULL", 90, 1.0)
     assert (settings.body_retention_days, settings.sent_retention_days) == (7, 30)

@@ -275,3 +275,21 @@ def test_a_client_that_gave_up_before_the_answer_got_no_delivery(fake):
     (request,) = fake.received
     assert (request.answered, request.result) == (False, None)
     assert not fake.wait_for(1, timeout=0.05)
+
+
+def test_rate_limit_refuses_beyond_the_burst_at_once_then_lifts(fake):
+    fake.latency = 3.0  # a refusal is answered without it (a read timeout would fail below)
+    fake.rate_limit(0.001, burst=2, retry_after=1)  # a token every 1,000 s: none comes back
+    fake.latency = 0.0
+    answers = [post(fake, VALID) for _ in range(2)]
+    fake.latency = 3.0
+    refused = requests.post(fake.base_url + "/api", json=VALID, timeout=(5, 2))
+    assert [a.json() for a in answers] == [{"result": 1}, {"result": 1}]
+    assert (refused.status_code, refused.headers["Retry-After"]) == (429, "1")
+    assert [r.status for r in fake.received] == [200, 200, 429]
+    assert fake.received[2].fields["clickid"] == "ck", "the refused request is recorded as sent"
+    fake.latency = 0.0
+    fake.rate_limit(None)
+    assert post(fake, VALID).json() == {"result": 1}
+    with pytest.raises(ValueError):
+        fake.rate_limit(0)

@@ -62,7 +62,7 @@ class _Statements:
 
     def __init__(self, dialect) -> None:
         self._webhook(upsert_insert(dialect), dialect)
-        self._claims()
+        self._claims(dialect)
         self._finishes()
 
     def _webhook(self, insert, dialect) -> None:
@@ -99,7 +99,7 @@ class _Statements:
             where=high_water.c["count"] < stmt.excluded["count"],
         ).returning(high_water.c["count"]), high_water, dialect)
 
-    def _claims(self) -> None:
+    def _claims(self, dialect) -> None:
         """The dispatcher's claim: the same three statements on every pass."""
         c = events.c
         self.expired = (
@@ -121,8 +121,13 @@ class _Statements:
         self.lease = (
             update(events).where(c.id.in_(bindparam("ids", expanding=True))).values(leased)
             .returning(*sending))
+        # On SQLite the rows picked cannot change before they are leased (one writer at
+        # a time), and a status condition here makes its planner walk every pending row
+        # of the status index instead of looking the picked ids up: a claim then costs
+        # as much as the backlog is long.
+        still_pending = () if dialect.name == "sqlite" else (c.status == EventStatus.PENDING,)
         self.lease_due = (
-            update(events).add_cte(picked).where(c.id.in_(select(picked.c.id)), c.status == EventStatus.PENDING)
+            update(events).add_cte(picked).where(c.id.in_(select(picked.c.id)), *still_pending)
             .values(leased).returning(*sending))
 
     def _finishes(self) -> None:

@@ -1,0 +1,104 @@
+"""Webhook answer time does not depend on Kwai: `kwai-bridge serve --with-worker` takes
+signed orders in open loop while its dispatcher sends their events to a fake Kwai that
+answers at once, then to one that answers after 2 s, in alternating runs.
+
+Each run: a fresh SQLite database (WAL, synchronous=FULL), gunicorn x `--workers`, the
+fake Kwai in its own process, `--rate` webhooks a second (Poisson arrivals, a new
+connection each, latency from the scheduled send time) for `--seconds` after a warm-up.
+Target: the p99 with the slow Kwai within 10 % of the p99 with the fast one (medians of
+`--repeat` runs), and no answer later than 5 s. Also printed: events sent and waiting when each run ended, to show the
+dispatcher was busy (fast Kwai) or backed up (slow Kwai).
+
+    python benchmarks/ack.py [--rate 100] [--seconds 20] [--workers 2] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.dispatch import start_fake  # noqa: E402
+from benchmarks.ingest import free_port, request_factory, start  # noqa: E402
+from benchmarks.loadgen import open_loop  # noqa: E402
+from benchmarks.scale import bridge_env  # noqa: E402
+from kwai_bridge.db import make_engine  # noqa: E402
+from kwai_bridge.outbox import Outbox  # noqa: E402
+
+#: How far apart the two p99s may be, as a share of the fast Kwai's.
+TOLERANCE = 0.1
+#: Shopify's and Shopline's deadline: an answer later than this counts as failed.
+DEADLINE_S = 5.0
+KWAI_LATENCIES_MS = (0, 2000)
+
+
+def run(workdir: str, args, *, kwai_ms: int, n: int) -> dict:
+    fake, kwai_url = start_fake(kwai_ms)
+    database = f"{workdir}/ack-{n}.db"
+    port = free_port()
+    env = bridge_env(workdir, f"sqlite:///{database}", KWAI_ENDPOINT=kwai_url)
+    command = [sys.executable, "-m", "kwai_bridge.cli", "serve", "--with-worker", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(args.workers)]
+    server = start(command, env, port)
+    try:
+        make, _ = request_factory(port, 10_000_000 * n)
+        open_loop("127.0.0.1", port, make, rate=args.rate, seconds=2.0, timeout=DEADLINE_S)  # warm-up
+        make, _ = request_factory(port, 10_000_000 * n + 1_000_000)
+        result = open_loop("127.0.0.1", port, make, rate=args.rate, seconds=args.seconds, timeout=DEADLINE_S)
+        engine = make_engine(f"sqlite:///{database}")
+        counts = Outbox(engine).counts()
+        engine.dispose()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        fake.terminate()
+        fake.wait()
+    return {"p50": result.percentile(50) * 1000, "p99": result.percentile(99) * 1000,
+            "failed": result.errors, "sent": result.sent, "events_sent": counts.get("sent", 0),
+            "events_waiting": counts.get("pending", 0) + counts.get("sending", 0)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="webhooks per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each; medians are shown")
+    args = parser.parse_args()
+    runs: dict[int, list[dict]] = {ms: [] for ms in KWAI_LATENCIES_MS}
+    with tempfile.TemporaryDirectory() as workdir:
+        n = 0
+        for _ in range(args.repeat):
+            for kwai_ms in KWAI_LATENCIES_MS:
+                n += 1
+                runs[kwai_ms].append(run(workdir, args, kwai_ms=kwai_ms, n=n))
+
+    def median(ms: int, key: str) -> float:
+        return statistics.median(r[key] for r in runs[ms])
+
+    print(f"\nWebhook answers while the dispatcher sends to Kwai: serve --with-worker, gunicorn x {args.workers}, "
+          f"SQLite WAL FULL, {args.rate:.0f} webhooks/s in open loop for {args.seconds:.0f} s, "
+          f"medians of {args.repeat} alternating runs")
+    print(f"{'Kwai answers':<14} {'p50':>8} {'p99':>9} {'p99 runs':>24} {'failed':>7} {'events sent':>12} "
+          f"{'waiting':>8}")
+    for ms in KWAI_LATENCIES_MS:
+        label = "at once" if ms == 0 else f"after {ms / 1000:g} s"
+        each = ", ".join(f"{r['p99']:.1f}" for r in runs[ms])
+        print(f"{label:<14} {median(ms, 'p50'):>6.1f}ms {median(ms, 'p99'):>7.1f}ms {each:>24} "
+              f"{sum(r['failed'] for r in runs[ms]):>7} {median(ms, 'events_sent'):>12.0f} "
+              f"{median(ms, 'events_waiting'):>8.0f}")
+    fast, slow = median(0, "p99"), median(KWAI_LATENCIES_MS[-1], "p99")
+    ratio = slow / fast
+    print(f"p99 with Kwai slow / p99 with Kwai fast = {ratio:.2f} (target {1 - TOLERANCE:g} to {1 + TOLERANCE:g})")
+    failed = sum(r["failed"] for rs in runs.values() for r in rs)
+    return 0 if abs(ratio - 1) <= TOLERANCE and not failed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
