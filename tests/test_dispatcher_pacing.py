@@ -10,14 +10,13 @@ from random import Random
 
 import pytest
 
-from kwai_bridge.config import StoreRegistry
 from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.pacing import Answer, Pacer, pace_answer
 from kwai_bridge.senders import Gate, seconds
 from kwai_bridge.worker import Dispatcher, idle_wait
 from kwai_bridge.kwai.client import KwaiClient, RetryLater, SendResult, classify
-from tests.serving import store_entry, write_stores
+from tests.serving import registry_for, store_entry, write_stores
 from tests.test_dispatcher import T0, Clock, accept, purchase
 
 
@@ -75,7 +74,7 @@ def build(database_url, tmp_path, kwai):
         migrate(engine)
         outbox = Outbox(engine)
         client = KwaiClient(kwai.base_url, connect_timeout=1, read_timeout=read_timeout)
-        return outbox, Dispatcher(outbox=outbox, registry=StoreRegistry(stores, environ={}), client=client,
+        return outbox, Dispatcher(outbox=outbox, registry=registry_for(engine, stores), client=client,
                                   concurrency=cap, lease_seconds=lease_seconds, clock=clock, rng=Random(7))
     return dispatcher
 
