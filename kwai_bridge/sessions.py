@@ -60,7 +60,7 @@ class Session:
     expires_at: datetime
 
     def form_token_matches(self, sent: str | None) -> bool:
-        return bool(sent) and hmac.compare_digest(self.csrf.encode(), sent.encode())
+        return bool(sent) and hmac.compare_digest(self.csrf.encode(), sent.encode("utf-8", "replace"))
 
 
 class Sessions:
