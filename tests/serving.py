@@ -2,7 +2,6 @@
 as child processes on loopback."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -16,6 +15,7 @@ from typing import Any, Iterable, Mapping
 import requests
 
 from kwai_bridge.catalog import Catalog, StoreRegistry, import_file
+from kwai_bridge.cli.stores import toml_value
 from kwai_bridge.sealing import make_sealer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,20 +40,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
-
-
 def store_entry(platform: str, store_id: str | None = None, **overrides: Any) -> dict[str, Any]:
     entry = {
         "id": store_id or f"{platform}-store",
@@ -72,7 +58,7 @@ def write_stores(path: Path, stores: Iterable[Mapping[str, Any]]) -> Path:
     lines = []
     for store in stores:
         lines.append("[[stores]]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in store.items())
+        lines.extend(f"{k} = {toml_value(v)}" for k, v in store.items())
         lines.append("")
     path.write_text("\n".join(lines))
     return path

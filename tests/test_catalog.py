@@ -14,12 +14,13 @@ from adapters.values import Conversion
 from kwai_bridge import audit
 from kwai_bridge.catalog import Catalog, StoreBusy, StoreExists, StoreRegistry, import_at_start, import_file
 from kwai_bridge.config import ConfigError, ConfigErrors, check_store
-from kwai_bridge.db import make_engine, migrate, store_generation, stores
+from kwai_bridge.db import store_generation, stores
 from kwai_bridge.kwai.events import KwaiEvent
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.runtime import Runtime
 from kwai_bridge.sealing import Sealer, SealingError, hint, make_sealer, new_key
 from tests.serving import SECRETS, store_entry, write_stores
+from tests.outbox_helpers import engine  # noqa: F401  (a fixture: a migrated database)
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 KEY_A, KEY_B = new_key(), new_key()
@@ -33,13 +34,6 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    migrate(engine)
-    return engine
 
 
 @pytest.fixture

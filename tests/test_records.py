@@ -10,20 +10,14 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from kwai_bridge import db
-from kwai_bridge.db import EventStatus, events, make_engine, migrate
+from kwai_bridge.db import EventStatus, events, migrate
 from kwai_bridge.kwai.client import KwaiClient
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.records import MAX_LIMIT, BadQuery, Records, pages
 from kwai_bridge.worker import Dispatcher
 from tests.records_data import STORES, T0, accept, conversion, fill, set_status
 from tests.serving import registry_for, store_entry, write_stores
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    migrate(engine)
-    return engine
+from tests.outbox_helpers import engine  # noqa: F401  (a fixture: a migrated database)
 
 
 @pytest.fixture
