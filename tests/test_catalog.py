@@ -2,6 +2,9 @@
 import, the registry every process serves from, and secrets sealed at rest."""
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import os
 import stat
 import threading
@@ -190,14 +193,39 @@ def test_a_store_being_changed_never_disappears(catalog):
 
 # -- secrets ---------------------------------------------------------------------------
 def test_no_secret_is_stored_in_clear(catalog, engine):
+    alert_url = "https://hooks.example.com/services/T0/B0/acme-alerts"
     catalog.create(config(access_token="tok-clear-never-4321", webhook_secrets=["whsec-clear-never-8765"],
-                          click_tokens=["c" * 40]), actor="a", now=NOW)
+                          click_tokens=["c" * 40], alert_webhook_url=alert_url), actor="a", now=NOW)
     with engine.connect() as conn:
         document = conn.execute(select(stores.c.document)).scalar()
-    for secret in ("tok-clear-never-4321", "whsec-clear-never-8765", "c" * 40):
+    for secret in ("tok-clear-never-4321", "whsec-clear-never-8765", "c" * 40, "acme-alerts"):
         assert secret not in document
     assert hint("tok-clear-never-4321") in document and "4321" in hint("tok-clear-never-4321")
     assert catalog.get("acme").config.access_token == "tok-clear-never-4321"
+    assert catalog.get("acme").config.alert_webhook_url == alert_url
+
+
+def test_an_alert_url_stored_in_clear_by_an_earlier_release_still_reads(catalog, engine):
+    """Earlier releases kept a store's alert URL among its plain fields; such a store reads
+    as before, and its next save seals it."""
+    alert_url = "https://hooks.example.com/services/T0/B0/acme-alerts"
+    catalog.create(config(), actor="a", now=NOW)
+    with engine.begin() as conn:
+        document = json.loads(conn.execute(select(stores.c.document)).scalar())
+        del document["secrets"]["alert_webhook_url"]
+        document["fields"]["alert_webhook_url"] = alert_url
+        conn.execute(stores.update().values(document=json.dumps(document)))
+    assert catalog.get("acme").config.alert_webhook_url == alert_url
+    catalog.replace(replace(catalog.get("acme").config, quiet_hours=6), actor="a", now=NOW)
+    with engine.connect() as conn:
+        stored = conn.execute(select(stores.c.document)).scalar()
+    assert "acme-alerts" not in stored
+    assert catalog.get("acme").config.alert_webhook_url == alert_url
+
+
+def test_an_unset_optional_secret_has_no_hint():
+    assert hint("") == ""
+    assert hint("short") == "…"
 
 
 def test_keys_rotate_and_a_missing_key_keeps_what_the_process_had(engine):
