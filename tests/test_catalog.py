@@ -128,6 +128,34 @@ def test_import_creates_updates_leaves_alone_and_prunes(catalog, tmp_path):
     assert (pruned.unchanged, pruned.removed, catalog.ids()) == (("acme",), ("woo",), ["acme"])
 
 
+def test_processes_starting_together_with_the_same_file_all_import_it(engine, tmp_path):
+    """The machines of one deployment start at once with the same stores file: each
+    process imports it, and none fails because another created the stores first."""
+    key = (KEY_A.encode(),)
+    for round_ in range(5):
+        path = write_stores(tmp_path / f"stores-{round_}.toml",
+                            [store_entry("shopify", f"acme{round_}", shop=f"acme{round_}.myshopify.com"),
+                             store_entry("woocommerce", f"woo{round_}", shop=f"https://woo{round_}.example")])
+        barrier, outcomes = threading.Barrier(6), []
+
+        def start() -> None:
+            catalog = Catalog(engine, sealer=Sealer(key, "test"))
+            barrier.wait()
+            try:
+                outcomes.append(import_at_start(catalog, path, environ={}, actor="test", now=NOW))
+            except ConfigError as exc:  # pragma: no cover - what the test is for
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(o is not None and not isinstance(o, Exception) for o in outcomes), outcomes
+        created = [name for o in outcomes for name in o.created]
+        assert sorted(created) == sorted([f"acme{round_}", f"woo{round_}"])
+
+
 def test_references_are_resolved_at_import_and_kept_for_export(catalog, tmp_path):
     path = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme", access_token="${ACME_TOKEN}")])
     with pytest.raises(ConfigError, match="environment variable ACME_TOKEN is not set"):
