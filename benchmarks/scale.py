@@ -41,7 +41,9 @@ from benchmarks.loadgen import open_loop  # noqa: E402
 from kwai_bridge.db import EventStatus, deliveries, events, make_engine, migrate  # noqa: E402
 from kwai_bridge.jsontext import compact  # noqa: E402
 from kwai_bridge.outbox import Finish, Outbox  # noqa: E402
+from kwai_bridge.sealing import new_key  # noqa: E402
 
+SECRET_KEY = new_key()
 CLAIM_TARGET, PRUNE_TARGET, TWO_TARGET, RSS_GROWTH = 1.5, 2.0, 1.8, 0.10
 WEB_RSS_MB = 80
 CHUNK = 20_000
@@ -157,6 +159,7 @@ def bridge_env(workdir: str, database_url: str, **settings: str) -> dict[str, st
     stores.write_text(f'[[stores]]\nid = "{STORE.id}"\nplatform = "shopify"\nshop = "{SHOP}"\n'
                       f'webhook_secrets = ["{SECRET}"]\npixel_id = "px"\naccess_token = "tok"\n')
     return {**os.environ, "PYTHONPATH": str(ROOT), "KWAI_BRIDGE_STORES": str(stores),
+            "KWAI_BRIDGE_SECRET_KEYS": SECRET_KEY,  # the same on every process, as a shared database needs
             "KWAI_BRIDGE_LOG_LEVEL": "WARNING", "KWAI_BRIDGE_DATABASE_URL": database_url,
             **{f"KWAI_BRIDGE_{name}": value for name, value in settings.items()}}
 
