@@ -13,7 +13,7 @@ from kwai_bridge.kwai.events import KwaiEvent
 
 RESPONSE_LIMIT = 2000
 #: Rows per pruning transaction: each holds the writer lock while it runs, so a webhook
-#: arriving then waits that long (100 rows: a few milliseconds; 500 quadrupled p99).
+#: arriving then waits that long (100 rows: a few milliseconds).
 PRUNE_BATCH = 100
 _OUTCOMES = tuple(DeliveryOutcome)
 #: Header names that must never be stored (signatures and credentials).
