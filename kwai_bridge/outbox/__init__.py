@@ -23,9 +23,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapters.values import Conversion
 from kwai_bridge.db import (
-    DeliveryOutcome, EventStatus, any_pair, deliveries, event_identifiers, events, reading, writing_cursor,
+    DeliveryOutcome, EventStatus, any_pair, deliveries, event_identifiers, events, reading,
 )
 from kwai_bridge.jsontext import compact
+from kwai_bridge.outbox.commits import GroupCommit
 from kwai_bridge.outbox.leases import LeaseQueries
 from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
@@ -46,6 +47,7 @@ class Outbox(LeaseQueries):
         self.engine = engine
         self._local = threading.local()
         self._statements = _Statements(engine.dialect)
+        self._commits = GroupCommit(engine)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -95,7 +97,8 @@ class Outbox(LeaseQueries):
             "received_at": received_at, "outcome": outcome, "error": error, "body": body,
             "headers": compact(_safe_headers(headers)), "body_sha256": body_sha256})
         rows = self._event_rows(store_id, platform, conversions, received_at)
-        with writing_cursor(self.engine) as cursor:
+
+        def store(cursor) -> AcceptResult:
             delivery_id = q.insert_delivery.returning(cursor, delivery)
             if delivery_id is None:
                 earlier = None
@@ -106,7 +109,10 @@ class Outbox(LeaseQueries):
                 added = self._insert_events(cursor, earlier[0], store_id, rows)
                 return AcceptResult(delivery_id=earlier[0], duplicate=True, created=len(added), added=added)
             added = self._insert_events(cursor, delivery_id, store_id, rows)
-        return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=added)
+            return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=added)
+
+        # Committed together with the other webhooks of this process that wait to be.
+        return self._commits.run(store)
 
     def seen(self, store_id: str, *, delivery_key: str, body_sha256: str) -> bool:
         """Whether the store has a delivery with this key or this body already."""
