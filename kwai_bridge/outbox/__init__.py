@@ -32,6 +32,7 @@ from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
     _safe_headers, delivery_row, event_row,
 )
+from kwai_bridge.outbox.single import OneStatementAccept
 from kwai_bridge.outbox.statements import _Statements
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Outbox(LeaseQueries):
         self._local = threading.local()
         self._statements = _Statements(engine.dialect)
         self._commits = GroupCommit(engine)
+        self._single = OneStatementAccept(engine.dialect) if engine.dialect.name == "postgresql" else None
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -97,6 +99,13 @@ class Outbox(LeaseQueries):
             "received_at": received_at, "outcome": outcome, "error": error, "body": body,
             "headers": compact(_safe_headers(headers)), "body_sha256": body_sha256})
         rows = self._event_rows(store_id, platform, conversions, received_at)
+        if self._single is not None and not any(conversion.high_water for conversion in conversions):
+            delivery_id, added = self._single.accept(self.engine, delivery, rows)
+            if delivery_id is not None:
+                return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=tuple(added))
+            if not (body_decides and body_sha256 is not None and rows):
+                return AcceptResult(delivery_id=None, duplicate=True, created=0)
+            # A body first stored under another topic may still owe this topic's events.
 
         def store(cursor) -> AcceptResult:
             delivery_id = q.insert_delivery.returning(cursor, delivery)
