@@ -1,6 +1,7 @@
 -- wrk script: send the pre-built HTTP requests of a file (as written by
 -- benchmarks/slow_clients.py: whole requests with a Content-Length, one after the
--- other) in turn, and print the run's counts as one JSON line at the end.
+-- other) in turn, and print the run's counts and latency percentiles (microseconds)
+-- as one JSON line at the end.
 --     wrk -t1 -c16 -d5s -s benchmarks/requests.lua http://127.0.0.1:PORT -- FILE
 
 local requests = {}
@@ -28,6 +29,8 @@ end
 function done(summary, latency, _)
   local e = summary.errors
   io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
+    '{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, '
+    .. '"p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
 end

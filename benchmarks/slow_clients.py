@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
@@ -35,21 +34,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.ingest import SECRET, SHOP, free_port, gunicorn_command, request_factory, start  # noqa: E402
 from benchmarks.loadgen import open_loop  # noqa: E402
+from benchmarks.wrk import ensure_wrk, run_wrk, write_requests as wrk_requests  # noqa: E402
 from kwai_bridge.web.serving import HEAD_TIMEOUT, gunicorn_options  # noqa: E402
 
 P99_TARGET_MS = 100.0
 THROUGHPUT_TARGET = 0.9
 DEADLINE_S = 5.0
 SYNC = "sync"
-
-
-def ensure_wrk() -> str:
-    """wrk's path, installing Debian's package first if it is missing (as .ci/run does)."""
-    if not shutil.which("wrk"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk") or sys.exit("wrk is needed: apt-get install wrk")
 
 
 class Server:
@@ -109,26 +100,13 @@ def latency(server: Server, args, offset: int, *, rate: float) -> dict:
 
 
 def write_requests(path: Path, offset: int, count: int) -> None:
-    make, _ = request_factory(0, offset)
-    with path.open("wb") as out:
-        for n in range(count):
-            out.write(make(n))
-
-
-def wrk_command(wrk: str, port: int, requests_file: Path, seconds: float, concurrency: int) -> list[str]:
-    return [wrk, "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", str(ROOT / "benchmarks/requests.lua"),
-            f"http://127.0.0.1:{port}", "--", str(requests_file)]
+    """`count` distinct signed orders, from order `offset` on, as wrk sends them."""
+    wrk_requests(path, request_factory(0, offset)[0], count)
 
 
 def throughput(wrk: str, server: Server, files: dict[str, Path], args) -> dict:
-    subprocess.run(wrk_command(wrk, server.port, files["warm-up"], 1, args.concurrency), check=True,
-                   capture_output=True)
-    done = subprocess.run(wrk_command(wrk, server.port, files["measured"], args.seconds, args.concurrency),
-                          check=True, capture_output=True, text=True)
-    counts = json.loads(done.stdout.strip().splitlines()[-1])
-    errors = sum(counts[k] for k in ("connect", "read", "write", "status", "timeout"))
-    return {"rate": (counts["requests"] - counts["status"]) / (counts["duration_us"] / 1e6), "errors": errors,
-            "requests": counts["requests"]}
+    run_wrk(wrk, server.port, files["warm-up"], seconds=1, concurrency=args.concurrency)
+    return run_wrk(wrk, server.port, files["measured"], seconds=args.seconds, concurrency=args.concurrency)
 
 
 def main() -> int:

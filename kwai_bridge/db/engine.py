@@ -96,6 +96,29 @@ def writing_cursor(engine: Engine) -> Iterator[Any]:
 
 
 @contextmanager
+def autocommit_cursor(engine: Engine) -> Iterator[Any]:
+    """A cursor on one of the pool's PostgreSQL connections in autocommit: each statement
+    is its own transaction, committed (and flushed to the WAL) before it returns. For the
+    webhook path's single statement (kwai_bridge.outbox.single): no BEGIN and no COMMIT
+    round trip. The connection goes back to the pool as the pool lent it."""
+    fairy = engine.raw_connection()
+    try:
+        dbapi_connection = fairy.dbapi_connection
+        dbapi_connection.autocommit = True
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+        finally:
+            if not dbapi_connection.closed:
+                dbapi_connection.autocommit = False
+    finally:
+        fairy.close()
+
+
+@contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A connection for reads: on SQLite a deferred BEGIN, so readers never queue on writers."""
     with engine.connect() as conn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -94,10 +95,13 @@ class WriterLockedConnection(sqlite3.Connection):
     the wait is not bounded by a timeout.
 
     Inside one process, writers first queue on a lock of the process, so that only one
-    of its threads or greenlets at a time waits in (or holds) `flock`. A greenlet blocked
-    in `flock` blocks its whole process: if it waited there for another greenlet of the
-    same process, nothing would ever let go. A thread or greenlet that already holds the
-    lock through another connection is refused at once instead of waiting for itself.
+    of its threads or greenlets at a time waits in (or holds) `flock`: a file lock is
+    the process's, and a second writer of the same process must wait for the first
+    here, not inside `flock`. Under gevent the wait in `flock` (and the WAL sync after
+    COMMIT) runs in a thread of the hub's pool (`off_the_loop`), so the process's other
+    greenlets go on reading and converting webhooks meanwhile. A thread or greenlet that
+    already holds the lock through another connection is refused at once instead of
+    waiting for itself.
     """
 
     lock_path: str = ""
@@ -133,7 +137,10 @@ class WriterLockedConnection(sqlite3.Connection):
         try:
             if self._lock_fd is None:
                 self._lock_fd = self._keep_open(self.lock_path, os.O_RDWR | os.O_CREAT)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another process writes: wait without stopping this one
+                off_the_loop(fcntl.flock, self._lock_fd, fcntl.LOCK_EX)
         except BaseException:
             writer.lock.release()
             raise
@@ -175,7 +182,7 @@ class WriterLockedConnection(sqlite3.Connection):
                     os.fsync(directory)
                 finally:
                     os.close(directory)
-            os.fdatasync(self._wal_fd)
+            off_the_loop(os.fdatasync, self._wal_fd)
 
     def _keep_open(self, path: str, flags: int) -> int:
         """Open `path` for as long as this connection lives: closed by `close()`, or when
@@ -199,6 +206,19 @@ class WriterLockedConnection(sqlite3.Connection):
             self._lock_fd = self._wal_fd = None
             for close in self._finalizers:
                 close()
+
+
+def off_the_loop(function, *args):
+    """`function(*args)`, a call that waits in the kernel (a lock, a disk sync). Under
+    gevent it runs in a thread of the hub's pool, so that the process's other greenlets
+    go on meanwhile (parsing the next webhooks, which then commit together: see
+    kwai_bridge.outbox.commits); otherwise it is called as it is (it releases the GIL)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        from gevent import get_hub
+
+        return get_hub().threadpool.apply(function, args)
+    return function(*args)
 
 
 def _set_wal(cursor: sqlite3.Cursor) -> None:

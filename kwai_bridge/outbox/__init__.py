@@ -23,14 +23,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapters.values import Conversion
 from kwai_bridge.db import (
-    DeliveryOutcome, EventStatus, any_pair, deliveries, event_identifiers, events, reading, writing_cursor,
+    DeliveryOutcome, EventStatus, any_pair, deliveries, event_identifiers, events, reading,
 )
 from kwai_bridge.jsontext import compact
+from kwai_bridge.outbox.commits import GroupCommit
 from kwai_bridge.outbox.leases import LeaseQueries
 from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
     _safe_headers, delivery_row, event_row,
 )
+from kwai_bridge.outbox.single import OneStatementAccept
 from kwai_bridge.outbox.statements import _Statements
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ class Outbox(LeaseQueries):
         self.engine = engine
         self._local = threading.local()
         self._statements = _Statements(engine.dialect)
+        self._commits = GroupCommit(engine)
+        self._single = OneStatementAccept(engine.dialect) if engine.dialect.name == "postgresql" else None
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -95,7 +99,15 @@ class Outbox(LeaseQueries):
             "received_at": received_at, "outcome": outcome, "error": error, "body": body,
             "headers": compact(_safe_headers(headers)), "body_sha256": body_sha256})
         rows = self._event_rows(store_id, platform, conversions, received_at)
-        with writing_cursor(self.engine) as cursor:
+        if self._single is not None and not any(conversion.high_water for conversion in conversions):
+            delivery_id, added = self._single.accept(self.engine, delivery, rows)
+            if delivery_id is not None:
+                return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=tuple(added))
+            if not (body_decides and body_sha256 is not None and rows):
+                return AcceptResult(delivery_id=None, duplicate=True, created=0)
+            # A body first stored under another topic may still owe this topic's events.
+
+        def store(cursor) -> AcceptResult:
             delivery_id = q.insert_delivery.returning(cursor, delivery)
             if delivery_id is None:
                 earlier = None
@@ -106,7 +118,10 @@ class Outbox(LeaseQueries):
                 added = self._insert_events(cursor, earlier[0], store_id, rows)
                 return AcceptResult(delivery_id=earlier[0], duplicate=True, created=len(added), added=added)
             added = self._insert_events(cursor, delivery_id, store_id, rows)
-        return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=added)
+            return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=added)
+
+        # Committed together with the other webhooks of this process that wait to be.
+        return self._commits.run(store)
 
     def seen(self, store_id: str, *, delivery_key: str, body_sha256: str) -> bool:
         """Whether the store has a delivery with this key or this body already."""

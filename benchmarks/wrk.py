@@ -1,0 +1,54 @@
+"""wrk, the load generator of the throughput benchmarks: found (or installed from Debian's
+packages, as .ci/run installs what tests need), fed a file of pre-built requests
+(benchmarks/requests.lua) as fast as the server answers, or paced at a mean rate with
+Poisson arrivals (benchmarks/paced.lua), and its one JSON line read back."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+
+
+def ensure_wrk() -> str:
+    """wrk's path, installing Debian's package first if it is missing (as .ci/run does)."""
+    if not shutil.which("wrk"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or sys.exit("wrk is needed: apt-get install wrk")
+
+
+def write_requests(path: Path, make: Callable[[int], bytes], count: int) -> None:
+    """`count` whole requests, `make(0)` to `make(count - 1)`, one after the other in `path`."""
+    with path.open("wb") as out:
+        for n in range(count):
+            out.write(make(n))
+
+
+def wrk_command(wrk: str, port: int, requests_file: Path, seconds: float, concurrency: int,
+                rate: float | None = None) -> list[str]:
+    """wrk with one thread and `concurrency` connections for `seconds`, cycling through the
+    requests of `requests_file`; at `rate` requests a second on average when given."""
+    script, extra = ("requests.lua", []) if rate is None else ("paced.lua", [f"{rate:.3f}"])
+    return [wrk, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / script),
+            f"http://127.0.0.1:{port}", "--", str(requests_file), *extra]
+
+
+def run_wrk(wrk: str, port: int, requests_file: Path, *, seconds: float, concurrency: int,
+            rate: float | None = None) -> dict:
+    """One wrk run: answers a second that were not errors, errors of any kind, requests
+    sent, and latency p50, p99 and max in milliseconds (from the request's first byte
+    written to its answer's last byte read)."""
+    done = subprocess.run(wrk_command(wrk, port, requests_file, seconds, concurrency, rate), check=True,
+                          capture_output=True, text=True)
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    errors = sum(counts[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return {"rate": (counts["requests"] - counts["status"]) / (counts["duration_us"] / 1e6), "errors": errors,
+            "requests": counts["requests"], "p50": counts["p50_us"] / 1000, "p99": counts["p99_us"] / 1000,
+            "max": counts["max_us"] / 1000}

@@ -1,0 +1,87 @@
+"""PostgreSQL: a webhook's delivery, events and identifiers stored by one statement.
+
+On PostgreSQL each statement is a round trip, and a webhook's transaction took six
+(BEGIN, the delivery, its events, their identifiers, COMMIT, and the pool's ping) where
+a receiver that only keeps the body takes one. Here the three inserts are one INSERT
+with data-modifying CTEs, run in autocommit: one round trip, one commit (flushed to the
+WAL before it returns, as every commit), and all of it or nothing, as before:
+
+- the delivery row, or none when its key or body is known (a duplicate);
+- the events, each joined to the delivery just inserted (so none for a duplicate),
+  skipped when the store has that business key already;
+- the identifiers of the events that were inserted.
+
+The statement's text depends on the number of events and of identifiers of each; each
+shape is built once. Conversions with a high-water mark (carts) and duplicates whose
+body still owes events take the general path (kwai_bridge.outbox.accept).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy.engine import Engine
+
+from adapters.values import Conversion
+from kwai_bridge.db import autocommit_cursor, deliveries, event_identifiers, events
+
+#: Columns written, in the order of the statement (the event's delivery id comes last, from the CTE).
+DELIVERY_COLUMNS = ("store_id", "platform", "topic", "delivery_key", "received_at", "outcome", "error", "body",
+                    "headers", "body_sha256")
+EVENT_COLUMNS = ("store_id", "platform", "business_key", "event_name", "status", "event", "click_source",
+                 "identifiers", "skip_reason", "value_note", "click_note", "attempts", "next_attempt_at",
+                 "created_at", "updated_at")
+IDENTIFIER_COLUMNS = ("store_id", "kind", "value")
+
+Rows = Sequence[tuple[Conversion, Mapping[str, Any], Sequence[Mapping[str, Any]]]]
+
+
+class OneStatementAccept:
+    """The statement for each shape of webhook, and running it."""
+
+    def __init__(self, dialect) -> None:
+        # Values in a VALUES list have no column to take their type from: each is cast.
+        self._event_types = [events.c[name].type.compile(dialect=dialect) for name in EVENT_COLUMNS]
+        self._identifier_types = [event_identifiers.c[name].type.compile(dialect=dialect)
+                                  for name in ("store_id", "kind", "value")]
+        self._texts: dict[tuple[int, ...], str] = {}
+
+    def accept(self, engine: Engine, delivery: Mapping[str, Any], rows: Rows) -> tuple[int | None, list[Conversion]]:
+        """Store `delivery` and `rows` (values bound for the driver); the new delivery's id
+        (None for a duplicate) and the conversions whose event was added."""
+        shape = tuple(len(index) for _, _, index in rows)
+        sql = self._texts.get(shape) or self._texts.setdefault(shape, self._text(shape))
+        params: list[Any] = [delivery[name] for name in DELIVERY_COLUMNS]
+        for _, row, _ in rows:
+            params += [row[name] for name in EVENT_COLUMNS]
+        for conversion, _, index in rows:
+            for identifier in index:
+                params += [conversion.event.idempotency_key, *(identifier[name] for name in IDENTIFIER_COLUMNS)]
+        with autocommit_cursor(engine) as cursor:
+            cursor.execute(sql, params)
+            delivery_id, keys = cursor.fetchone()
+        added = set(keys or ())
+        return delivery_id, [conversion for conversion, _, _ in rows if conversion.event.idempotency_key in added]
+
+    def _text(self, shape: tuple[int, ...]) -> str:
+        d, e, i = deliveries.name, events.name, event_identifiers.name
+        placeholders = ", ".join(["%s"] * len(DELIVERY_COLUMNS))
+        parts = [f"d AS (INSERT INTO {d} ({', '.join(DELIVERY_COLUMNS)}) VALUES ({placeholders}) "
+                 "ON CONFLICT DO NOTHING RETURNING id)"]
+        if shape:
+            typed = ", ".join(f"CAST(%s AS {t})" for t in self._event_types)
+            values = ", ".join(f"({typed})" for _ in shape)
+            parts.append(
+                f"e AS (INSERT INTO {e} ({', '.join(EVENT_COLUMNS)}, delivery_id) "
+                f"SELECT v.*, d.id FROM d CROSS JOIN (VALUES {values}) AS v ({', '.join(EVENT_COLUMNS)}) "
+                "ON CONFLICT (store_id, business_key) DO NOTHING RETURNING id, business_key)")
+        if sum(shape):
+            key_type = self._event_types[EVENT_COLUMNS.index("business_key")]
+            typed = ", ".join(f"CAST(%s AS {t})" for t in (key_type, *self._identifier_types))
+            values = ", ".join(f"({typed})" for _ in range(sum(shape)))
+            parts.append(
+                f"i AS (INSERT INTO {i} (event_id, {', '.join(IDENTIFIER_COLUMNS)}) "
+                f"SELECT e.id, x.store_id, x.kind, x.value FROM e "
+                f"JOIN (VALUES {values}) AS x (business_key, {', '.join(IDENTIFIER_COLUMNS)}) "
+                "ON x.business_key = e.business_key)")
+        added = "ARRAY(SELECT business_key FROM e)" if shape else "NULL"
+        return f"WITH {', '.join(parts)} SELECT (SELECT id FROM d), {added}"
