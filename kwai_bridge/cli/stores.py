@@ -115,16 +115,21 @@ def toml_value(value: Any) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def stores_list(as_json: bool) -> None:
     """The stores in the database with their webhook URLs."""
+    from kwai_bridge.links import Links
+
     runtime = command_runtime()
     base = runtime.settings.base_url(8000)
+    links = Links(runtime.engine)
+    linked = links.all()
     rows = [{"id": r.config.id, "platform": r.config.platform, "shop": r.config.shop,
              "webhook_url": webhook_url(base, r.config), "version": r.version,
-             "updated_at": r.updated_at.isoformat().replace("+00:00", "Z")} for r in runtime.catalog.records()]
+             "updated_at": r.updated_at.isoformat().replace("+00:00", "Z"),
+             "connection": links.status_of(r.config, linked.get(r.config.id))} for r in runtime.catalog.records()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['id']:<20} {row['platform']:<12} {row['webhook_url']}")
+        click.echo(f"{row['id']:<20} {row['platform']:<12} {row['webhook_url']}  ({row['connection']})")
     click.echo(f"{len(rows)} store(s)")
 
 

@@ -12,9 +12,13 @@ from kwai_bridge.catalog.documents import plain
 from kwai_bridge.config import PLATFORMS, SECRET_FIELDS, StoreConfig
 
 BOOLEANS = frozenset({"test_mode", "consent_mode"})
-INTEGERS = frozenset({"click_window_days", "late_binding_hours", "clicks_per_minute", "max_clicks", "quiet_hours"})
+INTEGERS = frozenset({"click_window_days", "late_binding_hours", "clicks_per_minute", "max_clicks", "quiet_hours",
+                      "reconcile_minutes", "reconcile_backfill_hours", "subscription_check_minutes"})
 LISTS = frozenset({"webhook_secrets", "events", "click_params", "storefront_domains", "click_tokens"})
 TABLES = frozenset({"topic_events", "currency_rates"})
+#: Secrets typed into plain text inputs: Chromium takes a form with more than two password
+#: inputs for a faulty one. Like every secret, their value is never written back to the page.
+TEXT_SECRETS = frozenset({"admin_api_token", "consumer_key", "consumer_secret"})
 HELP = {
     "id": "letters, digits, _ or -: it becomes part of the webhook URL",
     "shop": "the *.myshopify.com or *.myshopline.com domain, or the WooCommerce site URL",
@@ -26,6 +30,13 @@ HELP = {
     "storefront_domains": "one per line",
     "click_tokens": "one per line (openssl rand -hex 32)",
     "quiet_hours": "warn when an expected webhook topic is silent this long",
+    "admin_api_token": "Shopify/Shopline: the custom app's Admin API access token",
+    "consumer_key": "WooCommerce: REST API consumer key",
+    "consumer_secret": "WooCommerce: REST API consumer secret",
+    "admin_api_url": "empty: the platform's address for the shop",
+    "reconcile_minutes": "0: the process setting",
+    "reconcile_backfill_hours": "0: the process setting",
+    "subscription_check_minutes": "0: the process setting",
 }
 
 
@@ -40,6 +51,11 @@ class Field:
     secret: bool
     help: str = ""
     choices: tuple[str, ...] = ()
+
+    @property
+    def masked(self) -> bool:
+        """Typed into a password input."""
+        return self.secret and self.name not in TEXT_SECRETS
 
 
 def _shown(name: str, value: Any) -> Any:
