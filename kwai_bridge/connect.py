@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from kwai_bridge.config import StoreConfig, expected_topics
 from kwai_bridge.links import CONNECTED, DISCONNECTED, Links
-from kwai_bridge.platforms import Client, CredentialsRefused, PlatformError, Subscription
+from kwai_bridge.platforms import Client, CredentialsRefused, PlatformError, Subscription, Transport, client_for
 from kwai_bridge.runtime import webhook_url
 
 log = logging.getLogger(__name__)
@@ -144,5 +144,31 @@ def connect_store(store: StoreConfig, client: Client, links: Links, *, public_ur
     return report
 
 
+
+
+def run_connect(store: StoreConfig, *, links: Links, public_url: str, now: datetime,
+                transport: Transport | None = None) -> Report:
+    """`stores connect`, the API's and the console's: refused (ConnectRefused) without a
+    public HTTPS URL or without credentials; otherwise `connect_store`'s report."""
+    check_public_url(public_url)
+    if not store.has_admin_api():
+        raise ConnectRefused(f"store {store.id} has no Admin API credentials: set "
+                             + ("consumer_key and consumer_secret" if store.platform == "woocommerce"
+                                else "admin_api_token"))
+    return connect_store(store, client_for(store, transport=transport), links, public_url=public_url, now=now)
+
+
+def run_disconnect(store: StoreConfig, *, links: Links, transport: Transport | None = None) -> dict[str, list[str]]:
+    """`stores disconnect`: the bridge's subscriptions removed, the link forgotten."""
+    if not store.has_admin_api():
+        raise ConnectRefused(f"store {store.id} has no Admin API credentials")
+    try:
+        removed = disconnect(store, client_for(store, transport=transport))
+    except PlatformError as exc:
+        return {"removed": [], "errors": [str(exc)]}
+    links.forget(store.id)
+    return {"removed": removed, "errors": []}
+
+
 __all__ = ["ConnectRefused", "Report", "Step", "check_public_url", "connect", "connect_store", "disconnect", "ours",
-           "plan"]
+           "plan", "run_connect", "run_disconnect"]

@@ -416,6 +416,15 @@ class FakeWooCommerce(_Rest):
 FAKES = {"shopify": FakeShopify, "shopline": FakeShopline, "woocommerce": FakeWooCommerce}
 
 
+def api_entry(fake: FakePlatform, store_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """A stores-file entry (tests/serving.store_entry) whose Admin API is `fake`."""
+    from tests.serving import store_entry
+
+    credentials = ({"consumer_key": WC_KEY, "consumer_secret": WC_SECRET} if fake.name == "woocommerce"
+                   else {"admin_api_token": TOKEN})
+    return store_entry(fake.name, store_id, shop=fake.shop, admin_api_url=fake.base, **credentials, **overrides)
+
+
 # -- orders in the webhooks' shape ------------------------------------------------------------
 _SAMPLES = {
     "shopify": "shopify/shopify_orders_create.json",

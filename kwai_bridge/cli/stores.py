@@ -133,6 +133,50 @@ def stores_list(as_json: bool) -> None:
     click.echo(f"{len(rows)} store(s)")
 
 
+def _store_or_fail(runtime, store_id: str):
+    store = runtime.registry.get(store_id)
+    if store is None:
+        raise click.ClickException(f"no store {store_id!r} (see `kwai-bridge stores list`)")
+    return store
+
+
+@stores.command("connect")
+@click.argument("store_id")
+def stores_connect(store_id: str) -> None:
+    """Create (or repair) every webhook subscription the store needs on its platform,
+    pointing at KWAI_BRIDGE_PUBLIC_URL; print {"created", "ok", "fixed", "errors"}."""
+    from kwai_bridge.connect import ConnectRefused, run_connect
+    from kwai_bridge.links import Links
+
+    runtime = command_runtime(secrets=True)
+    store = _store_or_fail(runtime, store_id)
+    try:
+        report = run_connect(store, links=Links(runtime.engine), public_url=runtime.settings.public_url, now=utcnow())
+    except ConnectRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report.as_json(), sort_keys=True))
+    if report.errors:
+        raise SystemExit(1)
+
+
+@stores.command("disconnect")
+@click.argument("store_id")
+def stores_disconnect(store_id: str) -> None:
+    """Remove the bridge's own webhook subscriptions of the store (no other)."""
+    from kwai_bridge.connect import ConnectRefused, run_disconnect
+    from kwai_bridge.links import Links
+
+    runtime = command_runtime(secrets=True)
+    store = _store_or_fail(runtime, store_id)
+    try:
+        done = run_disconnect(store, links=Links(runtime.engine))
+    except ConnectRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(done, sort_keys=True))
+    if done["errors"]:
+        raise SystemExit(1)
+
+
 @main.group()
 def secrets() -> None:
     """The keys that seal stored secrets (KWAI_BRIDGE_SECRET_KEYS)."""

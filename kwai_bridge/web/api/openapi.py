@@ -99,6 +99,8 @@ SCHEMAS = {
     "TestEventResult": obj({"ok": BOOL, "result": nullable(INT), "http_status": nullable(INT), "message": STR,
                             "hint": nullable(STR), "endpoint": STR},
                            required=("ok", "result", "http_status", "message", "hint", "endpoint"), extra=False),
+    "ConnectReport": obj({k: STRINGS for k in ("created", "ok", "fixed", "errors")},
+                         required=("created", "ok", "fixed", "errors"), extra=False),
     "Event": EVENT,
     "EventDetail": EVENT_DETAIL,
     "Events": page("Event"),
@@ -176,6 +178,10 @@ PATHS = {
     "/stores/{store_id}/test-event": {"post": op("Send one event to Kwai now with trackFlag true",
                                                  answers(200, "TestEventResult", 400, 404), params=[STORE_ID],
                                                  body="TestEvent")},
+    "/stores/{store_id}/connect": {"post": op(
+        "Create or repair the store's webhook subscriptions on its platform (admins); 409 without a public "
+        "HTTPS KWAI_BRIDGE_PUBLIC_URL or the store's Admin API credentials",
+        answers(200, "ConnectReport", 403, 404, 409), params=[STORE_ID])},
     "/events": {"get": op("Events, newest first", answers(200, "Events", 400), params=[
         STORE, query("status", {"type": "string", "enum": [s.value for s in EventStatus]}, "status"),
         query("event_name", STR, "Kwai event name"), query("order", STR, "the platform's order id"),

@@ -80,4 +80,10 @@ def test_event(store_id: str):
                           "message": result.message, "hint": result.hint, "endpoint": result.endpoint}, 200)
 
 
+@blueprint.post("/stores/<store_id>/connect")
+def connect_store(store_id: str):
+    """Create or repair the store's webhook subscriptions on its platform."""
+    return json_response(admin().connect(store_id), 200)
+
+
 __all__ = ["public_base", "store_json"]
