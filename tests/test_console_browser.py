@@ -187,6 +187,7 @@ def test_connect_a_store_from_its_page(page: Any, site: Site, tmp_path: Path):
         record = site.runtime.catalog.get("globex")
         site.runtime.catalog.replace(replace(record.config, admin_api_url=fake.base, consumer_key=WC_KEY,
                                              consumer_secret=WC_SECRET), actor="test", now=record.updated_at)
+        site.runtime.registry.refresh(wait=True)
         site.runtime.settings = replace(site.runtime.settings, public_url=site.url)
         log_in(page, site)
         page.goto(site.url + "/console/stores/globex")
