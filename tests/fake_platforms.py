@@ -33,7 +33,7 @@ from tests.conftest import fixture_bytes
 
 TOKEN = "fake-admin-api-token-0123456789"
 WC_KEY, WC_SECRET = "ck_fake_0123456789abcdef", "cs_fake_0123456789abcdef"
-CONFIGURED = (TOKEN, WC_KEY, WC_SECRET)
+CONFIGURED = (TOKEN, WC_KEY, WC_SECRET, "new-token-0123456789", "cs_new_0123456789")
 
 
 def iso(at: datetime) -> str:
@@ -56,6 +56,8 @@ class FakePlatform:
         self.orders: dict[str, dict[str, Any]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.credentials_ok = True
+        #: The credentials the fake accepts (a merchant who makes new ones revokes the old).
+        self.token, self.key, self.secret = TOKEN, WC_KEY, WC_SECRET
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
         self.throttled = 0
@@ -217,7 +219,7 @@ class FakeShopify(FakePlatform):
         return f"{self.url}/admin/api/2025-07"
 
     def authorised(self, headers: dict[str, str]) -> bool:
-        return self.credentials_ok and headers.get("x-shopify-access-token") == TOKEN
+        return self.credentials_ok and headers.get("x-shopify-access-token") == self.token
 
     def refused(self):
         return 401, {}, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
@@ -228,8 +230,10 @@ class FakeShopify(FakePlatform):
             "restoreRate": self.restore_rate}}}
 
     def throttled_answer(self):
+        # another app emptied the bucket: what this query asks comes back in `retry_after`
+        self.bucket, self._filled_at = 0.0, time.monotonic()
         return 200, {}, {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
-                         "extensions": self._cost(10, None)}
+                         "extensions": self._cost(self.retry_after * self.restore_rate, None)}
 
     def route(self, method, url, raw):
         if method != "POST" or not url.path.endswith("/graphql.json"):
@@ -321,7 +325,7 @@ class FakeShopline(_Rest):
         return f"{self.url}/admin/openapi/v20250601"
 
     def authorised(self, headers):
-        return self.credentials_ok and headers.get("authorization") == f"Bearer {TOKEN}"
+        return self.credentials_ok and headers.get("authorization") == f"Bearer {self.token}"
 
     def refused(self):
         return 401, {}, {"errors": "Unauthorized: the access token is invalid or has expired"}
@@ -374,7 +378,7 @@ class FakeWooCommerce(_Rest):
         return f"{self.url}/wp-json/wc/v3"
 
     def authorised(self, headers):
-        expected = "Basic " + base64.b64encode(f"{WC_KEY}:{WC_SECRET}".encode()).decode()
+        expected = "Basic " + base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
         return self.credentials_ok and headers.get("authorization") == expected
 
     def refused(self):
