@@ -163,6 +163,13 @@ class Admin:
             raise Conflict(str(exc)) from None
         return report.as_json()
 
+    def accuracy(self, store_id: str, *, since: datetime) -> list[dict[str, Any]]:
+        """The accuracy report of one store from the day of `since` (kwai_bridge.accuracy)."""
+        from kwai_bridge.accuracy import accuracy
+
+        store = self._served(store_id)
+        return [row.as_json() for row in accuracy(self.runtime.engine, [store], since=since, now=self.now)]
+
     def test_event(self, store_id: str, *, clickid: str, event_name: str) -> TestEventResult:
         """Send one event to Kwai now, with trackFlag true; what Kwai said."""
         store = self.runtime.registry.get(self.visible_store(store_id))  # a miss looks at the database again

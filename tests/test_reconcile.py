@@ -23,7 +23,9 @@ import pytest
 
 from adapters.values import WebhookRequest
 from kwai_bridge.accuracy import accuracy
-from kwai_bridge.db import EventStatus
+from sqlalchemy import update
+
+from kwai_bridge.db import EventStatus, events
 from kwai_bridge.links import CONNECTED, Links
 from kwai_bridge.reconcile import Reconciler
 from kwai_bridge.runtime import Runtime, build_pipeline
@@ -181,3 +183,34 @@ def test_revoked_credentials_disconnect_then_resume_from_the_checkpoint(tmp_path
         assert resumed.recovered_events == 2  # the one a webhook brought is not recovered again
         assert links.get("acme").status == CONNECTED
         assert links.get("acme").checkpoint == NOW + timedelta(seconds=2)
+
+
+def test_the_accuracy_report_gives_every_difference_a_reason(tmp_path, sqlite_url):
+    with FAKES["shopify"]() as fake:
+        orders = fill(fake, 40, seed=11)
+        for order in orders[:6]:  # no click id anywhere: waits for one
+            order["note_attributes"] = []
+        env, runtime, store = setting_up(tmp_path, sqlite_url, fake)
+        report = Reconciler(runtime.engine, build_pipeline(runtime)).run([store], now=NOW)
+        assert report.errors == {}
+        dead = [e for e in runtime.outbox.list_events(store_id="acme", status="pending", limit=3)]
+        with runtime.engine.begin() as conn:
+            conn.execute(update(events).where(events.c.id.in_([e.id for e in dead]))
+                         .values(status="dead", last_result=10001))
+        paid = paid_orders(orders)
+        tests = sum(1 for o in orders if o.get("test"))
+        rows = check_report_adds_up(runtime, store, paid=len(paid) + tests)
+        reasons = Counter()
+        for row in rows:
+            reasons.update(row.reasons)
+        waiting = len(paid & {str(o["id"]) for o in orders[:6]})
+        assert reasons == Counter({k: v for k, v in {"waiting for a click": waiting, "dead (10001)": 3,
+                                                     "pending or retrying": len(paid) - waiting - 3,
+                                                     "test order": tests}.items() if v})
+        later = accuracy(runtime.engine, [store], since=NOW - timedelta(days=2), now=NOW + timedelta(days=2))
+        assert sum(r.reasons.get("no click ever", 0) for r in later) == waiting
+        printed = run_cli(env, "reconcile", "report", "--store", "acme", "--since",
+                          (NOW - timedelta(days=2)).date().isoformat(), "--json")
+        assert printed.returncode == 0, printed.stderr
+        assert [(r["day"], r["paid_orders"], r["sent"]) for r in json.loads(printed.stdout)] == \
+            [(r.day, r.paid_orders, r.sent) for r in rows]
