@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-#: The order fields the bridge reads: what the adapter needs, nothing of the address.
+#: The order fields the bridge reads: what the adapter needs, nothing of the address, and
+#: nothing that needs more than the `read_orders` scope (the customer object would ask for
+#: `read_customers`; the order's own email and phone identify the shopper).
 ORDER_FIELDS = """
   id legacyResourceId name email phone test
   createdAt processedAt updatedAt
@@ -17,7 +19,6 @@ ORDER_FIELDS = """
   subtotalPriceSet { shopMoney { amount currencyCode } presentmentMoney { amount currencyCode } }
   customAttributes { key value }
   statusPageUrl
-  customer { legacyResourceId email phone }
   customerJourneySummary { lastVisit { landingPage } firstVisit { landingPage } }
   lineItems(first: 50) { nodes {
     title quantity sku
