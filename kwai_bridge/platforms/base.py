@@ -82,6 +82,16 @@ class OrdersPage:
     last_updated: datetime | None
 
 
+def page_of(orders: Any, *, updated: str) -> OrdersPage:
+    """A page of the orders in `orders` (a list from the answer), the latest `updated`
+    time its checkpoint; PlatformError when the answer holds no list."""
+    if not isinstance(orders, list):
+        raise PlatformError("the orders answer holds no list of orders")
+    kept = tuple(o for o in orders if isinstance(o, dict))
+    times = [t for t in (parse_time(o.get(updated)) for o in kept) if t]
+    return OrdersPage(kept, max(times, default=None))
+
+
 class Client(Protocol):
     """What the bridge asks of a platform's Admin API."""
 
@@ -224,5 +234,5 @@ def _path(url: str) -> str:
 __all__ = [
     "BACKOFF", "MAX_THROTTLED", "TIMEOUT", "Client", "CredentialsRefused", "OrdersPage", "PlatformError", "Refused",
     "Reply", "Subscription", "Transport", "Unavailable", "fingerprint", "iso", "parse_time", "platform_message",
-    "refusal", "retry_after",
+    "page_of", "refusal", "retry_after",
 ]

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator, Mapping
 
-from kwai_bridge.platforms.base import (
-    OrdersPage, PlatformError, Reply, Subscription, Transport, iso, parse_time, refusal,
-)
+from kwai_bridge.platforms.base import OrdersPage, Reply, Subscription, Transport, iso, page_of, refusal
 
 NAME = "shopline"
 #: The Open API version the bridge is written against; webhooks are subscribed with it.
@@ -41,12 +39,7 @@ def next_link(reply: Reply) -> str | None:
 
 def orders_page(reply: Reply) -> OrdersPage:
     found = reply.json()
-    orders = found.get("orders") if isinstance(found, dict) else None
-    if not isinstance(orders, list):
-        raise PlatformError("the orders answer has no orders list")
-    orders = tuple(o for o in orders if isinstance(o, dict))
-    times = [t for t in (parse_time(o.get("updated_at")) for o in orders) if t]
-    return OrdersPage(orders, max(times, default=None))
+    return page_of(found.get("orders") if isinstance(found, dict) else None, updated="updated_at")
 
 
 # -- the client --------------------------------------------------------------------

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterator, Mapping
 
-from kwai_bridge.platforms.base import (
-    OrdersPage, PlatformError, Reply, Subscription, Transport, iso, parse_time, refusal,
-)
+from kwai_bridge.platforms.base import OrdersPage, Reply, Subscription, Transport, iso, page_of, refusal
 
 NAME = "woocommerce"
 API_PATH = "/wp-json/wc/v3"
@@ -43,12 +41,7 @@ def total_pages(reply: Reply) -> int:
 
 
 def orders_page(reply: Reply) -> OrdersPage:
-    found = reply.json()
-    if not isinstance(found, list):
-        raise PlatformError("the orders answer is not a list")
-    orders = tuple(o for o in found if isinstance(o, dict))
-    times = [t for t in (parse_time(o.get("date_modified_gmt")) for o in orders) if t]
-    return OrdersPage(orders, max(times, default=None))
+    return page_of(reply.json(), updated="date_modified_gmt")
 
 
 # -- the client --------------------------------------------------------------------
