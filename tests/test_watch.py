@@ -76,3 +76,17 @@ def test_the_watch_restores_a_subscription_with_one_alert(tmp_path, sqlite_url, 
                                                      (NOW - timedelta(minutes=14), 15, False)])
 def test_due(last, minutes, expected):
     assert due(last, minutes, now=NOW) is expected
+
+
+def test_a_stores_own_interval_wins_over_the_process_setting():
+    from kwai_bridge.config import check_store
+    from kwai_bridge.settings import settings_from_env
+    from tests.serving import store_entry
+
+    settings = settings_from_env({"KWAI_BRIDGE_RECONCILE_MINUTES": "30"})
+    own = check_store(store_entry("woocommerce", "a", reconcile_minutes=5))
+    default = check_store(store_entry("woocommerce", "b"))
+    assert settings.per_store(own, "reconcile_minutes") == 5
+    assert settings.per_store(default, "reconcile_minutes") == 30
+    assert settings.per_store(default, "subscription_check_minutes") == 60
+    assert settings.per_store(default, "reconcile_backfill_hours") == 72
