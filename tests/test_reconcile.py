@@ -21,14 +21,15 @@ from random import Random
 
 import pytest
 
-from adapters.values import WebhookRequest
+import adapters
+from adapters.values import ConversionOptions, Notification, WebhookRequest
 from kwai_bridge.accuracy import accuracy
 from sqlalchemy import update
 
 from kwai_bridge.db import EventStatus, events
 from kwai_bridge.links import CONNECTED, Links
-from kwai_bridge.reconcile import Reconciler
-from kwai_bridge.runtime import Runtime, build_pipeline
+from kwai_bridge.reconcile import Reconciler, seen
+from kwai_bridge.runtime import Runtime, build_attribution, build_pipeline
 from tests.fake_kwai import FakeKwai
 from tests.fake_platforms import FAKES, api_entry, sample_order, webhook_topic
 from tests.serving import ROOT, SECRETS, bridge_env, cli_command, keep_output, run_cli, write_stores
@@ -214,3 +215,21 @@ def test_the_accuracy_report_gives_every_difference_a_reason(tmp_path, sqlite_ur
         assert printed.returncode == 0, printed.stderr
         assert [(r["day"], r["paid_orders"], r["sent"]) for r in json.loads(printed.stdout)] == \
             [(r.day, r.paid_orders, r.sent) for r in rows]
+
+
+def test_an_order_from_the_api_without_its_click_binds_one_from_the_click_store(tmp_path, sqlite_url):
+    with FAKES["shopify"]() as fake:
+        (order,) = fill(fake, 1)
+        order["note_attributes"], order["landing_site"] = [], None  # nothing of the click in the order
+        _, runtime, store = setting_up(tmp_path, sqlite_url, fake)
+        (purchase,) = adapters.shopify.to_conversions(Notification(
+            platform="shopify", topic="orders/paid", shop=store.shop, delivery_id=None, payload=order),
+            options=ConversionOptions())
+        email = purchase.identifiers["email_sha256"]
+        build_attribution(runtime).record_click(store, click_id="CLICK-FROM-SNIPPET", identifiers={"email_sha256": email},
+                                                order_key=None, now=NOW - timedelta(minutes=5))
+        assert seen(store, order).paid_day is not None
+        report = Reconciler(runtime.engine, build_pipeline(runtime)).run([store], now=NOW)
+        assert report.recovered_events == 1
+        (event,) = runtime.outbox.list_events(store_id="acme", limit=5)
+        assert event.status == EventStatus.PENDING and event.click_source.endswith("email_sha256")
