@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
@@ -109,13 +110,16 @@ class Reconciler:
     """Runs passes over stores with `pipeline` (the webhook path) into its outbox."""
 
     def __init__(self, engine: Engine, pipeline: Pipeline, *, backfill_hours: int = 72,
-                 transport: Transport | None = None, page_size: int | None = None) -> None:
+                 transport: Transport | None = None, page_size: int | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.engine = engine
         self.pipeline = pipeline
         self.links = Links(engine)
         self.backfill_hours = backfill_hours
         self.transport = transport
         self.page_size = page_size
+        # Set when the worker stops: a pass ends after the page it is on (committed).
+        self.stop = stop or threading.Event()
 
     def start_of(self, store: StoreConfig, link: Link | None, *, now: datetime, since: datetime | None) -> datetime:
         if since is not None:
@@ -163,6 +167,8 @@ class Reconciler:
                 link = self.links.get(store.id)
             orders += len(page.orders)
             recovered += self.commit_page(store, page, now=now)
+            if self.stop.is_set():
+                break
         if orders == 0:
             with self.engine.begin() as conn:
                 Links.advance(conn, store.id, checkpoint=None, now=now)

@@ -121,6 +121,7 @@ class PlatformJobs:
 
     def stop(self) -> None:
         self._stop.set()
+        self.reconciler.stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
 
