@@ -148,10 +148,10 @@ def test_throttling_slows_the_pass_and_is_never_exceeded(tmp_path, sqlite_url, p
 
 
 @pytest.mark.parametrize("platform", sorted(FAKES))
-def test_revoked_credentials_disconnect_then_resume_from_the_checkpoint(tmp_path, sqlite_url, platform):
+def test_revoked_credentials_disconnect_then_resume_from_the_checkpoint(tmp_path, database_url, platform):
     with FAKES[platform](page_limit=250) as fake:
         orders = fill(fake, 60)
-        _, runtime, store = setting_up(tmp_path, sqlite_url, fake)
+        _, runtime, store = setting_up(tmp_path, database_url, fake)
         pipeline = build_pipeline(runtime)
         reconciler = Reconciler(runtime.engine, pipeline)
         assert reconciler.run([store], now=NOW).orders_seen == 60
@@ -186,12 +186,12 @@ def test_revoked_credentials_disconnect_then_resume_from_the_checkpoint(tmp_path
         assert links.get("acme").checkpoint == NOW + timedelta(seconds=2)
 
 
-def test_the_accuracy_report_gives_every_difference_a_reason(tmp_path, sqlite_url):
+def test_the_accuracy_report_gives_every_difference_a_reason(tmp_path, database_url):
     with FAKES["shopify"]() as fake:
         orders = fill(fake, 40, seed=11)
         for order in orders[:6]:  # no click id anywhere: waits for one
             order["note_attributes"] = []
-        env, runtime, store = setting_up(tmp_path, sqlite_url, fake)
+        env, runtime, store = setting_up(tmp_path, database_url, fake)
         report = Reconciler(runtime.engine, build_pipeline(runtime)).run([store], now=NOW)
         assert report.errors == {}
         dead = [e for e in runtime.outbox.list_events(store_id="acme", status="pending", limit=3)]
