@@ -38,9 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.values import Conversion  # noqa: E402
-from kwai_bridge.config import StoreConfig, Stores  # noqa: E402
+from kwai_bridge.catalog import Catalog, StoreRegistry  # noqa: E402
+from kwai_bridge.config import StoreConfig  # noqa: E402
 from kwai_bridge.db import make_engine, migrate  # noqa: E402
 from kwai_bridge.outbox import Outbox  # noqa: E402
+from kwai_bridge.sealing import Sealer, new_key  # noqa: E402
 from kwai_bridge.settings import Settings  # noqa: E402
 from kwai_bridge.worker import Dispatcher  # noqa: E402
 from kwai_bridge.kwai import wire  # noqa: E402
@@ -57,10 +59,12 @@ STORE = StoreConfig(id="bench", platform="shopify", shop="bench.myshopify.com",
                     webhook_secrets=("s",), pixel_id="px-bench", access_token="tok-bench")
 
 
-class FixedRegistry:
-    """The dispatcher only reads `.stores`."""
-
-    stores = Stores([STORE])
+def registry_of(engine) -> StoreRegistry:
+    """The bench store in the database of `engine`, read as a worker reads its stores."""
+    catalog = Catalog(engine, sealer=Sealer((new_key().encode(),), "bench"))
+    if catalog.get(STORE.id) is None:
+        catalog.create(STORE, actor="bench", now=datetime.now(timezone.utc))
+    return StoreRegistry(catalog, refresh_seconds=60)
 
 
 def events(count: int, offset: int = 0) -> list[KwaiEvent]:
@@ -137,7 +141,7 @@ def dispatcher(base: str, count: int, database_url: str) -> float:
     """Events/s of the dispatcher draining `count` events with its default cap."""
     outbox = filled_outbox(database_url, count)
     with KwaiClient(base, pool_size=CAP) as client:
-        runner = Dispatcher(outbox=outbox, registry=FixedRegistry(), client=client, concurrency=CAP,
+        runner = Dispatcher(outbox=outbox, registry=registry_of(outbox.engine), client=client, concurrency=CAP,
                             lease_seconds=90, rng=Random(1))
         start = time.perf_counter()
         tally = runner.run(once=True)
@@ -204,7 +208,7 @@ def rate_limited(args, workdir: str, *, retry_after: float | None, limit: float 
     outbox = filled_outbox(f"sqlite:///{workdir}/limited-{retry_after}.db", count)
     with FakeKwai(latency=0.02) as kwai, KwaiClient(kwai.base_url, pool_size=CAP) as client:
         kwai.rate_limit(limit, retry_after=retry_after)
-        runner = Dispatcher(outbox=outbox, registry=FixedRegistry(), client=client, concurrency=CAP,
+        runner = Dispatcher(outbox=outbox, registry=registry_of(outbox.engine), client=client, concurrency=CAP,
                             lease_seconds=90, rng=Random(1))
         stop = threading.Event()
         loop = threading.Thread(target=runner.run, kwargs={"stop": stop, "poll_interval": 0.2})

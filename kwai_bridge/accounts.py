@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from kwai_bridge import audit
-from kwai_bridge.db import api_tokens, reading, user_stores, users
+from kwai_bridge.db import api_tokens, console_sessions, reading, user_stores, users
 from kwai_bridge.sealing import hint
 
 ROLES = ("admin", "merchant")
@@ -187,12 +187,17 @@ class Accounts:
                          detail={"stores": list(store_ids)})
         return self.user(email)
 
-    def set_password(self, email: str, password: str, *, actor: str, now: datetime) -> None:
+    def set_password(self, email: str, password: str, *, actor: str, now: datetime) -> int:
+        """Set the user's password and end their console sessions, which may have been
+        opened with the old one (the usual reason for a new password): how many ended."""
         with self.engine.begin() as conn:
             row = _locked_user(conn, email)
             conn.execute(update(users).where(users.c.id == row.id).values(password_hash=_hash(password),
                                                                            updated_at=now))
-            audit.record(conn, actor=actor, action="user.password", target=f"user:{row.email}", now=now)
+            ended = conn.execute(delete(console_sessions).where(console_sessions.c.user_id == row.id)).rowcount
+            audit.record(conn, actor=actor, action="user.password", target=f"user:{row.email}", now=now,
+                         detail={"sessions_ended": ended})
+        return ended
 
     def remove_user(self, email: str, *, actor: str, now: datetime) -> None:
         """Remove a user, their stores and their tokens."""

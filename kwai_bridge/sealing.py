@@ -32,7 +32,10 @@ class SealingError(Exception):
 
 
 def hint(secret: str) -> str:
-    """The masked form of a secret: `…` and its last four characters (fewer when short)."""
+    """The masked form of a secret: `…` and its last four characters (only `…` when
+    short); nothing for an optional secret that is not set."""
+    if not secret:
+        return ""
     return MASK + secret[-4:] if len(secret) >= 12 else MASK
 
 

@@ -128,7 +128,7 @@ def test_every_change_is_in_the_audit_trail_without_a_secret(accounts):
     assert trail == [
         (who, "user.create", target, {"role": "merchant", "stores": ["acme"], "password": True}),
         (who, "user.stores", target, {"stores": ["acme", "globex"]}),
-        (who, "user.password", target, {}),
+        (who, "user.password", target, {"sessions_ended": 0}),
         (who, "token.create", target, {"token": token.id, "name": "ci", "hint": token.hint}),
         (who, "token.revoke", target, {"token": token.id}),
         (who, "user.delete", target, {"role": "merchant"}),

@@ -2,6 +2,9 @@
 import, the registry every process serves from, and secrets sealed at rest."""
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import os
 import stat
 import threading
@@ -125,6 +128,34 @@ def test_import_creates_updates_leaves_alone_and_prunes(catalog, tmp_path):
     assert (pruned.unchanged, pruned.removed, catalog.ids()) == (("acme",), ("woo",), ["acme"])
 
 
+def test_processes_starting_together_with_the_same_file_all_import_it(engine, tmp_path):
+    """The machines of one deployment start at once with the same stores file: each
+    process imports it, and none fails because another created the stores first."""
+    key = (KEY_A.encode(),)
+    for round_ in range(5):
+        path = write_stores(tmp_path / f"stores-{round_}.toml",
+                            [store_entry("shopify", f"acme{round_}", shop=f"acme{round_}.myshopify.com"),
+                             store_entry("woocommerce", f"woo{round_}", shop=f"https://woo{round_}.example")])
+        barrier, outcomes = threading.Barrier(6), []
+
+        def start() -> None:
+            catalog = Catalog(engine, sealer=Sealer(key, "test"))
+            barrier.wait()
+            try:
+                outcomes.append(import_at_start(catalog, path, environ={}, actor="test", now=NOW))
+            except ConfigError as exc:  # pragma: no cover - what the test is for
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(o is not None and not isinstance(o, Exception) for o in outcomes), outcomes
+        created = [name for o in outcomes for name in o.created]
+        assert sorted(created) == sorted([f"acme{round_}", f"woo{round_}"])
+
+
 def test_references_are_resolved_at_import_and_kept_for_export(catalog, tmp_path):
     path = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme", access_token="${ACME_TOKEN}")])
     with pytest.raises(ConfigError, match="environment variable ACME_TOKEN is not set"):
@@ -190,14 +221,39 @@ def test_a_store_being_changed_never_disappears(catalog):
 
 # -- secrets ---------------------------------------------------------------------------
 def test_no_secret_is_stored_in_clear(catalog, engine):
+    alert_url = "https://hooks.example.com/services/T0/B0/acme-alerts"
     catalog.create(config(access_token="tok-clear-never-4321", webhook_secrets=["whsec-clear-never-8765"],
-                          click_tokens=["c" * 40]), actor="a", now=NOW)
+                          click_tokens=["c" * 40], alert_webhook_url=alert_url), actor="a", now=NOW)
     with engine.connect() as conn:
         document = conn.execute(select(stores.c.document)).scalar()
-    for secret in ("tok-clear-never-4321", "whsec-clear-never-8765", "c" * 40):
+    for secret in ("tok-clear-never-4321", "whsec-clear-never-8765", "c" * 40, "acme-alerts"):
         assert secret not in document
     assert hint("tok-clear-never-4321") in document and "4321" in hint("tok-clear-never-4321")
     assert catalog.get("acme").config.access_token == "tok-clear-never-4321"
+    assert catalog.get("acme").config.alert_webhook_url == alert_url
+
+
+def test_an_alert_url_stored_in_clear_by_an_earlier_release_still_reads(catalog, engine):
+    """Earlier releases kept a store's alert URL among its plain fields; such a store reads
+    as before, and its next save seals it."""
+    alert_url = "https://hooks.example.com/services/T0/B0/acme-alerts"
+    catalog.create(config(), actor="a", now=NOW)
+    with engine.begin() as conn:
+        document = json.loads(conn.execute(select(stores.c.document)).scalar())
+        del document["secrets"]["alert_webhook_url"]
+        document["fields"]["alert_webhook_url"] = alert_url
+        conn.execute(stores.update().values(document=json.dumps(document)))
+    assert catalog.get("acme").config.alert_webhook_url == alert_url
+    catalog.replace(replace(catalog.get("acme").config, quiet_hours=6), actor="a", now=NOW)
+    with engine.connect() as conn:
+        stored = conn.execute(select(stores.c.document)).scalar()
+    assert "acme-alerts" not in stored
+    assert catalog.get("acme").config.alert_webhook_url == alert_url
+
+
+def test_an_unset_optional_secret_has_no_hint():
+    assert hint("") == ""
+    assert hint("short") == "…"
 
 
 def test_keys_rotate_and_a_missing_key_keeps_what_the_process_had(engine):

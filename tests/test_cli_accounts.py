@@ -54,6 +54,37 @@ def test_users_add_list_set_stores_and_remove(env):
     assert gone.exit_code == 1 and "no user 'ann@shop.example'" in gone.output
 
 
+def test_users_set_password_ends_the_users_console_sessions(env):
+    from datetime import datetime, timezone
+
+    from kwai_bridge.sessions import Sessions
+
+    assert invoke(env, "users", "add", "ops@agency.example", "--role", "admin", "--password-stdin",
+                  input=PASSWORD + "\n").exit_code == 0
+    sessions = Sessions(make_engine(env["KWAI_BRIDGE_DATABASE_URL"]))
+    now = datetime.now(timezone.utc)
+    cookie, _ = sessions.login("ops@agency.example", PASSWORD, address="127.0.0.1", now=now)
+    assert sessions.find(cookie, now=now) is not None
+
+    short = invoke(env, "users", "set-password", "ops@agency.example", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "at least 12 characters" in short.output
+    assert sessions.find(cookie, now=now) is not None  # a refused password changes nothing
+
+    # Asked twice without echo when not read from standard input.
+    mismatch = invoke(env, "users", "set-password", "ops@agency.example",
+                      input="the new passphrase\nnot the same one\nthe new passphrase\nthe new passphrase\n")
+    assert mismatch.exit_code == 0, mismatch.output
+    assert "the new passphrase" not in mismatch.stdout
+    assert "1 console session(s) ended" in mismatch.stdout
+    assert sessions.find(cookie, now=now) is None
+    assert accounts(env).check_password("ops@agency.example", PASSWORD) is None
+    assert accounts(env).check_password("ops@agency.example", "the new passphrase") is not None
+    audit = json.loads(invoke(env, "audit", "--json", "--target", "user:ops@agency.example").stdout)
+    assert any(e["action"] == "user.password" for e in audit)
+    assert "no user" in invoke(env, "users", "set-password", "nobody@x.example", "--password-stdin",
+                               input=PASSWORD + "\n").output
+
+
 @pytest.mark.parametrize("args", [
     ("users", "add", "ann@shop.example", "--role", "merchant", "--store", "acme", "--store", "nosuch"),
     ("users", "set-stores", "ops@agency.example", "nosuch"),

@@ -133,24 +133,41 @@ def test_open_a_dead_event_replay_it_and_see_it_sent(page: Any, site: Site, tmp_
 def test_add_a_store_through_the_form_after_a_validation_error(page: Any, site: Site, tmp_path: Path):
     log_in(page, site)
     page.get_by_role("link", name="Add a store").click()
-    page.get_by_label("id (required)", exact=True).fill("newco")
-    page.get_by_label("platform (required)", exact=True).select_option("shopline")
-    page.get_by_label("shop (required)", exact=True).fill("newco.myshopline.com")
-    page.get_by_label("webhook_secrets (required)", exact=True).fill("newco-webhook-secret-0001")
-    page.get_by_label("pixel_id (required)", exact=True).fill("pixel-newco")
-    page.get_by_label("access_token (required)", exact=True).fill("newco-access-token-9876")
-    page.get_by_label("quiet_hours", exact=True).fill("0")
+    page.get_by_label("Store id (required)", exact=True).fill("newco")
+    page.get_by_label("Platform (required)", exact=True).select_option("shopline")
+    page.get_by_label("Shop address (required)", exact=True).fill("newco.myshopline.com")
+    page.get_by_label("Webhook secrets (required)", exact=True).fill("newco-webhook-secret-0001")
+    page.get_by_label("Kwai pixel id (required)", exact=True).fill("pixel-newco")
+    page.get_by_label("Kwai access token (required)", exact=True).fill("newco-access-token-9876")
+    page.get_by_label("Quiet after (hours)", exact=True).fill("0")
     page.get_by_role("button", name="Add the store").click()
-    assert page.locator("#e-quiet_hours").inner_text() == "quiet_hours: must be a whole number from 1 to 720"
+    assert page.locator("#e-quiet_hours").inner_text() == "Quiet after (hours): must be a whole number from 1 to 720"
+    assert page.locator("#h-quiet_hours").inner_text().startswith("quiet_hours")  # the name the stores file uses
     shot(page, tmp_path, "form-error")
-    page.get_by_label("quiet_hours", exact=True).fill("6")
-    page.get_by_label("webhook_secrets (required)", exact=True).fill("newco-webhook-secret-0001")
-    page.get_by_label("access_token (required)", exact=True).fill("newco-access-token-9876")
+    page.get_by_label("Quiet after (hours)", exact=True).fill("6")
+    page.get_by_label("Webhook secrets (required)", exact=True).fill("newco-webhook-secret-0001")
+    page.get_by_label("Kwai access token (required)", exact=True).fill("newco-access-token-9876")
+    page.get_by_label("Alert webhook URL", exact=True).fill("https://hooks.example.com/services/T0/B0/newco-alerts")
     page.get_by_role("button", name="Add the store").click()
     page.wait_for_url(re.compile(r"/console/stores/newco\?created=1"))
     assert page.locator("#copy-webhook-url").inner_text() == site.url + "/webhooks/shopline/newco"
-    assert site.runtime.catalog.get("newco").config.quiet_hours == 6
+    config = site.runtime.catalog.get("newco").config
+    assert config.quiet_hours == 6
+    assert config.alert_webhook_url == "https://hooks.example.com/services/T0/B0/newco-alerts"
     shot(page, tmp_path, "created")
+
+    # The alert URL is a secret: the edit form shows its hint, keeps it when left empty,
+    # and removes it only when asked.
+    page.get_by_role("link", name="Edit").click()
+    assert "…erts" in page.locator("fieldset", has_text="Alert webhook URL").inner_text()
+    assert "newco-alerts" not in page.content()
+    page.get_by_role("button", name="Save").click()
+    assert site.runtime.catalog.get("newco").config.alert_webhook_url.endswith("newco-alerts")
+    page.get_by_role("link", name="Edit").click()
+    page.get_by_label("Remove the alert webhook url", exact=True).check()
+    page.get_by_role("button", name="Save").click()
+    assert site.runtime.catalog.get("newco").config.alert_webhook_url == ""
+    assert site.runtime.catalog.get("newco").config.access_token == "newco-access-token-9876"
 
 
 def test_a_merchant_sees_only_their_store(page: Any, site: Site, tmp_path: Path):

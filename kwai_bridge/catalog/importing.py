@@ -7,7 +7,7 @@ import os
 from datetime import datetime
 from typing import Mapping
 
-from kwai_bridge.catalog.repository import Catalog, CatalogError, ImportReport
+from kwai_bridge.catalog.repository import Catalog, CatalogError, ImportReport, StoreExists
 from kwai_bridge.config import ConfigError, parse_entries, read_stores_file
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,14 @@ def import_file(catalog: Catalog, path: str | os.PathLike[str], *, environ: Mapp
     shown = os.fspath(path)
     parsed = parse_entries(read_stores_file(path), environ=environ, source=shown)
     try:
-        report = catalog.import_stores(parsed, actor=actor, now=now, prune=prune, force=force, source=shown)
+        try:
+            report = catalog.import_stores(parsed, actor=actor, now=now, prune=prune, force=force, source=shown)
+        except StoreExists:
+            # Another process created the same store between our read and our write: the
+            # machines of one deployment start together with the same file. Compared again
+            # with what that process wrote, an identical store is left alone.
+            log.info("%s: another process was importing the same stores; comparing again", shown)
+            report = catalog.import_stores(parsed, actor=actor, now=now, prune=prune, force=force, source=shown)
     except CatalogError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
     if report.created or report.updated or report.removed:

@@ -87,6 +87,24 @@ def users_set_stores(email: str, store_ids: tuple[str, ...]) -> None:
     click.echo(f"{user.email}: {', '.join(user.stores) or 'no store'}")
 
 
+@users.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="read the password from the first line of standard input "
+              "(otherwise it is asked for twice, without echo)")
+def users_set_password(email: str, password_stdin: bool) -> None:
+    """Set a user's console password; their open console sessions end."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    accounts, _ = _accounts()
+    try:
+        ended = accounts.set_password(email, password, actor=CLI_ACTOR, now=utcnow())
+    except AccountError as exc:
+        raise _failed(exc) from exc
+    click.echo(f"password set for {email.strip().lower()}; {ended} console session(s) ended")
+
+
 @main.group()
 def tokens() -> None:
     """API tokens (`Authorization: Bearer <token>`)."""

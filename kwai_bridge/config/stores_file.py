@@ -182,8 +182,9 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
 }
 assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}
 #: Fields whose values are secrets: sealed at rest, never shown or logged whole.
-SECRET_FIELDS = ("webhook_secrets", "access_token", "click_tokens", "admin_api_token", "consumer_key",
-                 "consumer_secret")
+#: A store's alert URL is one: whoever holds a Slack-like incoming-webhook URL can post to the channel.
+SECRET_FIELDS = ("webhook_secrets", "access_token", "click_tokens", "alert_webhook_url", "admin_api_token",
+                 "consumer_key", "consumer_secret")
 #: Fields parsed as plain strings, where a TOML number is a common slip.
 _STRING_FIELDS = frozenset({"id", "shop", "pixel_id", "access_token"})
 

@@ -12,7 +12,9 @@ from kwai_bridge.db import DeliveryOutcome, EventStatus
 from kwai_bridge.kwai.events import KwaiEvent
 
 RESPONSE_LIMIT = 2000
-PRUNE_BATCH = 500
+#: Rows per pruning transaction: each holds the writer lock while it runs, so a webhook
+#: arriving then waits that long (100 rows: a few milliseconds).
+PRUNE_BATCH = 100
 _OUTCOMES = tuple(DeliveryOutcome)
 #: Header names that must never be stored (signatures and credentials).
 _SECRET_HEADER_WORDS = ("hmac", "signature", "authorization", "token", "secret", "cookie")

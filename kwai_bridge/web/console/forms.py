@@ -5,20 +5,48 @@ as for the API and the stores file."""
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any, get_origin, get_type_hints
 
 from kwai_bridge.admin import Invalid
 from kwai_bridge.catalog.documents import plain
 from kwai_bridge.config import PLATFORMS, SECRET_FIELDS, StoreConfig
 
-BOOLEANS = frozenset({"test_mode", "consent_mode"})
-INTEGERS = frozenset({"click_window_days", "late_binding_hours", "clicks_per_minute", "max_clicks", "quiet_hours",
-                      "reconcile_minutes", "reconcile_backfill_hours", "subscription_check_minutes"})
-LISTS = frozenset({"webhook_secrets", "events", "click_params", "storefront_domains", "click_tokens"})
-TABLES = frozenset({"topic_events", "currency_rates"})
-#: Secrets typed into plain text inputs: Chromium takes a form with more than two password
-#: inputs for a faulty one. Like every secret, their value is never written back to the page.
-TEXT_SECRETS = frozenset({"admin_api_token", "consumer_key", "consumer_secret"})
+LABELS = {
+    "id": "Store id",
+    "platform": "Platform",
+    "shop": "Shop address",
+    "webhook_secrets": "Webhook secrets",
+    "pixel_id": "Kwai pixel id",
+    "access_token": "Kwai access token",
+    "test_mode": "Test mode (events go to Kwai's test tools, not to campaigns)",
+    "send_method": "How events are sent (post or get)",
+    "events": "Events sent",
+    "topic_events": "Event name per topic",
+    "value": "Purchase value (total or subtotal)",
+    "content_id": "Content id (product, variant or sku)",
+    "content_type": "Content type (product or product_group)",
+    "mapping_id": "Mapping id (customer_id, email_sha256, phone_sha256 or empty)",
+    "currency_rates": "Currency rates",
+    "report_currency": "Report currency",
+    "click_params": "Click id parameters",
+    "storefront_domains": "Storefront domains",
+    "click_window_days": "Click window (days)",
+    "late_binding_hours": "Late binding (hours)",
+    "consent_mode": "Ask for consent before keeping a click",
+    "clicks_per_minute": "Clicks per minute",
+    "max_clicks": "Clicks kept",
+    "click_tokens": "Server click tokens",
+    "quiet_hours": "Quiet after (hours)",
+    "alert_webhook_url": "Alert webhook URL",
+    "admin_api_token": "Admin API access token (Shopify, Shopline)",
+    "consumer_key": "REST API consumer key (WooCommerce)",
+    "consumer_secret": "REST API consumer secret (WooCommerce)",
+    "admin_api_url": "Admin API address",
+    "reconcile_minutes": "Reconcile every (minutes)",
+    "reconcile_backfill_hours": "First reconciliation looks back (hours)",
+    "subscription_check_minutes": "Check subscriptions every (minutes)",
+}
 HELP = {
     "id": "letters, digits, _ or -: it becomes part of the webhook URL",
     "shop": "the *.myshopify.com or *.myshopline.com domain, or the WooCommerce site URL",
@@ -30,14 +58,38 @@ HELP = {
     "storefront_domains": "one per line",
     "click_tokens": "one per line (openssl rand -hex 32)",
     "quiet_hours": "warn when an expected webhook topic is silent this long",
-    "admin_api_token": "Shopify/Shopline: the custom app's Admin API access token",
-    "consumer_key": "WooCommerce: REST API consumer key",
-    "consumer_secret": "WooCommerce: REST API consumer secret",
+    "alert_webhook_url": "this store's own alerts also go here (a Slack-compatible incoming webhook)",
+    "admin_api_token": "the custom app's token: lets the bridge set up its webhooks and recover missed orders",
+    "consumer_key": "WooCommerce → Settings → Advanced → REST API, read/write",
+    "consumer_secret": "the key's secret",
     "admin_api_url": "empty: the platform's address for the shop",
-    "reconcile_minutes": "0: the process setting",
-    "reconcile_backfill_hours": "0: the process setting",
-    "subscription_check_minutes": "0: the process setting",
+    "reconcile_minutes": "0: the process setting (KWAI_BRIDGE_RECONCILE_MINUTES)",
+    "reconcile_backfill_hours": "0: the process setting (KWAI_BRIDGE_RECONCILE_BACKFILL_HOURS)",
+    "subscription_check_minutes": "0: the process setting (KWAI_BRIDGE_SUBSCRIPTION_CHECK_MINUTES)",
 }
+_TYPES = get_type_hints(StoreConfig)
+
+
+def label(name: str) -> str:
+    """What the form calls a field: a phrase, not its name in the stores file (which the
+    help line under it gives)."""
+    return LABELS.get(name) or name.replace("_", " ").capitalize()
+
+
+def _kind(name: str) -> str:
+    kind = _TYPES[name]
+    origin = get_origin(kind) or kind
+    if name == "platform":
+        return "select"
+    if kind is bool:
+        return "checkbox"
+    if kind is int:
+        return "number"
+    if origin is tuple:
+        return "lines"
+    if isinstance(origin, type) and issubclass(origin, Mapping):
+        return "table"
+    return "text"
 
 
 @dataclass(frozen=True)
@@ -45,24 +97,25 @@ class Field:
     """One input of the store form."""
 
     name: str
-    kind: str  # text, number, checkbox, lines, select
+    kind: str  # text, number, checkbox, lines, table, select
     value: Any
     required: bool
     secret: bool
     help: str = ""
     choices: tuple[str, ...] = ()
+    label: str = ""
 
     @property
-    def masked(self) -> bool:
-        """Typed into a password input."""
-        return self.secret and self.name not in TEXT_SECRETS
+    def removable(self) -> bool:
+        """An optional secret, which an edit may remove rather than only replace."""
+        return self.secret and not self.required
 
 
 def _shown(name: str, value: Any) -> Any:
     value = plain(value)
-    if name in LISTS:
+    if _kind(name) == "lines":
         return "\n".join(value)
-    if name in TABLES:
+    if _kind(name) == "table":
         return "\n".join(f"{k} = {v}" for k, v in value.items())
     return value
 
@@ -77,12 +130,10 @@ def form_fields(config: StoreConfig | None, *, submitted: Mapping[str, str] | No
                                                                else "")
         value = "" if name in SECRET_FIELDS else _shown(name, getattr(config, name) if config else default)
         if submitted is not None and name not in SECRET_FIELDS:
-            value = submitted.get(name, "") if name not in BOOLEANS else name in submitted
-        kind = ("checkbox" if name in BOOLEANS else "number" if name in INTEGERS else
-                "lines" if name in LISTS | TABLES else "select" if name == "platform" else "text")
-        out.append(Field(name, kind, value, required=f.default is MISSING and f.default_factory is MISSING,
+            value = submitted.get(name, "") if _kind(name) != "checkbox" else name in submitted
+        out.append(Field(name, _kind(name), value, required=f.default is MISSING and f.default_factory is MISSING,
                          secret=name in SECRET_FIELDS, help=HELP.get(name, ""),
-                         choices=PLATFORMS if name == "platform" else ()))
+                         choices=PLATFORMS if name == "platform" else (), label=label(name)))
     return out
 
 
@@ -100,23 +151,27 @@ def _table(name: str, text: str) -> dict[str, str]:
 
 def entry_from_form(form: Mapping[str, str], *, editing: bool) -> dict[str, Any]:
     """The store's fields from a submitted form. Editing, a secret left empty is kept (it
-    is not in the result); creating, an empty optional field takes its default."""
+    is not in the result) unless its "remove" box is ticked; creating, an empty optional
+    field takes its default."""
     entry: dict[str, Any] = {}
     for f in fields(StoreConfig):
-        name = f.name
-        if name in BOOLEANS:
+        name, kind = f.name, _kind(f.name)
+        optional = f.default is not MISSING or f.default_factory is not MISSING
+        if kind == "checkbox":
             entry[name] = name in form
             continue
         raw = form.get(name, "")
         if name in SECRET_FIELDS and not raw.strip():
+            if editing and optional and f"remove_{name}" in form:
+                entry[name] = f.default if f.default is not MISSING else plain(f.default_factory())
             continue
-        if not raw.strip() and not editing and (f.default is not MISSING or f.default_factory is not MISSING):
+        if not raw.strip() and not editing and optional:
             continue
-        if name in LISTS:
+        if kind == "lines":
             entry[name] = [line.strip() for line in raw.splitlines() if line.strip()]
-        elif name in TABLES:
+        elif kind == "table":
             entry[name] = _table(name, raw)
-        elif name in INTEGERS:
+        elif kind == "number":
             entry[name] = int(raw.strip()) if raw.strip().lstrip("-").isdigit() else raw
         else:
             entry[name] = raw.strip()
@@ -125,4 +180,4 @@ def entry_from_form(form: Mapping[str, str], *, editing: bool) -> dict[str, Any]
     return entry
 
 
-__all__ = ["Field", "entry_from_form", "form_fields"]
+__all__ = ["Field", "entry_from_form", "form_fields", "label"]
