@@ -84,6 +84,7 @@ def check_report_adds_up(runtime, store, *, paid: int) -> list:
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("platform", sorted(FAKES))
 def test_reconcile_killed_mid_pass_recovers_every_paid_order_once(tmp_path, sqlite_url, platform):
     with FAKES[platform](page_limit=250) as fake, FakeKwai() as kwai:
