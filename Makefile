@@ -26,7 +26,8 @@ test: $(STAMP)
 ## the dispatcher at a million events, webhook ingest, click limits, webhooks beside idle and
 ## slow clients (installs wrk with apt-get if missing), ingest with metrics on and off and a
 ## /metrics scrape, ingest with 1,000 stores against 1, the admin API's event pages over
-## 1,000,000 events, the console's pages with 1,000 stores and 1,000,000 events, and the
+## 1,000,000 events, the console's pages with 1,000 stores and 1,000,000 events, reconciling
+## a store with 100,000 orders (fake WooCommerce API on loopback), and the
 ## long chaos run (it restarts the local PostgreSQL when run as root: see benchmarks/chaos.py).
 bench: $(STAMP)
 	status=0; \
@@ -40,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store_count.py || status=1; \
 	$(BIN)/python benchmarks/records_pages.py || status=1; \
 	$(BIN)/python benchmarks/console.py || status=1; \
+	$(BIN)/python benchmarks/reconcile.py || status=1; \
 	$(BIN)/python benchmarks/chaos.py || status=1; \
 	exit $$status
 

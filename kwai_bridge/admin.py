@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from kwai_bridge.accounts import Principal
 from kwai_bridge.catalog import StoreRecord, store_fields
-from kwai_bridge.config import ConfigErrors, check_store
+from kwai_bridge.config import ConfigErrors, StoreConfig, check_store
 from kwai_bridge.kwai.events import EventError
 from kwai_bridge.records import Records
 from kwai_bridge.runtime import Runtime
@@ -39,6 +39,12 @@ class NotFound(AdminError):
     """No such thing, or not one the caller may see."""
 
     status = 404
+
+
+class Conflict(AdminError):
+    """The request cannot be done as the bridge is set up; the message says what is missing."""
+
+    status = 409
 
 
 class Invalid(AdminError):
@@ -134,6 +140,35 @@ class Admin:
 
     def health(self, store_id: str) -> dict:
         return self.records.store_health(self.visible_store(store_id), now=self.now)
+
+    def _served(self, store_id: str) -> StoreConfig:
+        store = self.runtime.registry.get(self.visible_store(store_id))  # a miss looks at the database again
+        if store is None:
+            raise NotFound(f"no such store: {self.runtime.registry.error or 'not loaded yet'}")
+        return store
+
+    def connect(self, store_id: str) -> dict[str, list[str]]:
+        """Create or repair the store's webhook subscriptions on its platform (admins only);
+        `{"created", "ok", "fixed", "errors"}`. Refused (409) without a public HTTPS
+        KWAI_BRIDGE_PUBLIC_URL or without the store's Admin API credentials."""
+        from kwai_bridge.connect import ConnectRefused, run_connect
+        from kwai_bridge.links import Links
+
+        self.require_admin()
+        store = self._served(store_id)
+        try:
+            report = run_connect(store, links=Links(self.runtime.engine), public_url=self.runtime.settings.public_url,
+                                 now=self.now)
+        except ConnectRefused as exc:
+            raise Conflict(str(exc)) from None
+        return report.as_json()
+
+    def accuracy(self, store_id: str, *, since: datetime) -> list[dict[str, Any]]:
+        """The accuracy report of one store from the day of `since` (kwai_bridge.accuracy)."""
+        from kwai_bridge.accuracy import accuracy
+
+        store = self._served(store_id)
+        return [row.as_json() for row in accuracy(self.runtime.engine, [store], since=since, now=self.now)]
 
     def test_event(self, store_id: str, *, clickid: str, event_name: str) -> TestEventResult:
         """Send one event to Kwai now, with trackFlag true; what Kwai said."""

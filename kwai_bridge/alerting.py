@@ -108,6 +108,12 @@ class AlertSender:
                 self._post(url, message)
         return claimed
 
+    def tell(self, message: Message, *, store_url: str = "") -> None:
+        """Send a one-off message (something that happened, not a condition that holds)
+        to the global receiver and the store's own."""
+        for url in dict.fromkeys(u for u in (self.url, store_url) if u):
+            self._post(url, message)
+
     def _post(self, url: str, message: Message) -> None:
         for delay in (0.0, *self.retry_delays):
             if delay and self._stop.wait(delay):

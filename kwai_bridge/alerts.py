@@ -16,6 +16,9 @@ from kwai_bridge.overview import BACKLOG_AFTER, KINDS
 
 #: The kinds of alert: the console's kinds of problem (kwai_bridge.overview).
 HELD, DEAD, QUIET, BACKLOG = KINDS
+#: A webhook subscription the watch found disabled or deleted and restored: told once, as
+#: it happens (kwai_bridge.watch), not as a condition that holds.
+SUBSCRIPTION = "subscription"
 #: The least time between two messages for the same store and kind.
 MIN_INTERVAL = timedelta(hours=1)
 
@@ -113,7 +116,8 @@ def _what(kind: str) -> str:
 
 
 def _text(message: Message) -> str:
-    title = {HELD: "store held", DEAD: "dead events", QUIET: "webhooks quiet", BACKLOG: "backlog"}[message.kind]
+    title = {HELD: "store held", DEAD: "dead events", QUIET: "webhooks quiet", BACKLOG: "backlog",
+             SUBSCRIPTION: "webhook subscription restored"}[message.kind]
     if message.firing:
         return f"kwai-bridge: {title} for store {message.store} since {_iso(message.since)}: {message.detail}"
     return f"kwai-bridge: {title} for store {message.store}: {message.detail}"

@@ -57,6 +57,9 @@ class Settings:
     metrics_token: str = field(default="", repr=False)
     alert_webhook_url: str = field(default="", repr=False)  # a Slack-like URL is itself a secret
     log_level: str = "INFO"
+    reconcile_minutes: int = 15
+    reconcile_backfill_hours: int = 72
+    subscription_check_minutes: int = 60
 
     @property
     def kwai_post_url(self) -> str:
@@ -65,6 +68,11 @@ class Settings:
     @property
     def kwai_get_url(self) -> str:
         return self.kwai_endpoint + GET_PATH
+
+    def per_store(self, store: Any, name: str) -> int:
+        """A store's `reconcile_minutes`, `reconcile_backfill_hours` or
+        `subscription_check_minutes`, or this process's setting when the store's is 0."""
+        return getattr(store, name) or getattr(self, name)
 
     def base_url(self, port: int) -> str:
         """Where the bridge is reached, for printed webhook URLs."""
@@ -184,6 +192,14 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("ALERT_WEBHOOK_URL", "", _url("https://hooks.slack.com/services/..."),
      "where the dispatcher POSTs alerts as JSON (Slack-compatible; a store's `alert_webhook_url` "
      "gets that store's too): a store held, dead events, quiet topics, a backlog (empty: none sent)"),
+    ("RECONCILE_MINUTES", "15", integer(1, 7 * 24 * 60),
+     "minutes between two reconciliation passes over each connected store's orders (a store's "
+     "`reconcile_minutes` overrides it)"),
+    ("RECONCILE_BACKFILL_HOURS", "72", integer(1, 90 * 24),
+     "how far back a store's first reconciliation pass looks (a store's `reconcile_backfill_hours` overrides it)"),
+    ("SUBSCRIPTION_CHECK_MINUTES", "60", integer(1, 7 * 24 * 60),
+     "minutes between two checks of each connected store's webhook subscriptions (a store's "
+     "`subscription_check_minutes` overrides it)"),
     ("LOG_LEVEL", "INFO", _setting_choice("DEBUG", "INFO", "WARNING", "ERROR"),
      "DEBUG, INFO, WARNING or ERROR"),
 )

@@ -77,13 +77,14 @@ def _no_secret_in_output(request):
     """Fail a test whose output holds a secret the test helpers configure: what pytest
     captured (stdout, stderr, log records) and what every process it started printed.
     Set up first, so it looks after the other fixtures have stopped their processes."""
+    from tests.fake_platforms import CONFIGURED as PLATFORM_CREDENTIALS
     from tests.serving import CONFIGURED_SECRETS, take_outputs
 
     take_outputs()  # a previous test's leftovers are that test's
     yield
     captured = [(f"the test ({name} {when})", text)
                 for when, name, text in getattr(request.node, "_report_sections", [])]
-    leaks = leaked_secrets([*captured, *take_outputs()], (*CONFIGURED_SECRETS, TEST_SECRET_KEYS))
+    leaks = leaked_secrets([*captured, *take_outputs()], (*CONFIGURED_SECRETS, *PLATFORM_CREDENTIALS, TEST_SECRET_KEYS))
     if leaks:
         pytest.fail("secrets in the output: " + "; ".join(leaks), pytrace=False)
 

@@ -30,6 +30,8 @@ ROUTES = [
     ("GET", "/stores/acme/health", None, expect(200, 200, 404)),
     ("POST", "/stores/acme/replay", {"status": "dead", "result": 10006}, expect(200, 200, 404)),
     ("POST", "/stores/acme/test-event", {"clickid": "test-click-1"}, expect(200, 200, 404)),
+    ("POST", "/stores/acme/connect", None, expect(409, 403, 403)),
+    ("GET", "/stores/acme/accuracy?since=2026-11-01", None, expect(200, 200, 404)),
     ("GET", "/events", None, expect(200, 200, 200)),
     ("GET", "/events?store=acme", None, expect(200, 200, 200)),
     ("GET", "/events/{event}", None, expect(200, 200, 404)),

@@ -6,6 +6,7 @@ saves a screenshot in its temporary folder."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,6 +16,7 @@ import requests
 from tests.browser import browser_page  # noqa: F401 (fixture)
 from tests.console_site import ADMIN, MERCHANT, PASSWORD, Site, open_site
 from tests.fake_kwai import FakeKwai
+from tests.fake_platforms import WC_KEY, WC_SECRET, FakeWooCommerce
 
 pytestmark = pytest.mark.browser
 #: What Chromium logs when a page itself answers 4xx on purpose (a wrong password, a form
@@ -195,3 +197,24 @@ def test_a_form_post_without_the_csrf_token_is_refused(page: Any, site: Site, tm
                          timeout=30, allow_redirects=False).status_code == 403
     page.goto(site.url + f"/console/events/{dead}")
     shot(page, tmp_path, "csrf")
+
+
+def test_connect_a_store_from_its_page(page: Any, site: Site, tmp_path: Path):
+    with FakeWooCommerce() as fake:
+        record = site.runtime.catalog.get("globex")
+        site.runtime.catalog.replace(replace(record.config, admin_api_url=fake.base, consumer_key=WC_KEY,
+                                             consumer_secret=WC_SECRET), actor="test", now=record.updated_at)
+        site.runtime.registry.refresh(wait=True)
+        site.runtime.settings = replace(site.runtime.settings, public_url=site.url)
+        log_in(page, site)
+        page.goto(site.url + "/console/stores/globex")
+        assert page.locator("#link-status").inner_text() == "not connected"
+        page.get_by_role("button", name="Connect webhooks").click()
+        answer = page.locator("#connect-answer").inner_text()
+        assert "created" in answer and "order.created" in answer
+        assert page.locator("#link-status").inner_text() == "connected"
+        assert sorted(fake.topics()) == ["customer.created", "order.created", "order.updated"]
+        shot(page, tmp_path, "connect")
+        page.get_by_role("button", name="Connect webhooks").click()
+        assert "ok: " in page.locator("#connect-answer").inner_text().replace("ok\n", "ok: ")
+        assert WC_SECRET not in page.content()

@@ -54,7 +54,8 @@ def store_fields(config: StoreConfig, *, secrets: str = "clear") -> dict[str, An
             if secrets == "omit":
                 continue
             if secrets == "hint":
-                value = [hint(v) for v in value] if isinstance(value, list) else hint(value)
+                # an optional secret left empty stays "": shown as not set, exported as not set
+                value = [hint(v) for v in value] if isinstance(value, list) else (hint(value) if value else "")
         out[name] = value
     return out
 

@@ -93,14 +93,30 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     log.info("dispatcher started (concurrency %d)", s.dispatch_concurrency)
     pruner = threading.Thread(target=_prune_loop, args=(runtime, stop), daemon=True)
     alerts = AlertSender(runtime.engine, runtime.registry, url=s.alert_webhook_url, clock=utcnow)
+    jobs = _platform_jobs(runtime, alerts)
     if not once:
         pruner.start()
         alerts.start()
+        jobs.start()
     tally = dispatcher.run(stop=stop, once=once, poll_interval=s.poll_interval)
+    jobs.stop()
     alerts.stop()
     log.info("dispatcher stopped: %s", tally)
     if once:
         click.echo(json.dumps(tally, sort_keys=True))
+
+
+def _platform_jobs(runtime: Runtime, alerts):
+    """The connected stores' subscription watch and reconciliation, beside the dispatcher."""
+    from kwai_bridge.reconcile import Reconciler
+    from kwai_bridge.runtime import build_pipeline
+    from kwai_bridge.watch import PlatformJobs
+
+    s = runtime.settings
+    reconciler = Reconciler(runtime.engine, build_pipeline(runtime), backfill_hours=s.reconcile_backfill_hours)
+    return PlatformJobs(engine=runtime.engine, registry=runtime.registry, reconciler=reconciler, settings=s,
+                        tell=lambda message, store: alerts.tell(message, store_url=store.alert_webhook_url),
+                        clock=utcnow)
 
 
 def _prune_loop(runtime: Runtime, stop: threading.Event) -> None:

@@ -115,17 +115,66 @@ def toml_value(value: Any) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def stores_list(as_json: bool) -> None:
     """The stores in the database with their webhook URLs."""
+    from kwai_bridge.links import Links
+
     runtime = command_runtime()
     base = runtime.settings.base_url(8000)
+    links = Links(runtime.engine)
+    linked = links.all()
     rows = [{"id": r.config.id, "platform": r.config.platform, "shop": r.config.shop,
              "webhook_url": webhook_url(base, r.config), "version": r.version,
-             "updated_at": r.updated_at.isoformat().replace("+00:00", "Z")} for r in runtime.catalog.records()]
+             "updated_at": r.updated_at.isoformat().replace("+00:00", "Z"),
+             "connection": links.status_of(r.config, linked.get(r.config.id))} for r in runtime.catalog.records()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['id']:<20} {row['platform']:<12} {row['webhook_url']}")
+        click.echo(f"{row['id']:<20} {row['platform']:<12} {row['webhook_url']}  ({row['connection']})")
     click.echo(f"{len(rows)} store(s)")
+
+
+def _store_or_fail(runtime, store_id: str):
+    store = runtime.registry.get(store_id)
+    if store is None:
+        raise click.ClickException(f"no store {store_id!r} (see `kwai-bridge stores list`)")
+    return store
+
+
+@stores.command("connect")
+@click.argument("store_id")
+def stores_connect(store_id: str) -> None:
+    """Create (or repair) every webhook subscription the store needs on its platform,
+    pointing at KWAI_BRIDGE_PUBLIC_URL; print {"created", "ok", "fixed", "errors"}."""
+    from kwai_bridge.connect import ConnectRefused, run_connect
+    from kwai_bridge.links import Links
+
+    runtime = command_runtime(secrets=True)
+    store = _store_or_fail(runtime, store_id)
+    try:
+        report = run_connect(store, links=Links(runtime.engine), public_url=runtime.settings.public_url, now=utcnow())
+    except ConnectRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report.as_json(), sort_keys=True))
+    if report.errors:
+        raise SystemExit(1)
+
+
+@stores.command("disconnect")
+@click.argument("store_id")
+def stores_disconnect(store_id: str) -> None:
+    """Remove the bridge's own webhook subscriptions of the store (no other)."""
+    from kwai_bridge.connect import ConnectRefused, run_disconnect
+    from kwai_bridge.links import Links
+
+    runtime = command_runtime(secrets=True)
+    store = _store_or_fail(runtime, store_id)
+    try:
+        done = run_disconnect(store, links=Links(runtime.engine))
+    except ConnectRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(done, sort_keys=True))
+    if done["errors"]:
+        raise SystemExit(1)
 
 
 @main.group()

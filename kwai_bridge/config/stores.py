@@ -71,6 +71,17 @@ class StoreConfig:
     # Where this store's alerts go too, besides KWAI_BRIDGE_ALERT_WEBHOOK_URL (a
     # Slack-like URL is a credential: kept out of reprs and logs).
     alert_webhook_url: str = field(default="", repr=False)
+    # The platform's Admin API (kwai_bridge.platforms): Shopify's and Shopline's access
+    # token of the store's custom app, WooCommerce's REST API key pair; sealed like the
+    # other credentials. `admin_api_url` "" is the platform's own address for `shop`.
+    admin_api_token: str = field(default="", repr=False)
+    consumer_key: str = field(default="", repr=False)
+    consumer_secret: str = field(default="", repr=False)
+    admin_api_url: str = ""
+    # 0: the process setting of the same name (KWAI_BRIDGE_RECONCILE_MINUTES, ...).
+    reconcile_minutes: int = 0
+    reconcile_backfill_hours: int = 0
+    subscription_check_minutes: int = 0
 
     def __post_init__(self) -> None:
         # Coerce the container types only, so a test may pass lists and dicts;
@@ -92,6 +103,12 @@ class StoreConfig:
             report_currency=self.report_currency, click_params=self.click_params, test_mode=self.test_mode,
             events=frozenset(self.events), mapping_id=self.mapping_id,
         )
+
+    def has_admin_api(self) -> bool:
+        """Whether the store holds the credentials its platform's Admin API asks for."""
+        if self.platform == "woocommerce":
+            return bool(self.consumer_key and self.consumer_secret)
+        return bool(self.admin_api_token)
 
     def sends(self, event_name: str) -> bool:
         """Whether the store sends events of this name (its `events`)."""

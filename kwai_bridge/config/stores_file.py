@@ -128,6 +128,21 @@ def _alert_url(v: Any) -> str:
     return url
 
 
+def _optional_string(v: Any) -> str:
+    if not isinstance(v, str) or any(c.isspace() for c in v.strip()):
+        raise Invalid("must be a string without spaces (empty: none)")  # never echoed: a credential
+    return v.strip()
+
+
+def _api_url(v: Any) -> str:
+    url = v.strip().rstrip("/") if isinstance(v, str) else None
+    parts = urlsplit(url or "")
+    if url is None or (url and (parts.scheme not in ("https", "http") or not parts.netloc)):
+        raise Invalid("must be the API's base URL, such as https://acme.myshopify.com/admin/api/2025-07 "
+                      "(empty: derived from shop)")
+    return url
+
+
 _LIST_OF_STRINGS = "must be a non-empty list of non-empty strings"
 _REQUIRED = frozenset({"id", "platform", "shop", "webhook_secrets", "pixel_id", "access_token"})
 _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first names the store
@@ -157,11 +172,19 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "click_tokens": _click_tokens,
     "quiet_hours": integer(1, 720),
     "alert_webhook_url": _alert_url,
+    "admin_api_token": _optional_string,
+    "consumer_key": _optional_string,
+    "consumer_secret": _optional_string,
+    "admin_api_url": _api_url,
+    "reconcile_minutes": integer(0, 7 * 24 * 60),
+    "reconcile_backfill_hours": integer(0, 90 * 24),
+    "subscription_check_minutes": integer(0, 7 * 24 * 60),
 }
 assert set(_FIELDS) == {f.name for f in fields(StoreConfig)}
 #: Fields whose values are secrets: sealed at rest, never shown or logged whole.
 #: A store's alert URL is one: whoever holds a Slack-like incoming-webhook URL can post to the channel.
-SECRET_FIELDS = ("webhook_secrets", "access_token", "click_tokens", "alert_webhook_url")
+SECRET_FIELDS = ("webhook_secrets", "access_token", "click_tokens", "alert_webhook_url", "admin_api_token",
+                 "consumer_key", "consumer_secret")
 #: Fields parsed as plain strings, where a TOML number is a common slip.
 _STRING_FIELDS = frozenset({"id", "shop", "pixel_id", "access_token"})
 

@@ -14,13 +14,13 @@ from kwai_bridge.db.migrations import (
 from kwai_bridge.db.schema import (
     CHUNK, DeliveryOutcome, EventStatus, UTCDateTime, alert_state, any_pair, api_tokens, audit_log, chunked, clicks,
     console_sessions, deliveries,
-    event_attempts, event_identifiers, events, heartbeats, high_water, metadata, rate_windows, schema_version,
+    event_attempts, event_identifiers, events, heartbeats, high_water, metadata, platform_links, platform_orders, rate_windows, schema_version,
     store_generation, stores, user_stores, users,
 )
 from kwai_bridge.db.sqlite import BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS
 
 __all__ = [
-    "alert_state", "autocommit_cursor",
+    "alert_state", "autocommit_cursor", "platform_links", "platform_orders",
     "BUSY_TIMEOUT_MS", "CHUNK", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
     "SchemaError", "UTCDateTime", "any_pair", "chunked", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
     "event_identifiers", "events", "heartbeats", "high_water", "make_engine", "metadata", "migrate",

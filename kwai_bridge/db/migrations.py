@@ -12,12 +12,12 @@ from sqlalchemy.engine import Connection, Engine
 from kwai_bridge.db.engine import reading, upsert_insert
 from kwai_bridge.db.schema import (
     alert_state, api_tokens, audit_log, clicks, console_sessions, deliveries, event_attempts, event_identifiers, events, heartbeats, high_water,
-    metadata, rate_windows, schema_version, store_generation, stores, user_stores, users,
+    metadata, platform_links, platform_orders, rate_windows, schema_version, store_generation, stores, user_stores, users,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: Events read per batch when migration 2 fills `event_identifiers`.
 _BACKFILL_BATCH = 500
 # Any constant will do; it only has to be the same in every process that migrates.
@@ -107,6 +107,12 @@ def _v7(conn: Connection) -> None:
     metadata.create_all(conn, tables=[alert_state], checkfirst=True)
 
 
+def _v8(conn: Connection) -> None:
+    # The platforms' Admin APIs: each store's link (status, checkpoint) and the orders
+    # reconciliation saw (kwai_bridge.platforms, kwai_bridge.reconcile).
+    metadata.create_all(conn, tables=[platform_links, platform_orders], checkfirst=True)
+
+
 def _add_column(conn: Connection, column) -> None:
     """ALTER TABLE ... ADD COLUMN, unless the table has it already (a new database does)."""
     table = column.table.name
@@ -130,7 +136,7 @@ def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
 #: Append-only: (version, function). Each function must be safe to run on a database
 #: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
 MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7),
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8),
 )
 
 

@@ -340,3 +340,37 @@ alert_state = Table(
     Column("last_sent_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("store_id", "kind", name="pk_alert_state"),
 )
+
+
+# -- v8: the platforms' Admin APIs (kwai_bridge.platforms, kwai_bridge.reconcile) ----------
+#: Per store: whether its Admin API answers (`connected`, `disconnected` with the
+#: platform's message), a digest of the credentials that status was found with (a
+#: disconnected store is called again only once they change), and when its
+#: subscriptions were last checked and its orders last reconciled.
+platform_links = Table(
+    "platform_links", metadata,
+    Column("store_id", String, primary_key=True),
+    Column("status", String, nullable=False),
+    Column("message", Text),
+    Column("credentials", String, nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("watched_at", UTCDateTime),
+    # Reconciliation: orders updated at or after `checkpoint` (less an overlap) are
+    # listed next; it moves only after a page is committed.
+    Column("checkpoint", UTCDateTime),
+    Column("reconciled_at", UTCDateTime),
+)
+
+#: Every order reconciliation saw in a platform: whether it was paid (and on which UTC
+#: day), a test order, and how many events its pass recovered (the accuracy report).
+platform_orders = Table(
+    "platform_orders", metadata,
+    Column("store_id", String, nullable=False),
+    Column("order_id", String, nullable=False),
+    Column("paid_day", String),  # YYYY-MM-DD, UTC; NULL: not paid
+    Column("test", Integer, nullable=False),
+    Column("recovered", Integer, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("store_id", "order_id", name="pk_platform_orders"),
+    Index("ix_platform_orders_day", "store_id", "paid_day"),
+)

@@ -99,6 +99,13 @@ SCHEMAS = {
     "TestEventResult": obj({"ok": BOOL, "result": nullable(INT), "http_status": nullable(INT), "message": STR,
                             "hint": nullable(STR), "endpoint": STR},
                            required=("ok", "result", "http_status", "message", "hint", "endpoint"), extra=False),
+    "AccuracyDay": obj({"store": STR, "day": STR, "paid_orders": INT, "sent": INT,
+                        "reasons": {"type": "object", "additionalProperties": INT},
+                        "sources": {"type": "object", "additionalProperties": INT}},
+                       required=("store", "day", "paid_orders", "sent", "reasons", "sources"), extra=False),
+    "Accuracy": obj({"items": {"type": "array", "items": ref("AccuracyDay")}}, required=("items",), extra=False),
+    "ConnectReport": obj({k: STRINGS for k in ("created", "ok", "fixed", "errors")},
+                         required=("created", "ok", "fixed", "errors"), extra=False),
     "Event": EVENT,
     "EventDetail": EVENT_DETAIL,
     "Events": page("Event"),
@@ -176,6 +183,14 @@ PATHS = {
     "/stores/{store_id}/test-event": {"post": op("Send one event to Kwai now with trackFlag true",
                                                  answers(200, "TestEventResult", 400, 404), params=[STORE_ID],
                                                  body="TestEvent")},
+    "/stores/{store_id}/accuracy": {"get": op(
+        "Per day: paid orders in the platform, purchases sent, and a reason for each difference",
+        answers(200, "Accuracy", 400, 404), params=[STORE_ID, query("since", {"type": "string", "format": "date"},
+                                                                     "from this day (default: 30 days ago)")])},
+    "/stores/{store_id}/connect": {"post": op(
+        "Create or repair the store's webhook subscriptions on its platform (admins); 409 without a public "
+        "HTTPS KWAI_BRIDGE_PUBLIC_URL or the store's Admin API credentials",
+        answers(200, "ConnectReport", 403, 404, 409), params=[STORE_ID])},
     "/events": {"get": op("Events, newest first", answers(200, "Events", 400), params=[
         STORE, query("status", {"type": "string", "enum": [s.value for s in EventStatus]}, "status"),
         query("event_name", STR, "Kwai event name"), query("order", STR, "the platform's order id"),

@@ -67,6 +67,10 @@ class AuditQuery(Strict):
     limit = _limit()
 
 
+class AccuracyQuery(Strict):
+    since = fields.Date()
+
+
 class DeleteQuery(Strict):
     force = fields.Boolean(load_default=False)
 

@@ -3,6 +3,7 @@ health, replays of its events and a test event to Kwai. What each route does is
 `kwai_bridge.admin`'s, shared with the console."""
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
 
 from flask import request
@@ -10,7 +11,7 @@ from flask import request
 from kwai_bridge.catalog import StoreRecord, store_fields
 from kwai_bridge.runtime import webhook_url
 from kwai_bridge.web.api.auth import admin, blueprint, json_body, runtime
-from kwai_bridge.web.api.schemas import DeleteQuery, ReplayBody, StoreBody, TestEventBody, load
+from kwai_bridge.web.api.schemas import AccuracyQuery, DeleteQuery, ReplayBody, StoreBody, TestEventBody, load
 from kwai_bridge.web.responses import json_response
 
 
@@ -78,6 +79,21 @@ def test_event(store_id: str):
     result = admin().test_event(store_id, clickid=body["clickid"], event_name=body["event_name"])
     return json_response({"ok": result.ok, "result": result.result, "http_status": result.http_status,
                           "message": result.message, "hint": result.hint, "endpoint": result.endpoint}, 200)
+
+
+@blueprint.get("/stores/<store_id>/accuracy")
+def store_accuracy(store_id: str):
+    """Per day: paid orders in the platform, purchases sent, the reasons for the difference."""
+    day = load(AccuracyQuery, request.args).get("since")
+    since = (datetime.combine(day, time(), timezone.utc) if day is not None
+             else admin().now - timedelta(days=30))
+    return json_response({"items": admin().accuracy(store_id, since=since)}, 200)
+
+
+@blueprint.post("/stores/<store_id>/connect")
+def connect_store(store_id: str):
+    """Create or repair the store's webhook subscriptions on its platform."""
+    return json_response(admin().connect(store_id), 200)
 
 
 __all__ = ["public_base", "store_json"]

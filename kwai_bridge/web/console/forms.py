@@ -39,6 +39,13 @@ LABELS = {
     "click_tokens": "Server click tokens",
     "quiet_hours": "Quiet after (hours)",
     "alert_webhook_url": "Alert webhook URL",
+    "admin_api_token": "Admin API access token (Shopify, Shopline)",
+    "consumer_key": "REST API consumer key (WooCommerce)",
+    "consumer_secret": "REST API consumer secret (WooCommerce)",
+    "admin_api_url": "Admin API address",
+    "reconcile_minutes": "Reconcile every (minutes)",
+    "reconcile_backfill_hours": "First reconciliation looks back (hours)",
+    "subscription_check_minutes": "Check subscriptions every (minutes)",
 }
 HELP = {
     "id": "letters, digits, _ or -: it becomes part of the webhook URL",
@@ -52,6 +59,13 @@ HELP = {
     "click_tokens": "one per line (openssl rand -hex 32)",
     "quiet_hours": "warn when an expected webhook topic is silent this long",
     "alert_webhook_url": "this store's own alerts also go here (a Slack-compatible incoming webhook)",
+    "admin_api_token": "the custom app's token: lets the bridge set up its webhooks and recover missed orders",
+    "consumer_key": "WooCommerce → Settings → Advanced → REST API, read/write",
+    "consumer_secret": "the key's secret",
+    "admin_api_url": "empty: the platform's address for the shop",
+    "reconcile_minutes": "0: the process setting (KWAI_BRIDGE_RECONCILE_MINUTES)",
+    "reconcile_backfill_hours": "0: the process setting (KWAI_BRIDGE_RECONCILE_BACKFILL_HOURS)",
+    "subscription_check_minutes": "0: the process setting (KWAI_BRIDGE_SUBSCRIPTION_CHECK_MINUTES)",
 }
 _TYPES = get_type_hints(StoreConfig)
 

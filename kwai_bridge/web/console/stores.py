@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import redirect, request, url_for
 
 from kwai_bridge import overview as glance
-from kwai_bridge.admin import Invalid
+from kwai_bridge.admin import Conflict, Invalid
 from kwai_bridge.catalog import CatalogError
 from kwai_bridge.config import PLATFORMS
 from kwai_bridge.db import EventStatus, reading
 from kwai_bridge.kwai.events import EVENT_NAMES
+from kwai_bridge.links import Links
 from kwai_bridge.records import Records
 from kwai_bridge.web.api.stores import public_base
 from kwai_bridge.web.console import charts, setup
@@ -38,7 +39,7 @@ def overview():
                 total=len(rows), problems=sum(1 for r in rows if r.problems))
 
 
-def _store_page(store_id: str, *, status: int = 200, test=None, test_form=None):
+def _store_page(store_id: str, *, status: int = 200, test=None, test_form=None, connected=None):
     record = admin().store(store_id)
     store = record.config
     health = admin().health(store_id)
@@ -46,7 +47,8 @@ def _store_page(store_id: str, *, status: int = 200, test=None, test_form=None):
     waiting = {s: records.events(stores=[store_id], status=s, limit=10) for s in (EventStatus.HELD, EventStatus.DEAD)}
     with reading(runtime().engine) as conn:
         series = glance.daily(conn, store_id, now=now())
-    return page("store.html", status, title=store.id, record=record, store=store,
+    links = Links(runtime().engine)
+    return page("store.html", status, link=links.status_of(store, links.get(store_id)), connected=connected, title=store.id, record=record, store=store,
                 steps=setup.steps(store, base=public_base()), created=request.args.get("created"),
                 topics=setup.topic_rows(store, health["last_delivery"], now=now()), health=health,
                 waiting=waiting, replayed=request.args.get("replayed"),
@@ -68,6 +70,16 @@ def test_event(store_id: str):
         return _store_page(store_id, status=400, test={"error": error}, test_form=form)
     result = admin().test_event(store_id, clickid=form["clickid"], event_name=form["event_name"])
     return _store_page(store_id, test=result.as_json(), test_form=form)
+
+
+@blueprint.post("/stores/<store_id>/connect")
+def connect_store(store_id: str):
+    """Create or repair the store's webhook subscriptions; the report shows on its page."""
+    try:
+        report = admin().connect(store_id)
+    except Conflict as exc:
+        return _store_page(store_id, status=409, connected={"refused": exc.message})
+    return _store_page(store_id, connected=report)
 
 
 @blueprint.post("/stores/<store_id>/replay")
