@@ -50,6 +50,9 @@ class StoreConfig:
     events: tuple[str, ...] = DEFAULT_EVENTS
     # hash=False: a mapping proxy is not hashable, and the id already tells stores apart
     topic_events: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
+    # What makes the snippet report the opt-in events: `EVENT_CONTACT a[href^="https://wa.me/"]`
+    # (a click, or a form's submit) or `EVENT_SUBSCRIBE url:/pages/thanks*` (a page).
+    event_triggers: tuple[str, ...] = ()
     value: str = "total"
     content_id: str = "product"
     content_type: str = "product"  # or "product_group": the store's Kwai catalog is by product group
@@ -78,7 +81,7 @@ class StoreConfig:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        for name in ("webhook_secrets", "events", "click_params", "storefront_domains", "click_tokens"):
+        for name in ("webhook_secrets", "events", "event_triggers", "click_params", "storefront_domains", "click_tokens"):
             value = getattr(self, name)
             put(name, (value,) if isinstance(value, str) else tuple(value))
         put("topic_events", MappingProxyType(dict(self.topic_events)))

@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("clicks", __name__)
 
 
-@blueprint.after_request
-def _cors(response: Response) -> Response:
-    if request.path.startswith("/clicks/"):
+def add_cors(response: Response) -> Response:
+    """CORS headers for a browser on one of the store's origins (the store in the path)."""
+    if request.path.startswith(("/clicks/", "/events/")):
         response.vary.add("Origin")
         store = current_app.extensions["kwai_bridge.runtime"].registry.stores.get(
             (request.view_args or {}).get("store_id", ""))
@@ -34,11 +34,14 @@ def _cors(response: Response) -> Response:
     return response
 
 
+blueprint.after_request(add_cors)
+
+
 @blueprint.route("/clicks/<store_id>", methods=["POST", "OPTIONS"], provide_automatic_options=False)
 def post_click(store_id: str) -> Response:
     runtime = current_app.extensions["kwai_bridge.runtime"]
     store = runtime.registry.get(store_id)
-    if request.method == "OPTIONS":  # the preflight: CORS headers come from _cors
+    if request.method == "OPTIONS":  # the preflight: CORS headers come from add_cors
         return Response(status=204 if store is not None else 404)
     if store is None:
         return json_response({"status": "unknown store"}, 404)
@@ -69,6 +72,10 @@ def post_click(store_id: str) -> Response:
 
 
 def install(app: Any, *, attribution: Any) -> None:
-    """Register the route on `app` with the attribution service."""
+    """Register the storefront's public routes on `app`: this one with the attribution
+    service, and `POST /events/<store_id>` (kwai_bridge.web.storefront)."""
+    from kwai_bridge.web import storefront  # it imports add_cors from here
+
     app.extensions["kwai_bridge.attribution"] = attribution
     app.register_blueprint(blueprint)
+    storefront.install(app, engine=attribution.outbox.engine)

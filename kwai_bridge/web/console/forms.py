@@ -13,7 +13,7 @@ from kwai_bridge.config import PLATFORMS, SECRET_FIELDS, StoreConfig
 
 BOOLEANS = frozenset({"test_mode", "consent_mode"})
 INTEGERS = frozenset({"click_window_days", "late_binding_hours", "clicks_per_minute", "max_clicks", "quiet_hours"})
-LISTS = frozenset({"webhook_secrets", "events", "click_params", "storefront_domains", "click_tokens"})
+LISTS = frozenset({"webhook_secrets", "events", "event_triggers", "click_params", "storefront_domains", "click_tokens"})
 TABLES = frozenset({"topic_events", "currency_rates"})
 HELP = {
     "id": "letters, digits, _ or -: it becomes part of the webhook URL",
@@ -21,6 +21,7 @@ HELP = {
     "webhook_secrets": "one per line",
     "events": "Kwai event names, one per line",
     "topic_events": "topic = EVENT_NAME, one per line",
+    "event_triggers": "EVENT_NAME css-selector, or EVENT_NAME url:/path*, one per line",
     "currency_rates": "EUR = 5.80, one per line",
     "click_params": "one per line",
     "storefront_domains": "one per line",
