@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from adapters.convert import Line, Priced, choose_value, cents, conversion, kind_event, line_fields
 from adapters.values import Conversion, ConversionOptions
@@ -126,5 +126,19 @@ def parse_trigger(line: str) -> Trigger:
     return Trigger(name, selector=rest)
 
 
+
+def triggers(lines: Iterable[str], events: Iterable[str]) -> list[Trigger]:
+    """The triggers of a store's `event_triggers` lines for the events it sends."""
+    sent = set(events)
+    return [t for t in map(parse_trigger, lines) if t.event in sent]
+
+
+def snippet_events(events: Iterable[str]) -> list[str]:
+    """The storefront events the snippet and the pixel report for a store sending `events`."""
+    sent = set(events)
+    return [name for name in EVENTS if name in sent]
+
+
 __all__ = ["ADD_PAYMENT_INFO", "ADD_TO_CART", "EVENTS", "FUNNEL_EVENTS", "INITIATED_CHECKOUT", "TRIGGERED_EVENTS",
-           "BrowserEvent", "Trigger", "business_key", "parse_trigger", "to_conversion"]
+           "BrowserEvent", "Trigger", "business_key", "parse_trigger", "snippet_events", "to_conversion",
+           "triggers"]

@@ -22,9 +22,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from sqlalchemy.engine import Engine
 
 from adapters.payload import load_object
-from adapters.storefront import (
-    ADD_PAYMENT_INFO, EVENTS, INITIATED_CHECKOUT, TRIGGERED_EVENTS, BrowserEvent, Trigger, parse_trigger,
-)
+from adapters.storefront import ADD_PAYMENT_INFO, EVENTS, INITIATED_CHECKOUT, TRIGGERED_EVENTS, BrowserEvent, triggers
 from kwai_bridge.clicks import Caller, Refused, address_key
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.ratelimit import FixedWindows, Limit
@@ -100,7 +98,8 @@ def check_caller(who: Caller, event: BrowserEvent) -> None:
 
 def check_trigger(store: StoreConfig, event: BrowserEvent) -> None:
     """Refused (422) for a triggered event the store lists no trigger for."""
-    if event.event in TRIGGERED_EVENTS and not any(t.event == event.event for t in triggers(store)):
+    if event.event in TRIGGERED_EVENTS and not any(t.event == event.event
+                                                   for t in triggers(store.event_triggers, store.events)):
         raise Refused(422, f"{event.event} is sent only for triggers the store lists (event_triggers)")
 
 
@@ -122,18 +121,7 @@ class EventLimits:
             self.windows.take(conn, limits, now=now)
 
 
-# -- triggers --------------------------------------------------------------------------
-def triggers(store: StoreConfig) -> list[Trigger]:
-    """The store's triggers for events it sends."""
-    return [t for t in map(parse_trigger, store.event_triggers) if store.sends(t.event)]
-
-
-def snippet_events(store: StoreConfig) -> list[str]:
-    """The storefront events the snippet and the pixel report for `store`."""
-    return [name for name in EVENTS if store.sends(name)]
-
-
 __all__ = [
     "ADDRESS_SCOPE", "EVENT_BODY_LIMIT", "SANDBOX_EVENTS", "STORE_SCOPE", "EventLimits", "EventSchema",
-    "check_caller", "check_trigger", "parse_event", "snippet_events", "triggers",
+    "check_caller", "check_trigger", "parse_event",
 ]
