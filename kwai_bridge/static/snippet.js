@@ -569,7 +569,9 @@ try { (function (window, document) {
       eventsBound = true;
       bindEvents();
     }
-    pageEvents();
+    // The page's product data and forms come after this script in the document.
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", guard(pageEvents));
+    else pageEvents();
     if (config.platform === "shopify" || config.platform === "shopline") {
       if (!cartWatched) {
         cartWatched = true;
