@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy.engine import Engine
@@ -108,17 +108,16 @@ class EventLimits:
     """The request counters of `/events`, in the database."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
         self.windows = FixedWindows(engine.dialect)
 
-    def take(self, store: StoreConfig, who: Caller, *, address: str | None, per_address: int,
-             now: datetime) -> None:
-        """Count one request; RateLimited (nothing counted) over a limit."""
+    def counter(self, store: StoreConfig, who: Caller, *, address: str | None, per_address: int,
+                now: datetime) -> Callable[[Any], None]:
+        """What counts one request inside the write that stores its event (one commit for
+        both); it raises RateLimited over a limit, which rolls that write back."""
         limits = [Limit(STORE_SCOPE, store.id, store.clicks_per_minute)]
         if who is not Caller.SERVER:
             limits.append(Limit(ADDRESS_SCOPE, address_key(address), per_address))
-        with self.engine.begin() as conn:
-            self.windows.take(conn, limits, now=now)
+        return lambda cursor: self.windows.take_on_cursor(cursor, limits, now=now)
 
 
 __all__ = [

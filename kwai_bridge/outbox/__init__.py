@@ -76,7 +76,7 @@ class Outbox(LeaseQueries):
         self, *, store_id: str, platform: str, topic: str, delivery_key: str,
         received_at: datetime, body: bytes, headers: Mapping[str, str],
         conversions: Sequence[Conversion], outcome: str = DeliveryOutcome.QUEUED, error: str | None = None,
-        body_sha256: str | None = None, body_decides: bool = False,
+        body_sha256: str | None = None, body_decides: bool = False, before: Callable[[Any], None] | None = None,
     ) -> AcceptResult:
         """Store a delivery and its events in one transaction.
 
@@ -85,6 +85,8 @@ class Outbox(LeaseQueries):
         is a duplicate and writes nothing; except that with `body_decides` (a topic
         whose events the body alone decides) a body first stored under another topic
         still gets the events of `conversions` it lacks, on that first delivery.
+        `before(cursor)` runs first in the transaction (a request's rate counters: what
+        it raises rolls everything back).
         """
         _check_outcome(outcome)
         # Everything that needs no database is prepared before the write transaction
@@ -96,6 +98,8 @@ class Outbox(LeaseQueries):
             "headers": compact(_safe_headers(headers)), "body_sha256": body_sha256})
         rows = self._event_rows(store_id, platform, conversions, received_at)
         with writing_cursor(self.engine) as cursor:
+            if before is not None:
+                before(cursor)
             delivery_id = q.insert_delivery.returning(cursor, delivery)
             if delivery_id is None:
                 earlier = None

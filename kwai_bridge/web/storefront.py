@@ -56,27 +56,27 @@ def post_event(store_id: str) -> Response:
     except ValidationError as exc:
         return json_response({"status": "invalid event", "errors": exc.normalized_messages()}, 400)
     limits: storefront.EventLimits = current_app.extensions["kwai_bridge.event_limits"]
+    options = store.conversion_options()
+    found = to_conversion(event, platform=store.platform, topics=adapters.REGISTRY[store.platform].TOPICS,
+                          options=options, now=now)
+    chosen = store_choices([found], options)
     try:
-        limits.take(store, who, address=request.remote_addr, per_address=runtime.settings.clicks_per_address,
-                    now=now)
+        result = runtime.outbox.accept(
+            store_id=store.id, platform=store.platform, topic=f"storefront/{event.event}",
+            delivery_key=f"storefront:{event.event_id}", received_at=now, body=b"", headers={},
+            conversions=chosen, outcome=DeliveryOutcome.QUEUED if chosen else DeliveryOutcome.IGNORED,
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            before=limits.counter(store, who, address=request.remote_addr,
+                                  per_address=runtime.settings.clicks_per_address, now=now))
     except RateLimited as exc:
         status = ("too many events from this address" if exc.limit.scope == storefront.ADDRESS_SCOPE
                   else "too many events for this store")
         log.info("store %s: storefront event refused: %s", store.id, status)
         return json_response({"status": status}, 429, {"Retry-After": str(math.ceil(exc.retry_after))})
-    options = store.conversion_options()
-    found = to_conversion(event, platform=store.platform, topics=adapters.REGISTRY[store.platform].TOPICS,
-                          options=options, now=now)
-    chosen = store_choices([found], options)
-    result = runtime.outbox.accept(
-        store_id=store.id, platform=store.platform, topic=f"storefront/{event.event}",
-        delivery_key=f"storefront:{event.event_id}", received_at=now, body=b"", headers={},
-        conversions=chosen, outcome=DeliveryOutcome.QUEUED if chosen else DeliveryOutcome.IGNORED,
-        body_sha256=hashlib.sha256(body).hexdigest())
     metrics.events_created(result.added)
-    if chosen and found.identifiers:
-        # The same conversion may be waiting from its webhook without a click id (a cart
-        # whose attribute was lost): the browser's click id is evidence for it too.
+    if chosen and found.identifiers and not result.created:
+        # Its webhook twin came first and may wait without a click id (a cart whose
+        # attribute was lost): the browser's click id is evidence for it.
         current_app.extensions["kwai_bridge.attribution"].record_click(
             store, click_id=event.click_id, identifiers=found.identifiers, order_key=None, now=now)
     if result.duplicate or (chosen and not result.created):
