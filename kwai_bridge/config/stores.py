@@ -57,6 +57,7 @@ class StoreConfig:
     content_id: str = "product"
     content_type: str = "product"  # or "product_group": the store's Kwai catalog is by product group
     mapping_id: str = ""  # the identifier sent as Kwai's mapping_id: customer_id, email_sha256, phone_sha256
+    subscription_renewals: str = "skip"  # or "purchase": a renewal order is sent as a purchase
     currency_rates: Mapping[str, Decimal] = field(default_factory=_empty_mapping, hash=False)
     report_currency: str = ""
     click_params: tuple[str, ...] = ("click_id",)
@@ -94,6 +95,7 @@ class StoreConfig:
             content_type=self.content_type, currency_rates=self.currency_rates,
             report_currency=self.report_currency, click_params=self.click_params, test_mode=self.test_mode,
             events=frozenset(self.events), mapping_id=self.mapping_id,
+            subscription_renewals=self.subscription_renewals,
         )
 
     def sends(self, event_name: str) -> bool:

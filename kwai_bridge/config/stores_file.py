@@ -159,6 +159,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "content_id": choice("product", "variant", "sku"),
     "content_type": choice("product", "product_group"),
     "mapping_id": choice("", "customer_id", "email_sha256", "phone_sha256"),
+    "subscription_renewals": choice("skip", "purchase"),
     "currency_rates": _currency_rates,
     "report_currency": choice("", *sorted(CURRENCIES)),
     "click_params": strings(non_empty_list=True, what=_LIST_OF_STRINGS),

@@ -32,6 +32,7 @@ from kwai_bridge.outbox.rows import (
     _safe_headers, delivery_row, event_row,
 )
 from kwai_bridge.outbox.statements import _Statements
+from kwai_bridge.outbox.withdrawals import Withdrawals
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Outbox(LeaseQueries):
         self.engine = engine
         self._local = threading.local()
         self._statements = _Statements(engine.dialect)
+        self._withdrawals = Withdrawals(engine.dialect)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -110,6 +112,8 @@ class Outbox(LeaseQueries):
                 added = self._insert_events(cursor, earlier[0], store_id, rows)
                 return AcceptResult(delivery_id=earlier[0], duplicate=True, created=len(added), added=added)
             added = self._insert_events(cursor, delivery_id, store_id, rows)
+            # a cancelled or refunded order: its unsent events are skipped (outbox.withdrawals)
+            self._withdrawals.apply(cursor, store_id, conversions, now=received_at)
         return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=added)
 
     def seen(self, store_id: str, *, delivery_key: str, body_sha256: str) -> bool:
