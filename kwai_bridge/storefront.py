@@ -15,10 +15,12 @@ of their own, so that a page's events do not eat the clicks' allowance.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Callable, Mapping
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError
 from sqlalchemy.engine import Engine
 
 from adapters.payload import load_object
@@ -35,54 +37,85 @@ EVENT_BODY_LIMIT = 4096
 ADDRESS_SCOPE = "events:address"
 STORE_SCOPE = "events:store"
 
-_TOKEN = [validate.Length(min=1, max=512), validate.Regexp(r"^[\x21-\x7e]+$", error="must be printable ASCII")]
-_ID = [validate.Length(min=1, max=128), validate.Regexp(r"^[\x21-\x7e]+$", error="must be printable ASCII")]
-_TEXT = validate.Length(min=1, max=256)
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
+_EVENT_ID = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+_DECIMAL = re.compile(r"\d{1,10}(\.\d{1,6})?")
 
 
-class EventSchema(Schema):
-    """The body of `POST /events/<store_id>`; unknown fields are refused."""
-
-    event = fields.String(required=True, validate=validate.OneOf(EVENTS))
-    event_id = fields.String(required=True, validate=[
-        validate.Length(min=8, max=64),
-        validate.Regexp(r"^[A-Za-z0-9_.:-]+$", error="must be 8 to 64 letters, digits, _ . : or -")])
-    click_id = fields.String(required=True, validate=_TOKEN)
-    product_id = fields.String(validate=_ID)
-    variant_id = fields.String(validate=_ID)
-    sku = fields.String(validate=_ID)
-    content_name = fields.String(validate=_TEXT)
-    content_category = fields.String(validate=_TEXT)
-    price = fields.Decimal(validate=validate.Range(min=0, max=10**9), allow_nan=False)
-    quantity = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000))
-    value = fields.Decimal(validate=validate.Range(min=0, max=10**10), allow_nan=False)
-    currency = fields.String(validate=validate.Regexp(r"^[A-Za-z]{3}$", error="must be a 3-letter currency code"))
-    query = fields.String(validate=_TEXT)
-    cart_token = fields.String(validate=_TOKEN)
-    item_count = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000))
-    checkout_token = fields.String(validate=_TOKEN)
-
-    @validates_schema
-    def _together(self, data: Mapping[str, Any], **_kw: Any) -> None:
-        if data.get("item_count") and not data.get("cart_token"):
-            raise ValidationError("item_count goes with cart_token", "item_count")
-        if data.get("event") == "EVENT_SEARCH" and not data.get("query"):
-            raise ValidationError("a search needs its query", "query")
+def _text(limit: int, pattern: re.Pattern[str] | None = None, what: str = "") -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a non-empty string")
+        value = value.strip()
+        if len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise ValueError(what)
+        return value
+    return parse
 
 
-_SCHEMA = EventSchema()
+def _amount(value: Any) -> Decimal:
+    text = value if isinstance(value, str) else (str(value) if type(value) in (int, float) else "")
+    if not _DECIMAL.fullmatch(text.strip()):
+        raise ValueError('must be an amount such as "19.90"')
+    return Decimal(text.strip())
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= 100_000:
+        raise ValueError("must be a whole number from 1 to 100000")
+    return value
+
+
+def _event(value: Any) -> str:
+    if value not in EVENTS:
+        raise ValueError("must be one of " + ", ".join(EVENTS))
+    return value
+
+
+_TOKEN = _text(512, _PRINTABLE, "must be printable ASCII")
+_ID = _text(128, _PRINTABLE, "must be printable ASCII")
+#: The fields of `POST /events/<store_id>` and how each is read; any other is refused.
+FIELDS: Mapping[str, Callable[[Any], Any]] = {
+    "event": _event,
+    "event_id": _text(64, _EVENT_ID, "must be 8 to 64 letters, digits, _ . : or -"),
+    "click_id": _TOKEN,
+    "product_id": _ID, "variant_id": _ID, "sku": _ID,
+    "content_name": _text(256), "content_category": _text(256), "query": _text(256),
+    "price": _amount, "value": _amount, "quantity": _count, "item_count": _count,
+    "currency": _text(3, _CURRENCY, "must be a 3-letter currency code"),
+    "cart_token": _TOKEN, "checkout_token": _TOKEN,
+}
+REQUIRED = ("event", "event_id", "click_id")
 
 
 def parse_event(body: bytes) -> BrowserEvent:
-    """The event a body reports; PayloadError or ValidationError saying what is wrong."""
-    data = _SCHEMA.load(load_object(body))
-    values = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+    """The event a body reports; PayloadError (not a JSON object) or ValidationError
+    naming each wrong field."""
+    data = load_object(body)
+    errors: dict[str, list[str]] = {name: ["Unknown field."] for name in data if name not in FIELDS}
+    errors.update({name: ["Missing data for required field."] for name in REQUIRED if name not in data})
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in FIELDS and name not in errors:
+            try:
+                values[name] = FIELDS[name](value)
+            except ValueError as exc:
+                errors[name] = [str(exc)]
+    if values.get("item_count") and not values.get("cart_token"):
+        errors.setdefault("item_count", ["item_count goes with cart_token"])
+    if values.get("event") == "EVENT_SEARCH" and not values.get("query") and "query" not in errors:
+        errors["query"] = ["a search needs its query"]
+    if errors:
+        raise ValidationError(errors)
     if values.get("cart_token"):
         # Shopify's Ajax cart answers `<token>?key=<key>`; its webhooks name the token alone.
         values["cart_token"] = values["cart_token"].split("?", 1)[0] or None
     if values.get("currency"):
         values["currency"] = values["currency"].upper()
-    return BrowserEvent(**{k: v for k, v in values.items() if v not in (None, "")})
+    return BrowserEvent(**{k: v for k, v in values.items() if v is not None})
 
 
 #: What the checkout pixel's sandbox may report: it can be framed by any site.
@@ -121,6 +154,6 @@ class EventLimits:
 
 
 __all__ = [
-    "ADDRESS_SCOPE", "EVENT_BODY_LIMIT", "SANDBOX_EVENTS", "STORE_SCOPE", "EventLimits", "EventSchema",
+    "ADDRESS_SCOPE", "EVENT_BODY_LIMIT", "FIELDS", "REQUIRED", "SANDBOX_EVENTS", "STORE_SCOPE", "EventLimits",
     "check_caller", "check_trigger", "parse_event",
 ]
