@@ -181,3 +181,16 @@ def test_shopify_checkout_pixel_reports_checkout_started_and_payment_info(page, 
     assert all((p["value"], p["currency"]) == (120.5, "BRL") for _, _, p in got)
     assert {r.business_key for r in site.events("acme")} == {"checkout:chk-77:EVENT_INITIATED_CHECKOUT",
                                                              "checkout:chk-77:EVENT_ADD_PAYMENT_INFO"}
+
+
+def test_shopline_ajax_cart_add_reaches_kwai_with_the_cart_token(page, shops, kwai):
+    shop, site = shops("shopline")
+    shop.empty_cart()
+    visit(page, shop.url + "/products/x?click_id=Sl1")
+    page.click("#add-to-cart")
+    page.evaluate("window.addedToCart")
+    page.wait_for_timeout(400)  # the cart watch answers 200 ms after the theme's add
+    page.evaluate("window.kwaiBridge.settled()")
+    assert [(n, c) for n, c, _ in delivered(site, kwai)] == [("EVENT_ADD_TO_CART", "Sl1")]
+    [row] = site.events("acme")
+    assert row.business_key.startswith("cart:Z2NwLXVzLWVhc3Qx") and row.event.content_id == "632910392"

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from flask import Blueprint, Response, current_app, request
 from marshmallow import ValidationError
 
 from adapters.values import PayloadError
 from kwai_bridge import clicks
+from kwai_bridge.config import StoreConfig
 from kwai_bridge.ratelimit import RateLimited
 from kwai_bridge.web.bodies import read_body
 from kwai_bridge.web.responses import json_response
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("clicks", __name__)
+T = TypeVar("T")
 
 
 def add_cors(response: Response) -> Response:
@@ -37,10 +39,13 @@ def add_cors(response: Response) -> Response:
 blueprint.after_request(add_cors)
 
 
-@blueprint.route("/clicks/<store_id>", methods=["POST", "OPTIONS"], provide_automatic_options=False)
-def post_click(store_id: str) -> Response:
-    runtime = current_app.extensions["kwai_bridge.runtime"]
-    store = runtime.registry.get(store_id)
+def public_post(store_id: str, read: Callable[[StoreConfig, clicks.Caller, bytes], T], *, limit: int,
+                what: str) -> tuple[StoreConfig, clicks.Caller, T] | Response:
+    """The front the storefront's public POST routes share: the store, the preflight, who
+    posts (kwai_bridge.clicks.caller), the body read under `limit` bytes and parsed by
+    `read(store, caller, body)`, which raises Refused, PayloadError or ValidationError;
+    else the answer refusing the request."""
+    store = current_app.extensions["kwai_bridge.runtime"].registry.get(store_id)
     if request.method == "OPTIONS":  # the preflight: CORS headers come from add_cors
         return Response(status=204 if store is not None else 404)
     if store is None:
@@ -48,16 +53,30 @@ def post_click(store_id: str) -> Response:
     try:
         who = clicks.caller(store, origin=request.headers.get("Origin"),
                             authorization=request.headers.get("Authorization"))
-        body = read_body(clicks.CLICK_BODY_LIMIT)  # larger: 413 from the app's error handler
-        click_id, identifiers, order_key = clicks.parse_click(body)
-        clicks.check_identifiers(who, identifiers)
+        body = read_body(limit)  # larger: 413 from the app's error handler
+        return store, who, read(store, who, body)
     except clicks.Refused as exc:
-        log.info("store %s: click refused (%d): %s", store.id, exc.status_code, exc.message)
+        log.info("store %s: %s refused (%d): %s", store.id, what, exc.status_code, exc.message)
         return json_response({"status": exc.message}, exc.status_code, exc.headers)
     except PayloadError as exc:
         return json_response({"status": str(exc)}, 400)
     except ValidationError as exc:
-        return json_response({"status": "invalid click", "errors": exc.normalized_messages()}, 400)
+        return json_response({"status": f"invalid {what}", "errors": exc.normalized_messages()}, 400)
+
+
+def _read_click(store: StoreConfig, who: clicks.Caller, body: bytes) -> tuple[str, dict[str, str], str | None]:
+    click_id, identifiers, order_key = clicks.parse_click(body)
+    clicks.check_identifiers(who, identifiers)
+    return click_id, identifiers, order_key
+
+
+@blueprint.route("/clicks/<store_id>", methods=["POST", "OPTIONS"], provide_automatic_options=False)
+def post_click(store_id: str) -> Response:
+    found = public_post(store_id, _read_click, limit=clicks.CLICK_BODY_LIMIT, what="click")
+    if isinstance(found, Response):
+        return found
+    store, who, (click_id, identifiers, order_key) = found
+    runtime = current_app.extensions["kwai_bridge.runtime"]
     limits = clicks.quota(store, who, address=request.remote_addr,
                           per_address=runtime.settings.clicks_per_address)
     try:

@@ -14,18 +14,16 @@ import math
 from typing import Any, Mapping
 
 from flask import Blueprint, Response, current_app, request
-from marshmallow import ValidationError
 
 import adapters
 from adapters.convert import store_choices
-from adapters.storefront import to_conversion
-from adapters.values import PayloadError
+from adapters.storefront import BrowserEvent, to_conversion
 from kwai_bridge import clicks, metrics, storefront
+from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import DeliveryOutcome
 from kwai_bridge.jsontext import compact
 from kwai_bridge.ratelimit import RateLimited
-from kwai_bridge.web.bodies import read_body
-from kwai_bridge.web.clicks import add_cors
+from kwai_bridge.web.clicks import add_cors, public_post
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("storefront", __name__)
@@ -38,29 +36,21 @@ def json_response(body: Mapping[str, Any], status: int, headers: Mapping[str, st
     return Response(compact(dict(body)) + "\n", status=status, mimetype="application/json", headers=headers)
 
 
+def _read_event(store: StoreConfig, who: clicks.Caller, body: bytes) -> tuple[BrowserEvent, bytes]:
+    event = storefront.parse_event(body)
+    storefront.check_caller(who, event)
+    storefront.check_trigger(store, event)
+    return event, body
+
+
 @blueprint.route("/events/<store_id>", methods=["POST", "OPTIONS"], provide_automatic_options=False)
 def post_event(store_id: str) -> Response:
+    found = public_post(store_id, _read_event, limit=storefront.EVENT_BODY_LIMIT, what="event")
+    if isinstance(found, Response):
+        return found
+    store, who, (event, body) = found
     runtime = current_app.extensions["kwai_bridge.runtime"]
-    store = runtime.registry.get(store_id)
-    if request.method == "OPTIONS":  # the preflight: CORS headers come from add_cors
-        return Response(status=204 if store is not None else 404)
-    if store is None:
-        return json_response({"status": "unknown store"}, 404)
     now = current_app.config["CLOCK"]()
-    try:
-        who = clicks.caller(store, origin=request.headers.get("Origin"),
-                            authorization=request.headers.get("Authorization"))
-        body = read_body(storefront.EVENT_BODY_LIMIT)  # larger: 413 from the app's error handler
-        event = storefront.parse_event(body)
-        storefront.check_caller(who, event)
-        storefront.check_trigger(store, event)
-    except clicks.Refused as exc:
-        log.info("store %s: storefront event refused (%d): %s", store.id, exc.status_code, exc.message)
-        return json_response({"status": exc.message}, exc.status_code, exc.headers)
-    except PayloadError as exc:
-        return json_response({"status": str(exc)}, 400)
-    except ValidationError as exc:
-        return json_response({"status": "invalid event", "errors": exc.normalized_messages()}, 400)
     limits: storefront.EventLimits = current_app.extensions["kwai_bridge.event_limits"]
     options = store.conversion_options()
     found = to_conversion(event, platform=store.platform, topics=adapters.REGISTRY[store.platform].TOPICS,
