@@ -1,7 +1,8 @@
 """`POST /events/<store_id>`: storefront events from the snippet and Shopify's checkout
 pixel (a product viewed, a search, a cart add, a checkout step, a trigger the store
-listed), guarded as `/clicks` is. The rules are kwai_bridge.storefront; the conversion
-adapters.storefront; the event goes into the outbox like a webhook's.
+listed), guarded as `/clicks` is (kwai_bridge.web.public). The rules are
+kwai_bridge.storefront; the conversion adapters.storefront; the event goes into the
+outbox like a webhook's.
 
 Each request is stored as a delivery keyed by the browser's event id, so the same id
 twice is one event; its body is not kept (nothing is reprocessed from it).
@@ -23,7 +24,7 @@ from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import DeliveryOutcome
 from kwai_bridge.jsontext import compact
 from kwai_bridge.ratelimit import RateLimited
-from kwai_bridge.web.clicks import add_cors, public_post
+from kwai_bridge.web.public import add_cors, public_post
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("storefront", __name__)
