@@ -1,6 +1,7 @@
 """Kwai's 32 events and where each can come from: the platforms' webhook topics (read
-from each adapter's TOPICS), the storefront sources still to be built (marked so), and
-the names a store sends unless its `events` says otherwise.
+from each adapter's TOPICS), the storefront snippet and Shopify's checkout pixel
+(adapters.storefront), a store's own triggers, the later stages of an order
+(adapters.later), and the names a store sends unless its `events` says otherwise.
 
 `markdown()` is the README's table, so that the manual says what the code does.
 """
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import adapters
+from adapters.later import COMPLETE_TRANSACTION, DAY_PURCHASES
+from adapters.storefront import TRIGGERED_EVENTS
 from kwai_bridge.kwai.events import EVENT_NAMES
 
 #: Kinds of source.
@@ -28,38 +31,31 @@ DEFAULT_EVENTS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Source:
-    """One way an event reaches the bridge: its kind, where exactly, and whether it is built."""
+    """One way an event reaches the bridge: its kind and where exactly."""
 
     kind: str
     where: str
-    built: bool = True
 
 
-def _coming(kind: str, where: str) -> Source:
-    return Source(kind, where, built=False)
-
-
-_PAYMENT_STEPS = "WooCommerce classic and block checkout"
-_MERCHANT_TRIGGERS = "CSS selectors or URL patterns the store lists"
-_LATER = "a paid order within {} of its click"
-#: Sources planned and not built yet.
-COMING: Mapping[str, tuple[Source, ...]] = {
-    "EVENT_CONTENT_VIEW": (_coming(STOREFRONT, "product page"),),
-    "EVENT_SEARCH": (_coming(STOREFRONT, "search results page"),),
-    "EVENT_ADD_TO_CART": (_coming(STOREFRONT, "Shopify and Shopline AJAX cart, WooCommerce classic and block "
-                                              "add to cart"),),
-    "EVENT_INITIATED_CHECKOUT": (_coming(CHECKOUT_PIXEL, "Shopify `checkout_started`"),
-                                 _coming(STOREFRONT, _PAYMENT_STEPS)),
-    "EVENT_ADD_PAYMENT_INFO": (_coming(CHECKOUT_PIXEL, "Shopify `payment_info_submitted`"),
-                               _coming(STOREFRONT, _PAYMENT_STEPS)),
-    **{name: (_coming(OPT_IN, _MERCHANT_TRIGGERS),)
-       for name in ("EVENT_BUTTON_CLICK", "EVENT_CONTACT", "EVENT_FORM_SUBMIT", "EVENT_SUBSCRIBE")},
-    "EVENT_COMPLETE_TRANSACTION": (_coming(WEBHOOK, "Shopify, Shopline `orders/fulfilled`, WooCommerce status "
-                                                    "completed (opt-in)"),),
-    **{f"EVENT_PURCHASE_{days}_DAY": (_coming(WEBHOOK, _LATER.format(f"{days} day{'s' if days > 1 else ''}")
-                                              + " (opt-in)"),)
-       for days in (1, 2, 3, 7)},
+_CHECKOUT = "WooCommerce classic and block checkout"
+#: The sources besides the webhook topics (those are read from the adapters).
+OTHER_SOURCES: Mapping[str, tuple[Source, ...]] = {
+    "EVENT_CONTENT_VIEW": (Source(STOREFRONT, "product page"),),
+    "EVENT_SEARCH": (Source(STOREFRONT, "search results page"),),
+    "EVENT_ADD_TO_CART": (Source(STOREFRONT, "Shopify and Shopline AJAX cart, WooCommerce classic and block "
+                                             "add to cart"),),
+    "EVENT_INITIATED_CHECKOUT": (Source(CHECKOUT_PIXEL, "Shopify `checkout_started`"),
+                                 Source(STOREFRONT, f"{_CHECKOUT} page")),
+    "EVENT_ADD_PAYMENT_INFO": (Source(CHECKOUT_PIXEL, "Shopify `payment_info_submitted`"),
+                               Source(STOREFRONT, f"{_CHECKOUT}, place order")),
+    **{name: (Source(OPT_IN, "a CSS selector clicked or submitted, or a URL pattern visited "
+                             "(`event_triggers`)"),) for name in TRIGGERED_EVENTS},
+    COMPLETE_TRANSACTION: (Source(WEBHOOK, "WooCommerce order status completed"),),
+    **{name: (Source(WEBHOOK, f"a paid order, paid within {days} day{'s' if days > 1 else ''} of its click"),)
+       for name, days in DAY_PURCHASES.items()},
 }
+#: Sent only for a store that adds them to `events` (and, for the triggered ones, lists a trigger).
+LATER_EVENTS = frozenset({COMPLETE_TRANSACTION, *DAY_PURCHASES})
 
 
 def webhook_sources() -> dict[str, tuple[Source, ...]]:
@@ -80,10 +76,10 @@ def webhook_sources() -> dict[str, tuple[Source, ...]]:
 
 
 def sources() -> dict[str, tuple[Source, ...]]:
-    """Every one of Kwai's 32 names with its sources, built first ( () for none): the
-    names on by default in the funnel's order, then those with a source, then the rest."""
+    """Every one of Kwai's 32 names with its sources ( () for none): the names on by
+    default in the funnel's order, then those with a source, then the rest."""
     built = webhook_sources()
-    found = {name: built.get(name, ()) + COMING.get(name, ()) for name in EVENT_NAMES}
+    found = {name: built.get(name, ()) + OTHER_SOURCES.get(name, ()) for name in EVENT_NAMES}
 
     def place(name: str) -> tuple[int, int, str]:
         if name in DEFAULT_EVENTS:
@@ -94,8 +90,22 @@ def sources() -> dict[str, tuple[Source, ...]]:
 
 
 def webhook_platforms(event: str) -> frozenset[str]:
-    """The platforms whose webhooks send `event` by default."""
+    """The platforms whose webhooks can send `event`: by a topic, or as a later stage of
+    an order (every platform)."""
+    if event in LATER_EVENTS:
+        return frozenset(adapters.REGISTRY)
     return frozenset(p for p, adapter in adapters.REGISTRY.items() if event in adapter.TOPICS.values())
+
+
+def switch(name: str, found: tuple[Source, ...]) -> str:
+    """How a store switches `name` on or off."""
+    if name in DEFAULT_EVENTS:
+        return "on; leave it out of `events` to stop it"
+    if name in TRIGGERED_EVENTS:
+        return "add it to `events` and list its triggers in `event_triggers`"
+    if found:
+        return "add it to `events`"
+    return "nothing produces it; `topic_events` may rename a topic to it"
 
 
 def _title(platform: str) -> str:
@@ -104,15 +114,14 @@ def _title(platform: str) -> str:
 
 def markdown() -> str:
     """The README's table of the 32 events."""
-    rows = ["| event | on by default | sent today from | coming |", "|---|---|---|---|"]
+    rows = ["| event | on by default | sent from | to switch it |", "|---|---|---|---|"]
     for name, found in sources().items():
-        today = "; ".join(f"{s.kind}: {s.where}" for s in found if s.built) or "-"
-        coming = "; ".join(f"{s.kind}: {s.where}" for s in found if not s.built)
-        rows.append(f"| `{name}` | {'on' if name in DEFAULT_EVENTS else 'off'} | {today} | {coming} |")
+        where = "; ".join(f"{s.kind}: {s.where}" for s in found) or "-"
+        rows.append(f"| `{name}` | {'on' if name in DEFAULT_EVENTS else 'off'} | {where} | {switch(name, found)} |")
     return "\n".join(rows) + "\n"
 
 
 __all__ = [
-    "CHECKOUT_PIXEL", "COMING", "DEFAULT_EVENTS", "OPT_IN", "STOREFRONT", "Source", "WEBHOOK", "markdown",
-    "sources", "webhook_platforms", "webhook_sources",
+    "CHECKOUT_PIXEL", "DEFAULT_EVENTS", "LATER_EVENTS", "OPT_IN", "OTHER_SOURCES", "STOREFRONT", "Source", "WEBHOOK",
+    "markdown", "sources", "switch", "webhook_platforms", "webhook_sources",
 ]

@@ -6,12 +6,14 @@ from one instance of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from adapters import clickid
+from adapters.later import OrderStage, later_stages
 from adapters.convert import (
     PRIVACY_ACTIONS, PURCHASE, Line, Priced, cents, choose_value, contact_ids, conversion, event_for, kind_event,
     line_fields, order_conversions, order_events, total,
@@ -35,7 +37,12 @@ TOPICS: dict[str, str] = {
     "carts/create": "EVENT_ADD_TO_CART",
     "carts/update": "EVENT_ADD_TO_CART",
     "customers/create": "EVENT_COMPLETE_REGISTRATION",
+    "orders/fulfilled": "EVENT_COMPLETE_TRANSACTION",  # opt-in: in the store's events
 }
+#: Topics that yield no event of their own but withdraw the order's unsent ones.
+WITHDRAW_TOPICS = frozenset({"orders/cancelled"})
+#: An order a subscription contract created on its schedule (not the first checkout).
+RENEWAL_SOURCE = "subscription_contract"
 #: Topics whose events the body alone decides (an order was created; it is paid when
 #: its `financial_status` says so), unlike `orders/paid`, whose purchase rests on the
 #: topic's word. For an order created paid the platform may send one body byte for byte
@@ -99,6 +106,7 @@ def _privacy_body(action: str, p: Mapping[str, Any]) -> str | None:
 
 _BODIES: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "orders/create": _order_body, "orders/paid": _order_body, "orders/updated": _order_body,
+    "orders/fulfilled": _order_body, "orders/cancelled": _order_body,
     "checkouts/create": _checkout_body, "carts/create": _cart_body, "carts/update": _cart_body,
     "customers/create": _customer_body,
 }
@@ -183,7 +191,11 @@ def is_ping(request: WebhookRequest) -> bool:
 def to_conversions(notification: Notification, *, options: ConversionOptions) -> list[Conversion]:
     """The Kwai events a notification yields for a store with `options` ([] when none)."""
     converter = _CONVERTERS.get(notification.topic)
-    if notification.kind != "conversion" or notification.topic not in TOPICS or converter is None:
+    if notification.kind != "conversion" or converter is None:
+        return []
+    if notification.topic in WITHDRAW_TOPICS:
+        return converter(notification, "", options)
+    if notification.topic not in TOPICS:
         return []
     name = event_for(notification.topic, TOPICS, options)
     return converter(notification, name, options) if name else []
@@ -193,9 +205,24 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     p = n.payload
     order_id = required_id(p.get("id"), "order")
     created = n.topic == "orders/create"
-    paid = n.topic == "orders/paid" or text(p.get("financial_status")) == "paid"
+    status = text(p.get("financial_status"))
+    paid = n.topic == "orders/paid" or status == "paid"
     paid_name = kind_event(PURCHASE, TOPICS, options)
-    events = order_events(name, paid_name=paid_name, created=created, paid=paid)
+    # orders/cancelled withdraws, and an update that finds the money given back; an order
+    # still `paid` after its cancellation (the refund to come) stays a purchase until then.
+    withdrawn = ("cancelled" if n.topic in WITHDRAW_TOPICS else
+                 "refunded" if n.topic == "orders/updated" and status in ("refunded", "voided") else None)
+    stage = OrderStage(fulfilled=n.topic == "orders/fulfilled" or text(p.get("fulfillment_status")) == "fulfilled",
+                       renewal=text(p.get("source_name")) == RENEWAL_SOURCE, withdrawn=withdrawn,
+                       moment=when(p, ("cancelled_at", "updated_at", "processed_at", "created_at")))
+    later = partial(later_stages, stage=stage, order_id=order_id, platform=n.platform, paid_name=paid_name,
+                    names=[kind_event("EVENT_PLACE_ORDER", TOPICS, options)], options=options)
+    if withdrawn:
+        return later([])
+    # orders/fulfilled repeats the paid order's purchase (one business key: one event)
+    # for the completed transaction to follow
+    events = order_events(paid_name if n.topic == "orders/fulfilled" else name, paid_name=paid_name,
+                          created=created, paid=paid)
     if not events:
         return []
     subtotal = options.value == "subtotal"
@@ -209,13 +236,13 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     ids = {"order_id": order_id, "order_key": text(p.get("token")),
            "checkout_token": ident(p.get("checkout_token")), "cart_token": ident(p.get("cart_token")),
            "customer_id": ident(customer.get("id")), **_contacts(p)}
-    return order_conversions(
+    return later(order_conversions(
         events, platform=n.platform, order_id=order_id, created=created, paid_name=paid_name,
         placed=when(p, ("processed_at", "created_at")),
         paid_at=_payment_time(p) or when(p, ("processed_at", "updated_at", "created_at")),
         priced=priced, fields=fields, click=click, identifiers=ids,
         skip_reason="test order" if p.get("test") is True and not options.test_mode else None,
-    )
+    ))
 
 
 def _checkout(n: Notification, name: str, options: ConversionOptions) -> list[Conversion]:
@@ -266,6 +293,7 @@ def _customer(n: Notification, name: str, options: ConversionOptions) -> list[Co
 
 _CONVERTERS: dict[str, Callable[[Notification, str, ConversionOptions], list[Conversion]]] = {
     "orders/create": _order, "orders/paid": _order, "orders/updated": _order,
+    "orders/fulfilled": _order, "orders/cancelled": _order,
     "checkouts/create": _checkout, "carts/create": _cart, "carts/update": _cart,
     "customers/create": _customer,
 }

@@ -91,6 +91,7 @@ class ConversionOptions:
     test_mode: bool = False
     events: frozenset[str] | None = None
     mapping_id: str = ""  # or "customer_id", "email_sha256", "phone_sha256"
+    subscription_renewals: str = "skip"  # or "purchase": a renewal order is sent as a purchase
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,10 @@ class Conversion:
     - `value_note`: why the event carries no value, when it does not.
     - `click_note`: why a click id the payload offered was not used (one that may have
       been corrupted on the way), when that is why the event has none.
+    - `within_days`: an N-day purchase, sent only when its click was stored at most N
+      days before (decided at attribution; adapters.later).
+    - `withdraw`: the order was cancelled or refunded: the event of this business key,
+      if not sent yet, is skipped with `skip_reason` (kwai_bridge.outbox.withdrawals).
     """
 
     event: KwaiEvent
@@ -120,6 +125,8 @@ class Conversion:
     high_water: tuple[str, int] | None = None
     value_note: str | None = None
     click_note: str | None = None
+    within_days: int | None = None
+    withdraw: bool = False
 
 
 @dataclass(frozen=True)

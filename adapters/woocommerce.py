@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import html
 import re
+from functools import partial
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from adapters import clickid, convert, payload
 from adapters.convert import Line
+from adapters.later import OrderStage, later_stages
 # a public name all the same: WooCommerce core sends no privacy topics, so it finds none
 from adapters.convert import privacy_request
 from adapters.payload import ident, items, obj, text
@@ -45,6 +47,10 @@ APP_WIDE_SECRET = False
 PIXEL_SANDBOX = False
 
 PAID_STATUSES = frozenset({"processing", "completed"})
+#: Statuses that withdraw the order's unsent events (adapters.later).
+WITHDRAWN_STATUSES = {"cancelled": "cancelled", "refunded": "refunded"}
+#: WooCommerce Subscriptions marks a renewal order with this meta (the subscription's id).
+RENEWAL_META = "_subscription_renewal"
 #: Block-checkout drafts still arrive through order.updated (woocommerce#66995).
 DRAFT_STATUSES = frozenset({"checkout-draft", "draft", "auto-draft"})
 SESSION_ENTRY_META = "_wc_order_attribution_session_entry"
@@ -135,6 +141,14 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     created = n.topic == "order.created"
     paid = status in PAID_STATUSES and text(p.get("date_paid_gmt"), p.get("date_paid")) is not None
     paid_name = convert.kind_event(convert.PURCHASE, TOPICS, options)
+    stage = OrderStage(fulfilled=status == "completed", renewal=_meta(p.get("meta_data"), RENEWAL_META) is not None,
+                       # a new order is never anything but placed: a later change withdraws
+                       withdrawn=None if created else WITHDRAWN_STATUSES.get(status or ""),
+                       moment=payload.when(p, ("date_modified_gmt", "date_created_gmt"), naive_is_utc=True))
+    later = partial(later_stages, stage=stage, order_id=order_id, platform=NAME, paid_name=paid_name,
+                    names=[convert.kind_event("EVENT_PLACE_ORDER", TOPICS, options)], options=options)
+    if stage.withdrawn:
+        return later([])
     events = convert.order_events(name, paid_name=paid_name, created=created, paid=paid)
     if not events:
         return []
@@ -151,12 +165,12 @@ def _order(n: Notification, name: str, options: ConversionOptions) -> list[Conve
     ids = {"order_id": order_id, "order_key": text(p.get("order_key")), "customer_id": ident(p.get("customer_id")),
            **convert.contact_ids(billing.get("email"), [(billing.get("phone"), None)])}
     # the *_gmt fields are UTC written without an offset; the others are site-local
-    return convert.order_conversions(
+    return later(convert.order_conversions(
         events, platform=NAME, order_id=order_id, created=created, paid_name=paid_name,
         placed=payload.when(p, ("date_created_gmt",), naive_is_utc=True),
         paid_at=payload.when(p, ("date_paid_gmt", "date_modified_gmt", "date_created_gmt"), naive_is_utc=True),
         priced=priced, fields=fields, click=click, identifiers=ids, click_note=click_note,
-    )
+    ))
 
 
 def _click(meta: Any, options: ConversionOptions) -> tuple[tuple[str | None, str | None], str | None]:

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
+from adapters.later import day_window_skip
 from adapters.values import Conversion
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import EventStatus, any_pair, chunked, clicks, reading, upsert_insert
@@ -223,6 +224,9 @@ class Attribution:
         since = now - timedelta(days=store.click_window_days)
         resolved = []
         for conversion in conversions:
+            if conversion.within_days is not None and not conversion.skip_reason:
+                resolved.append(self._day_window(store, conversion, since))
+                continue
             if conversion.skip_reason or conversion.click_source in OWN_SOURCES:
                 resolved.append(conversion)
                 continue
@@ -233,6 +237,20 @@ class Attribution:
                                      click_source=STORE_SOURCE + click.kind)
             resolved.append(conversion)
         return resolved
+
+    def _day_window(self, store: StoreConfig, conversion: Conversion, since: datetime) -> Conversion:
+        """An N-day purchase (adapters.later), sent only when its click is one the click
+        store holds (so its time is known) and was stored at most N days before the
+        payment; else kept as skipped, the reason recorded."""
+        click = best_click(self.clicks.lookup(store.id, conversion.identifiers, since=since), conversion.identifiers)
+        own = conversion.click_source in OWN_SOURCES and conversion.event.click_id
+        if click is not None and own and click.click_id != conversion.event.click_id:
+            click = None  # the order carries another click: its time is unknown
+        if click is not None and not own:
+            conversion = replace(conversion, event=conversion.event.with_click_id(click.click_id),
+                                 click_source=STORE_SOURCE + click.kind)
+        skip = day_window_skip(conversion, click.clicked_at if click is not None else None)
+        return replace(conversion, skip_reason=skip) if skip else conversion
 
     def record_click(self, store: StoreConfig, *, click_id: str, identifiers: Mapping[str, str],
                      order_key: str | None, now: datetime, quota: ClickQuota | None = None) -> int:

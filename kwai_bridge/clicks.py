@@ -32,6 +32,7 @@ from typing import Any, Mapping
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 import adapters
+from adapters.storefront import snippet_events, triggers
 from adapters.payload import load_object
 from adapters.signing import sha256_email, sha256_phone
 from kwai_bridge.attribution import IDENTIFIERS, Attribution, ClickQuota
@@ -222,9 +223,12 @@ def _source(name: str) -> str:
 
 def snippet_settings(store: StoreConfig, base_url: str) -> dict[str, Any]:
     """The settings the snippet reads from `KWAI_BRIDGE`."""
-    return {"endpoint": f"{base_url.rstrip('/')}/clicks/{store.id}", "platform": store.platform,
+    base = base_url.rstrip("/")
+    return {"endpoint": f"{base}/clicks/{store.id}", "platform": store.platform,
             "clickParams": list(store.click_params), "windowDays": store.click_window_days,
-            "consentMode": store.consent_mode}
+            "consentMode": store.consent_mode, "eventsEndpoint": f"{base}/events/{store.id}",
+            "events": snippet_events(store.events),
+            "triggers": [t.settings() for t in triggers(store.event_triggers, store.events)]}
 
 
 def config_line(settings: Mapping[str, Any], *, target: str = "window") -> str:

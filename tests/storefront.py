@@ -191,6 +191,7 @@ class Storefront:
         self.cart: dict[str, Any] = {"token": "c1-7f3a9e" + key, "attributes": {}, "item_count": 1}
         self.cart_updates: list[dict[str, Any]] = []
         self.cart_reads = 0
+        self.woo_adds = 0
         self.refuse_cart_updates = False  # answer the cart update with a 500
         self._created_token = "Z2NwLXVzLWVhc3QxOjAxSks5MkVKMFBDWUZaWkZYNzFDVFZESkJB" + key
         self._lock = threading.Lock()
@@ -223,7 +224,18 @@ class Storefront:
                 if self.cart["item_count"] == 0:  # the first item creates the cart and its token
                     self.cart["token"] = self._created_token
                 self.cart["item_count"] += 1
+                # like the Ajax API's cart: the latest added line first, prices in cents
+                self.cart.setdefault("items", []).insert(0, dict(CART_ITEM))
+                self.cart["currency"] = "USD"
                 return json_response({"quantity": 1})
+        if method == "POST" and (request.query == "wc-ajax=add_to_cart" or path == "/wp-json/wc/store/v1/cart/add-item"):
+            with self._lock:
+                self.woo_adds += 1
+                return json_response({"items_count": self.woo_adds})
+        if method == "POST" and path == "/cart-added/":  # a classic product form posts and reloads
+            with self._lock:
+                self.woo_adds += 1
+            return Response(200, _page("Cart", "<p>Added.</p>"))
         if method == "POST" and path == "/checkout/done":
             return Response(200, _page("Order placed", "<p>Thank you.</p>", snippet=False))
         if method == "GET":
@@ -262,10 +274,48 @@ class Storefront:
         self._server.close()
 
 
-def _page(title: str, body: str, *, snippet: bool = True) -> str:
+def _page(title: str, body: str, *, snippet: bool = True, head: str = "", body_class: str = "") -> str:
     script = '<script src="/kwai.js"></script>' if snippet else ""
     return (f'<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
-            f"<title>{title}</title>{script}</head><body>{body}</body></html>")
+            f'<title>{title}</title>{head}{script}</head><body class="{body_class}">{body}</body></html>')
+
+
+#: The line a Shopify cart read answers for the product below (prices in cents).
+CART_ITEM = {"product_id": 632910392, "variant_id": 808950810, "sku": "IPOD2008PINK", "quantity": 1,
+             "product_title": "IPod Nano - 8GB", "product_type": "Cult Products", "price": 19900}
+# What a Shopify theme puts on a product page (`ShopifyAnalytics.meta`), before the snippet.
+_SHOPIFY_PRODUCT_META = """<script>window.ShopifyAnalytics = {meta: {currency: "USD", selectedVariantId: "808950810",
+  page: {pageType: "product"}, product: {id: 632910392, type: "Cult Products", title: "IPod Nano - 8GB",
+  variants: [{id: 49148385, price: 19900, name: "IPod Nano - 8GB - Red", sku: "IPOD2008RED"},
+             {id: 808950810, price: 19900, name: "IPod Nano - 8GB - Pink", sku: "IPOD2008PINK"}]}}};</script>"""
+# WooCommerce's structured data on a product page (no product id in it: the body class has it).
+_WOO_PRODUCT_LD = """<script type="application/ld+json">{"@context": "https://schema.org/", "@graph": [
+  {"@type": "BreadcrumbList", "itemListElement": []},
+  {"@type": "Product", "@id": "https://woo.example/product/hoodie/#product", "name": "Hoodie with Logo",
+   "sku": "woo-hoodie-logo", "category": "Clothing",
+   "offers": [{"@type": "Offer", "price": "45.00", "priceCurrency": "BRL"}]}]}</script>"""
+_WOO_PRODUCT_FORM = """<h1>Hoodie with Logo</h1><form class="cart" method="post" action="/cart-added/">
+<input type="number" name="quantity" value="2"><button type="submit" name="add-to-cart" value="42">Add to cart</button>
+</form>"""
+# A classic archive's Ajax button and a block theme's product button: each posts itself.
+_WOO_SHOP = """<a href="#" id="ajax-add" data-quantity="1" class="button add_to_cart_button ajax_add_to_cart"
+  data-product_id="43" data-product_sku="woo-beanie">Add to cart</a>
+<button id="block-add" class="wp-block-button__link add_to_cart_button wc-block-components-product-button__button"
+  data-product_id="44">Add to cart</button>
+<script>
+document.getElementById("ajax-add").addEventListener("click", function (event) {
+  event.preventDefault();
+  window.added = fetch("/?wc-ajax=add_to_cart", {method: "POST", body: "product_id=43&quantity=1"})
+    .then(function (response) { return response.json(); });
+});
+document.getElementById("block-add").addEventListener("click", function () {
+  window.added = fetch("/wp-json/wc/store/v1/cart/add-item", {method: "POST", headers: {"Content-Type": "application/json"},
+                                                         body: JSON.stringify({id: 44, quantity: 1})})
+    .then(function (response) { return response.json(); });
+});
+</script>"""
+_OPT_IN = """<h1>Contact</h1><a href="#" id="whatsapp" class="wa" data-href="https://wa.me/5511999999999">WhatsApp us</a>
+<form class="newsletter" id="newsletter" action="#" onsubmit="return false"><input name="n"><button>Subscribe</button></form>"""
 
 
 # The classic field is type="text" so that the snippet's own trimming is what is tested
@@ -343,6 +393,12 @@ document.getElementById("add-to-cart").addEventListener("click", function () {
 _PAGES = {
     "/": _page("Home", "<h1>Shop</h1>"),
     "/products/x": _page("Product X", "<h1>Product X</h1>" + _ADD_TO_CART),
+    "/products/ipod-nano": _page("IPod Nano", "<h1>IPod Nano</h1>" + _ADD_TO_CART, head=_SHOPIFY_PRODUCT_META),
+    "/search": _page("Search", "<h1>Results</h1>"),
+    "/product/hoodie/": _page("Hoodie", _WOO_PRODUCT_FORM, head=_WOO_PRODUCT_LD,
+                              body_class="product-template-default single single-product postid-42"),
+    "/shop/": _page("Shop", _WOO_SHOP),
+    "/pages/contact": _page("Contact", _OPT_IN),
     "/blank": _page("Blank", "<p>no snippet</p>", snippet=False),
     "/checkout/": _page("Checkout", _CLASSIC_CHECKOUT),
     "/checkout-block/": _page("Checkout", _BLOCK_CHECKOUT),

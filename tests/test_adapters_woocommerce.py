@@ -127,7 +127,8 @@ PAID_CASES = [
 @pytest.mark.parametrize(("changes", "created", "updated"), [c[1:] for c in PAID_CASES], ids=[c[0] for c in PAID_CASES])
 def test_paid_means_payment_date_and_processing_or_completed(changes, created, updated):
     assert [c.event.event_name for c in convert("order.created", changed(**changes))] == created
-    assert [c.event.event_name for c in convert("order.updated", changed(**changes))] == updated
+    # (a cancelled order's update withdraws its events: adapters.later, tests/test_later_stages.py)
+    assert [c.event.event_name for c in convert("order.updated", changed(**changes)) if not c.withdraw] == updated
 
 
 @pytest.mark.parametrize(("changes", "expected"), [

@@ -266,7 +266,10 @@ def test_the_snippet_is_served_with_its_settings_and_is_cacheable(app_for, path,
     script = answer.get_data(as_text=True)
     assert _settings_of(script, target) == {
         "endpoint": "https://bridge.example.com/clicks/acme", "platform": "shopify",
-        "clickParams": ["click_id", "</script><script>alert(1)//"], "windowDays": 30, "consentMode": False}
+        "clickParams": ["click_id", "</script><script>alert(1)//"], "windowDays": 30, "consentMode": False,
+        "eventsEndpoint": "https://bridge.example.com/events/acme",
+        "events": ["EVENT_CONTENT_VIEW", "EVENT_SEARCH", "EVENT_ADD_TO_CART", "EVENT_INITIATED_CHECKOUT",
+                   "EVENT_ADD_PAYMENT_INFO"], "triggers": []}
     assert "</script>" not in script.partition("\n")[0]
     assert script.endswith((STATIC / source).read_text())
     etag = answer.headers["ETag"]

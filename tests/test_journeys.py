@@ -88,6 +88,28 @@ class World:
                                   headers={"Origin": "null"})
         assert answer.status_code == 202, answer.json
 
+    def storefront(self, store: str, event: str, *, sandbox: bool = False, **fields: object) -> str | None:
+        """What the snippet (`sandbox`: Shopify's checkout pixel) posts to /events; the
+        browser's event id, None when the snippet is not installed."""
+        if not self.installed:
+            return None
+        event_id = self.token("ev-")
+        body = json.dumps({"event": event, "event_id": event_id, **fields})
+        if sandbox:
+            answer = self.client.post(f"/events/{store}", data=body, content_type="text/plain",
+                                      headers={"Origin": "null"})
+        else:
+            answer = self.client.post(f"/events/{store}", data=body, content_type="application/json",
+                                      headers={"Origin": "https://acme.myshopify.com" if store == "acme"
+                                               else "https://woo.example"})
+        assert answer.status_code in (200, 202), answer.json
+        return event_id
+
+    def expect_browser(self, kind: str, store: str, event_id: str | None, event: str, click: str | None) -> None:
+        """Expect the event of a storefront post that has no webhook twin (when it was made)."""
+        if event_id is not None:
+            self.expect(kind, store, f"browser:{event_id}:{event}", click)
+
     def expect(self, kind: str, store: str, key: str, click: str | None) -> None:
         self.expected.append((kind, store, key, click))
 
@@ -138,13 +160,28 @@ def email_sha256(email: str) -> str:
 # -- journeys --------------------------------------------------------------------------------------
 def one_visit(w: World) -> None:
     click, cart_token, chk, oid, email = w.click_id(), w.token("c"), w.token("k"), w.number(), w.token() + "@x.com"
+    view = w.storefront("acme", "EVENT_CONTENT_VIEW", click_id=click, product_id="632910392", price="199.00",
+                        currency="USD")
     w.snippet("acme", click_id=click, cart_token=cart_token)  # landing: cart attribute + (click, cart token)
     w.wait(minutes=1)
+    browser_first = w.rng.random() < 0.5
+    if browser_first:  # the snippet's cart add and carts/create are one event, whichever comes first
+        w.storefront("acme", "EVENT_ADD_TO_CART", click_id=click, cart_token=cart_token, item_count=3, quantity=3)
     w.webhook("shopify", "carts/create", cart(cart_token))
+    if not browser_first:
+        w.storefront("acme", "EVENT_ADD_TO_CART", click_id=click, cart_token=cart_token, item_count=3, quantity=3)
     w.wait(minutes=8)
+    if browser_first:  # the pixel's checkout_started and checkouts/create: one event
+        w.storefront("acme", "EVENT_INITIATED_CHECKOUT", sandbox=True, click_id=click, checkout_token=chk)
     w.webhook("shopify", "checkouts/create", checkout(chk, cart_token, email, w.attribute(click),
                                                        landing_site=landing(click)))
-    w.wait(minutes=4)
+    if not browser_first:
+        w.storefront("acme", "EVENT_INITIATED_CHECKOUT", sandbox=True, click_id=click, checkout_token=chk)
+    w.wait(minutes=2)
+    if w.storefront("acme", "EVENT_ADD_PAYMENT_INFO", sandbox=True, click_id=click, checkout_token=chk):
+        w.expect("one_visit", "acme", f"checkout:{chk}:EVENT_ADD_PAYMENT_INFO", click)
+    w.expect_browser("one_visit", "acme", view, "EVENT_CONTENT_VIEW", click)
+    w.wait(minutes=2)
     w.webhook("shopify", "orders/paid", order(oid, email=email, cart_token=cart_token, checkout_token=chk,
                                               click=w.attribute(click), landing_site=landing(click)))
     w.expect("one_visit", "acme", f"cart:{cart_token}:EVENT_ADD_TO_CART:3", click)
@@ -157,6 +194,8 @@ def later_visit(w: World) -> None:
     w.snippet("acme", click_id=click, cart_token=first)
     w.webhook("shopify", "carts/create", cart(first))
     w.wait(days=w.rng.randint(2, 9))  # back days later: the cookie holds the click, a new cart is made
+    search = w.storefront("acme", "EVENT_SEARCH", click_id=click, query="pink ipod")
+    w.expect_browser("later_visit", "acme", search, "EVENT_SEARCH", click)
     w.webhook("shopify", "carts/create", cart(second))
     w.wait(seconds=2)
     w.snippet("acme", click_id=click, cart_token=second)
@@ -188,7 +227,13 @@ def woo_percent_encoded(w: World) -> None:
         .replace("=", "%3D")
     stored = re.sub(r"%[0-9A-Fa-f]{2}", "", landing)  # what WordPress keeps in the session entry
     oid, key, email = w.number(), "wc_order_" + w.token(), w.token() + "@Example.com"
-    w.wait(minutes=3)
+    stages = [("EVENT_CONTENT_VIEW", {"product_id": "42", "price": "45.00", "currency": "BRL"}),
+              ("EVENT_ADD_TO_CART", {"product_id": "42", "quantity": 2, "price": "45.00", "currency": "BRL"}),
+              ("EVENT_INITIATED_CHECKOUT", {}), ("EVENT_ADD_PAYMENT_INFO", {})]
+    for event, fields in stages:  # the product page, its form, the checkout page, place order
+        w.expect_browser("woo_percent_encoded", "woo", w.storefront("woo", event, click_id=click, **fields), event,
+                         click)
+        w.wait(minutes=1)
     w.snippet("woo", click_id=click, email_sha256=email_sha256(email))  # place order: hashed e-mail
     received_first = w.rng.random() < 0.5
     if received_first:
@@ -324,6 +369,8 @@ def test_journeys_are_attributed_right(tmp_path, database_url, kwai, capsys, ins
     delivered = {(r.fields["event_name"], r.fields["clickid"]) for r in kwai.successes()}
     rows = {(r.store_id, r.business_key): r for r in runtime.outbox.list_events(limit=10_000)}
     assert len(rows) == len(world.expected)
+    # exactly once: as many requests Kwai accepted as events sent, each its own click and name
+    assert len(kwai.successes()) == sum(1 for r in rows.values() if r.status == "sent")
 
     table: dict[str, dict[str, int]] = {}
     for kind, store, key, click in world.expected:

@@ -112,6 +112,17 @@ def world(tmp_path, sqlite_url) -> Iterator[tuple[Bridge, BridgedStorefront, Bri
         closing.close()
 
 
+def stored_names(bridge: Bridge, *names: str, timeout: float = 10) -> set[str]:
+    """The event names the outbox holds, once it holds `names` (the snippet's storefront
+    events go out with keepalive as the page moves on) or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {r.event_name for r in bridge.runtime.outbox.list_events()}
+        if set(names) <= found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def cookie(page: Any) -> str | None:
     return next((c["value"] for c in page.context.cookies() if c["name"] == "_kwai_click_id"), None)
 
@@ -162,9 +173,13 @@ def test_shopify_express_checkout_with_a_keyed_cart_token_is_attributed(page, wo
     bridge.webhook("shopify", "acme", "orders/paid", {
         **ORDER, "test": False, "financial_status": "paid", "cart_token": token, "checkout_token": "chk-express",
         "note_attributes": [], "landing_site": None})
-    assert bridge.dispatch(kwai) == {"sent": 1}
-    assert [(r.fields["event_name"], r.fields["clickid"]) for r in kwai.successes()] == [("EVENT_PURCHASE", click)]
-    assert {r.click_source for r in bridge.runtime.outbox.list_events()} == {"click_store:cart_token"}
+    # the snippet also reported the add itself (tests/test_storefront_browser.py)
+    assert stored_names(bridge, "EVENT_ADD_TO_CART") == {"EVENT_ADD_TO_CART", "EVENT_PURCHASE"}
+    assert bridge.dispatch(kwai) == {"sent": 2}
+    assert sorted((r.fields["event_name"], r.fields["clickid"]) for r in kwai.successes()) == [
+        ("EVENT_ADD_TO_CART", click), ("EVENT_PURCHASE", click)]
+    sources = {r.event_name: r.click_source for r in bridge.runtime.outbox.list_events()}
+    assert sources == {"EVENT_ADD_TO_CART": "storefront", "EVENT_PURCHASE": "click_store:cart_token"}
 
 
 def test_the_hidden_cart_attribute_reaches_the_order(page, world, kwai):
@@ -197,10 +212,15 @@ def test_woocommerce_checkout_and_order_received_attribute_the_order_webhook(pag
     assert bridge.wait_for_click("woo", order_id="727") == {"order_id": click}
     bridge.webhook("woocommerce", "woo", "order.created", WOO_ORDER)  # no click id anywhere in it
 
-    assert bridge.dispatch(kwai) == {"sent": 2}
+    # the snippet also reported the checkout page and its payment step
+    stored_names(bridge, "EVENT_INITIATED_CHECKOUT", "EVENT_ADD_PAYMENT_INFO")
+    assert bridge.dispatch(kwai) == {"sent": 4}
     assert sorted((r.fields["event_name"], r.fields["clickid"]) for r in kwai.successes()) == [
-        ("EVENT_PLACE_ORDER", click), ("EVENT_PURCHASE", click)]
-    assert {r.click_source for r in bridge.runtime.outbox.list_events()} == {"click_store:order_id"}
+        ("EVENT_ADD_PAYMENT_INFO", click), ("EVENT_INITIATED_CHECKOUT", click), ("EVENT_PLACE_ORDER", click),
+        ("EVENT_PURCHASE", click)]
+    sources = {r.event_name: r.click_source for r in bridge.runtime.outbox.list_events()}
+    assert sources == {"EVENT_ADD_PAYMENT_INFO": "storefront", "EVENT_INITIATED_CHECKOUT": "storefront",
+                       "EVENT_PLACE_ORDER": "click_store:order_id", "EVENT_PURCHASE": "click_store:order_id"}
 
 
 def test_woocommerce_stripped_landing_url_waits_for_the_snippets_click(page, world, kwai):

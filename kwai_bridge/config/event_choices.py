@@ -47,6 +47,11 @@ def event_choices(values: Mapping[str, Any]) -> tuple[str, str] | None:
         if name and kind:
             return "topic_events", (f"{topic!r} and {kind[0]!r} announce the same conversion ({topics[topic]} by "
                                     f"default): give them one name, not {name} and {renamed[kind[0]]}")
+    for line in values.get("event_triggers", ()):
+        name = line.split(" ", 1)[0]
+        if name not in events:
+            return "event_triggers", (f"{line!r} triggers {name}, which events does not list: add it to events, "
+                                      "or the trigger does nothing")
     if values.get("content_type") == "product_group" and values.get("content_id", "product") != "product":
         return "content_type", ('product_group sends each product (the group of its variants) as the content id: '
                                 'leave content_id at "product"')

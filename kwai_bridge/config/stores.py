@@ -50,10 +50,14 @@ class StoreConfig:
     events: tuple[str, ...] = DEFAULT_EVENTS
     # hash=False: a mapping proxy is not hashable, and the id already tells stores apart
     topic_events: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
+    # What makes the snippet report the opt-in events: `EVENT_CONTACT a[href^="https://wa.me/"]`
+    # (a click, or a form's submit) or `EVENT_SUBSCRIBE url:/pages/thanks*` (a page).
+    event_triggers: tuple[str, ...] = ()
     value: str = "total"
     content_id: str = "product"
     content_type: str = "product"  # or "product_group": the store's Kwai catalog is by product group
     mapping_id: str = ""  # the identifier sent as Kwai's mapping_id: customer_id, email_sha256, phone_sha256
+    subscription_renewals: str = "skip"  # or "purchase": a renewal order is sent as a purchase
     currency_rates: Mapping[str, Decimal] = field(default_factory=_empty_mapping, hash=False)
     report_currency: str = ""
     click_params: tuple[str, ...] = ("click_id",)
@@ -89,7 +93,7 @@ class StoreConfig:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        for name in ("webhook_secrets", "events", "click_params", "storefront_domains", "click_tokens"):
+        for name in ("webhook_secrets", "events", "event_triggers", "click_params", "storefront_domains", "click_tokens"):
             value = getattr(self, name)
             put(name, (value,) if isinstance(value, str) else tuple(value))
         put("topic_events", MappingProxyType(dict(self.topic_events)))
@@ -102,6 +106,7 @@ class StoreConfig:
             content_type=self.content_type, currency_rates=self.currency_rates,
             report_currency=self.report_currency, click_params=self.click_params, test_mode=self.test_mode,
             events=frozenset(self.events), mapping_id=self.mapping_id,
+            subscription_renewals=self.subscription_renewals,
         )
 
     def has_admin_api(self) -> bool:

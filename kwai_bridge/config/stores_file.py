@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import adapters
+from adapters.storefront import parse_trigger
 from kwai_bridge.config.event_choices import event_choices, event_names, nearest
 from kwai_bridge.config.stores import ConfigError, ConfigErrors, StoreConfig, Stores, origin
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES
@@ -103,6 +104,18 @@ def _currency_rates(v: Any) -> Mapping[str, Decimal]:
     return rates
 
 
+def event_triggers(v: Any) -> tuple[str, ...]:
+    what = ('must be a list such as ["EVENT_CONTACT a[href^=\'https://wa.me/\']", '
+            '"EVENT_SUBSCRIBE url:/pages/thank-you*"]')
+    lines = strings(non_empty_list=False, what=what)(v)
+    for line in lines:
+        try:
+            parse_trigger(line)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+    return tuple(dict.fromkeys(lines))
+
+
 def _domains(v: Any) -> tuple[str, ...]:
     domains = strings(non_empty_list=False, what='must be a list of domains such as '
                       '["www.acme.com"]')(v)
@@ -156,10 +169,12 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {  # in dataclass order; the id first
     "send_method": choice("post", "get"),
     "events": event_names,
     "topic_events": _topic_events,
+    "event_triggers": event_triggers,
     "value": choice("total", "subtotal"),
     "content_id": choice("product", "variant", "sku"),
     "content_type": choice("product", "product_group"),
     "mapping_id": choice("", "customer_id", "email_sha256", "phone_sha256"),
+    "subscription_renewals": choice("skip", "purchase"),
     "currency_rates": _currency_rates,
     "report_currency": choice("", *sorted(CURRENCIES)),
     "click_params": strings(non_empty_list=True, what=_LIST_OF_STRINGS),
@@ -238,7 +253,7 @@ def check_store(entry: Mapping[str, Any], *, environ: Mapping[str, str] | None =
             and not any(e.field == "report_currency" for e in errors)):
         fail("report_currency", "is required when currency_rates is set "
                                 f"(one of {', '.join(sorted(CURRENCIES))})")
-    if "platform" in values and not any(e.field in ("topic_events", "events", "content_id") for e in errors):
+    if "platform" in values and not any(e.field in ("topic_events", "events", "event_triggers", "content_id") for e in errors):
         problem = event_choices(values)
         if problem is not None:
             fail(*problem)

@@ -34,6 +34,7 @@ from kwai_bridge.outbox.rows import (
 )
 from kwai_bridge.outbox.single import OneStatementAccept
 from kwai_bridge.outbox.statements import _Statements
+from kwai_bridge.outbox.withdrawals import Withdrawals
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Outbox(LeaseQueries):
         self._statements = _Statements(engine.dialect)
         self._commits = GroupCommit(engine)
         self._single = OneStatementAccept(engine.dialect) if engine.dialect.name == "postgresql" else None
+        self._withdrawals = Withdrawals(engine.dialect)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -80,7 +82,7 @@ class Outbox(LeaseQueries):
         self, *, store_id: str, platform: str, topic: str, delivery_key: str,
         received_at: datetime, body: bytes, headers: Mapping[str, str],
         conversions: Sequence[Conversion], outcome: str = DeliveryOutcome.QUEUED, error: str | None = None,
-        body_sha256: str | None = None, body_decides: bool = False,
+        body_sha256: str | None = None, body_decides: bool = False, before: Callable[[Any], None] | None = None,
     ) -> AcceptResult:
         """Store a delivery and its events in one transaction.
 
@@ -89,6 +91,8 @@ class Outbox(LeaseQueries):
         is a duplicate and writes nothing; except that with `body_decides` (a topic
         whose events the body alone decides) a body first stored under another topic
         still gets the events of `conversions` it lacks, on that first delivery.
+        `before(cursor)` runs first in the transaction (a request's rate counters: what
+        it raises rolls everything back).
         """
         _check_outcome(outcome)
         # Everything that needs no database is prepared before the write transaction
@@ -99,7 +103,10 @@ class Outbox(LeaseQueries):
             "received_at": received_at, "outcome": outcome, "error": error, "body": body,
             "headers": compact(_safe_headers(headers)), "body_sha256": body_sha256})
         rows = self._event_rows(store_id, platform, conversions, received_at)
-        if self._single is not None and not any(conversion.high_water for conversion in conversions):
+        # The one-statement path stores a delivery and its events; a request's own step
+        # (`before`) and a withdrawal need the transaction below.
+        if (self._single is not None and before is None
+                and not any(conversion.high_water or conversion.withdraw for conversion in conversions)):
             delivery_id, added = self._single.accept(self.engine, delivery, rows)
             if delivery_id is not None:
                 return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=tuple(added))
@@ -108,6 +115,8 @@ class Outbox(LeaseQueries):
             # A body first stored under another topic may still owe this topic's events.
 
         def store(cursor) -> AcceptResult:
+            if before is not None:
+                before(cursor)
             delivery_id = q.insert_delivery.returning(cursor, delivery)
             if delivery_id is None:
                 earlier = None
@@ -118,6 +127,8 @@ class Outbox(LeaseQueries):
                 added = self._insert_events(cursor, earlier[0], store_id, rows)
                 return AcceptResult(delivery_id=earlier[0], duplicate=True, created=len(added), added=added)
             added = self._insert_events(cursor, delivery_id, store_id, rows)
+            # a cancelled or refunded order: its unsent events are skipped (outbox.withdrawals)
+            self._withdrawals.apply(cursor, store_id, conversions, now=received_at)
             return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=added)
 
         # Committed together with the other webhooks of this process that wait to be.

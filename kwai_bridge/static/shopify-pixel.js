@@ -1,13 +1,17 @@
-/* Kwai Bridge custom pixel for Shopify Customer Events, version 1.
+/* Kwai Bridge custom pixel for Shopify Customer Events, version 2.
  *
  * Theme scripts do not run on Shopify's checkout, so this pixel (pasted under Settings >
  * Customer events) reads the click id the storefront snippet kept (localStorage
  * `kwai_click_id` {id, ts}, else cookie `_kwai_click_id`) through the sandbox's `browser`
  * API and, on `checkout_completed`, posts {click_id, checkout_token} to the
- * bridge. Shopify runs custom pixels in an iframe sandboxed without `allow-same-origin`,
+ * bridge; on `checkout_started` and `payment_info_submitted` it reports
+ * EVENT_INITIATED_CHECKOUT and EVENT_ADD_PAYMENT_INFO to `eventsEndpoint` with the checkout
+ * token (the bridge keys both by it, as `checkouts/create` is keyed: one event each).
+ * Shopify runs custom pixels in an iframe sandboxed without `allow-same-origin`,
  * so the request goes out with `Origin: null`, which the bridge accepts for Shopify
  * stores. The bridge prepends the same settings line as for the snippet:
- *   window.KWAI_BRIDGE = {endpoint, platform, clickParams, windowDays, consentMode};
+ *   window.KWAI_BRIDGE = {endpoint, platform, clickParams, windowDays, consentMode,
+ *                         eventsEndpoint, events, triggers};
  * `analytics`, `browser`, `init` and `customerPrivacy` are the sandbox's own names; a
  * test page may define them as globals instead.
  */
@@ -57,6 +61,40 @@
       });
     };
 
+    // The sandbox's origin is opaque (`Origin: null`): a simple request (text/plain,
+    // no-cors) needs no preflight, which keepalive requests cannot make; the bridge
+    // reads the JSON whatever the type, and the answer is not needed.
+    var post = function (url, body) {
+      return fetch(url, {
+        method: "POST", headers: {"Content-Type": "text/plain"}, body: JSON.stringify(body),
+        keepalive: true, mode: "no-cors", credentials: "omit"
+      });
+    };
+    var reported = Object.prototype.toString.call(config.events) === "[object Array]" ? config.events : [];
+    var eventId = function (prefix) {
+      var bytes = new Uint8Array(12), out = "";
+      if (typeof crypto !== "undefined" && crypto.getRandomValues) crypto.getRandomValues(bytes);
+      else for (var i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+      for (var j = 0; j < bytes.length; j++) out += (bytes[j] < 16 ? "0" : "") + bytes[j].toString(16);
+      return prefix + "-" + out;
+    };
+    var checkoutStep = function (name, prefix) {
+      return function (event) {
+        var checkout = event && event.data && event.data.checkout;
+        if (!marketing || !checkout || !config.eventsEndpoint || reported.indexOf(name) < 0) return Promise.resolve();
+        var token = checkout.token, total = checkout.totalPrice || {};
+        return clickId().then(function (id) {
+          if (!id || !present(token)) return undefined;
+          var body = {event: name, event_id: eventId(prefix), click_id: id, checkout_token: String(token)};
+          if (present(total.amount) && present(total.currencyCode || checkout.currencyCode)) {
+            body.value = String(total.amount);
+            body.currency = String(total.currencyCode || checkout.currencyCode);
+          }
+          return post(config.eventsEndpoint, body);
+        }).then(noop, noop);
+      };
+    };
+
     var checkoutCompleted = function (event) {
       var checkout = event && event.data && event.data.checkout;
       if (!marketing || !checkout) return Promise.resolve();
@@ -64,19 +102,19 @@
       return clickId().then(function (id) {
         // Only the checkout token: the bridge takes nothing else from a sandboxed frame.
         if (!id || !present(token)) return undefined;
-        var body = {click_id: id, checkout_token: String(token)};
-        // The sandbox's origin is opaque (`Origin: null`): a simple request (text/plain,
-        // no-cors) needs no preflight, which keepalive requests cannot make; the bridge
-        // reads the JSON whatever the type, and the answer is not needed.
-        return fetch(config.endpoint, {
-          method: "POST", headers: {"Content-Type": "text/plain"}, body: JSON.stringify(body),
-          keepalive: true, mode: "no-cors", credentials: "omit"
-        });
+        return post(config.endpoint, {click_id: id, checkout_token: String(token)});
       }).then(noop, noop);
     };
 
-    events.subscribe("checkout_completed", function (event) {
-      try { return checkoutCompleted(event); } catch (e) { return Promise.resolve(); }
+    var handlers = {
+      checkout_completed: checkoutCompleted,
+      checkout_started: checkoutStep("EVENT_INITIATED_CHECKOUT", "ic"),
+      payment_info_submitted: checkoutStep("EVENT_ADD_PAYMENT_INFO", "pi")
+    };
+    Object.keys(handlers).forEach(function (name) {
+      events.subscribe(name, function (event) {
+        try { return handlers[name](event); } catch (e) { return Promise.resolve(); }
+      });
     });
   } catch (e) { /* never break the checkout */ }
 })();

@@ -1,5 +1,6 @@
 """`POST /clicks/<store_id>`: the public API the snippet (or anything else) reports
-clicks to, with its CORS headers and limits. The rules are kwai_bridge.clicks."""
+clicks to, with its limits; its front (CORS, caller, body) is kwai_bridge.web.public.
+The rules are kwai_bridge.clicks."""
 from __future__ import annotations
 
 import logging
@@ -7,54 +8,32 @@ import math
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from marshmallow import ValidationError
 
-from adapters.values import PayloadError
 from kwai_bridge import clicks
+from kwai_bridge.config import StoreConfig
 from kwai_bridge.ratelimit import RateLimited
-from kwai_bridge.web.bodies import read_body
+from kwai_bridge.web import storefront
+from kwai_bridge.web.public import add_cors, public_post
 from kwai_bridge.web.responses import json_response
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("clicks", __name__)
+blueprint.after_request(add_cors)
 
 
-@blueprint.after_request
-def _cors(response: Response) -> Response:
-    if request.path.startswith("/clicks/"):
-        response.vary.add("Origin")
-        store = current_app.extensions["kwai_bridge.runtime"].registry.stores.get(
-            (request.view_args or {}).get("store_id", ""))
-        origin = clicks.allowed_origin(store, request.headers.get("Origin"))
-        if origin:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Methods"] = "POST"
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-            response.headers["Access-Control-Max-Age"] = "600"
-    return response
+def _read_click(store: StoreConfig, who: clicks.Caller, body: bytes) -> tuple[str, dict[str, str], str | None]:
+    click_id, identifiers, order_key = clicks.parse_click(body)
+    clicks.check_identifiers(who, identifiers)
+    return click_id, identifiers, order_key
 
 
 @blueprint.route("/clicks/<store_id>", methods=["POST", "OPTIONS"], provide_automatic_options=False)
 def post_click(store_id: str) -> Response:
+    found = public_post(store_id, _read_click, limit=clicks.CLICK_BODY_LIMIT, what="click")
+    if isinstance(found, Response):
+        return found
+    store, who, (click_id, identifiers, order_key) = found
     runtime = current_app.extensions["kwai_bridge.runtime"]
-    store = runtime.registry.get(store_id)
-    if request.method == "OPTIONS":  # the preflight: CORS headers come from _cors
-        return Response(status=204 if store is not None else 404)
-    if store is None:
-        return json_response({"status": "unknown store"}, 404)
-    try:
-        who = clicks.caller(store, origin=request.headers.get("Origin"),
-                            authorization=request.headers.get("Authorization"))
-        body = read_body(clicks.CLICK_BODY_LIMIT)  # larger: 413 from the app's error handler
-        click_id, identifiers, order_key = clicks.parse_click(body)
-        clicks.check_identifiers(who, identifiers)
-    except clicks.Refused as exc:
-        log.info("store %s: click refused (%d): %s", store.id, exc.status_code, exc.message)
-        return json_response({"status": exc.message}, exc.status_code, exc.headers)
-    except PayloadError as exc:
-        return json_response({"status": str(exc)}, 400)
-    except ValidationError as exc:
-        return json_response({"status": "invalid click", "errors": exc.normalized_messages()}, 400)
     limits = clicks.quota(store, who, address=request.remote_addr,
                           per_address=runtime.settings.clicks_per_address)
     try:
@@ -69,6 +48,8 @@ def post_click(store_id: str) -> Response:
 
 
 def install(app: Any, *, attribution: Any) -> None:
-    """Register the route on `app` with the attribution service."""
+    """Register the storefront's public routes on `app`: this one with the attribution
+    service, and `POST /events/<store_id>` (kwai_bridge.web.storefront)."""
     app.extensions["kwai_bridge.attribution"] = attribution
     app.register_blueprint(blueprint)
+    storefront.install(app, engine=attribution.outbox.engine)

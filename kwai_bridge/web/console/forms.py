@@ -46,6 +46,8 @@ LABELS = {
     "reconcile_minutes": "Reconcile every (minutes)",
     "reconcile_backfill_hours": "First reconciliation looks back (hours)",
     "subscription_check_minutes": "Check subscriptions every (minutes)",
+    "event_triggers": "Event triggers",
+    "subscription_renewals": "Subscription renewals (skip or purchase)",
 }
 HELP = {
     "id": "letters, digits, _ or -: it becomes part of the webhook URL",
@@ -53,6 +55,7 @@ HELP = {
     "webhook_secrets": "one per line",
     "events": "Kwai event names, one per line",
     "topic_events": "topic = EVENT_NAME, one per line",
+    "event_triggers": "EVENT_NAME css-selector, or EVENT_NAME url:/path*, one per line",
     "currency_rates": "EUR = 5.80, one per line",
     "click_params": "one per line",
     "storefront_domains": "one per line",
