@@ -20,7 +20,7 @@ run: $(STAMP)
 
 ## Install and run the whole test suite.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 ## Benchmarks (not part of `make test`): dispatch pace, webhook answers while Kwai is slow,
 ## the dispatcher at a million events, webhook ingest, click limits, storefront events against
