@@ -260,3 +260,16 @@ def stop_workers() -> None:
         if proc.stdout and not proc.stdout.closed:  # a test that read it to the end closed it
             keep_output("kwai-bridge worker", proc.stdout.read())
             proc.stdout.close()
+
+
+def app_with_stores(tmp_path: Path, database_url: str, stores: Iterable[Mapping[str, Any]], *, clock: Any,
+                    **settings: Any):
+    """The Flask app in process on a migrated `database_url`, serving `stores` (written
+    to a stores file under `tmp_path`) with `settings` (names without KWAI_BRIDGE_)."""
+    from kwai_bridge.db import make_engine, migrate
+    from server import create_app
+
+    config = {"DATABASE_URL": database_url, "STORES": str(write_stores(tmp_path / "stores.toml", stores)),
+              **settings}
+    migrate(make_engine(database_url))
+    return create_app(config, clock=clock)

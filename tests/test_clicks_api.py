@@ -14,7 +14,7 @@ from kwai_bridge.attribution import ClickStore
 from kwai_bridge.clicks import CLICK_BODY_LIMIT, STATIC
 from kwai_bridge.db import make_engine, migrate
 from server import create_app
-from tests.serving import store_entry, write_stores
+from tests.serving import app_with_stores, store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 SHOP_ORIGIN = "https://acme.myshopify.com"
@@ -46,10 +46,7 @@ def app_for(tmp_path, database_url, clock):
         stores = [store_entry("shopify", "acme", storefront_domains=["www.acme.com", LOCAL_STOREFRONT],
                               click_params=["click_id", "</script><script>alert(1)//"], click_tokens=[TOKEN]),
                   store_entry("woocommerce", "woo")]
-        config = {"DATABASE_URL": database_url, "STORES": str(write_stores(tmp_path / "stores.toml", stores)),
-                  **settings_}
-        migrate(make_engine(database_url))
-        return create_app(config, clock=clock)
+        return app_with_stores(tmp_path, database_url, stores, clock=clock, **settings_)
     return build
 
 

@@ -10,10 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from kwai_bridge.db import make_engine, migrate
-from server import create_app
 from tests.conftest import fixture_bytes
-from tests.serving import SECRETS, SHOPS, store_entry, write_stores
+from tests.serving import SECRETS, SHOPS, app_with_stores, store_entry
 from tests.signing import headers_for
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -39,10 +37,7 @@ def app_for(tmp_path, database_url, clock):
     def build(acme=None, **settings_):
         stores = [store_entry("shopify", "acme", **(acme or {})),
                   store_entry("woocommerce", "woo", shop="https://woo.example")]
-        config = {"DATABASE_URL": database_url, "STORES": str(write_stores(tmp_path / "stores.toml", stores)),
-                  **settings_}
-        migrate(make_engine(database_url))
-        return create_app(config, clock=clock)
+        return app_with_stores(tmp_path, database_url, stores, clock=clock, **settings_)
     return build
 
 
