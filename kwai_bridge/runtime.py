@@ -48,7 +48,8 @@ class Runtime:
         settings = settings_from_env(environ)
         if not create:
             _require_database(settings.database_url)
-        engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
+                             pool_size=settings.database_pool_size)
         if migrate is None:
             migrate = engine.dialect.name == "sqlite"
         ensure_schema(engine, auto_migrate=migrate)

@@ -46,6 +46,7 @@ class Settings:
     trusted_proxies: TrustedProxies = TrustedProxies()
     clicks_per_address: int = 120
     sqlite_synchronous: str = "FULL"
+    database_pool_size: int = 16
     lease_seconds: int = 90
     poll_interval: float = 1.0
     body_retention_days: int = 7
@@ -173,6 +174,9 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
      "across all web processes"),
     ("SQLITE_SYNCHRONOUS", "FULL", _setting_choice("FULL", "NORMAL"),
      "SQLite durability: FULL survives power loss, NORMAL is faster"),
+    ("DATABASE_POOL_SIZE", "16", integer(1, 1000),
+     "PostgreSQL connections each process keeps open and reuses (as many again are opened for a burst "
+     "and closed after it); every process of every machine counts against the server's max_connections"),
     ("LEASE_SECONDS", "90", integer(1, 3600),
      "how long a worker owns a claimed event before another may take it"),
     ("POLL_INTERVAL", "1.0", _setting_float(0.01, 60),

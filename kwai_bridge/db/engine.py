@@ -21,15 +21,21 @@ from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from kwai_bridge.db.sqlite import DEFERRED, WriterLockedConnection, sqlite_engine
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
-    """Build an engine for `sqlite:///path` or a PostgreSQL URL (driven by psycopg 3)."""
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 16) -> Engine:
+    """Build an engine for `sqlite:///path` or a PostgreSQL URL (driven by psycopg 3).
+
+    On PostgreSQL the process keeps up to `pool_size` connections open and reuses them,
+    and opens as many more for a burst (closed when returned). Each connection above the
+    kept ones costs a new server process and its authentication: with SQLAlchemy's
+    default of five, a web worker's sixth concurrent webhook opened and closed a
+    connection every time, and under load that cost more than the webhooks did."""
     if url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url[len("postgres://"):]
     elif url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     parsed = make_url(url)
     if parsed.drivername == "postgresql+psycopg":
-        engine = create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
     elif parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         engine = sqlite_engine(parsed, sqlite_synchronous)
     else:
