@@ -47,7 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py || status=1; \
 	exit $$status
 
-## The whole flow offline on loopback: fake Kwai, signed webhooks, dispatcher.
+## The whole flow offline on loopback: fake Kwai, signed webhooks, dispatcher, then connect,
+## reconcile and the accuracy report against the fake platform APIs.
 demo: $(STAMP)
 	$(BIN)/python -m tests.demo
 
