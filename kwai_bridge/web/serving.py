@@ -3,6 +3,7 @@ deploy/gunicorn.conf.py alike, the worker class they name, and the master proces
 `kwai-bridge serve` runs (`python -m kwai_bridge.web`)."""
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import resource
@@ -85,6 +86,7 @@ def gunicorn_options(*, host: str = "0.0.0.0", port: int = 8000,
         "accesslog": None,
         "errorlog": "-",
         "child_exit": _child_exit,
+        "post_worker_init": _post_worker_init,
     }
 
 
@@ -101,6 +103,18 @@ def metrics_directory() -> bool:
         os.remove(stale)
     os.environ[METRICS_DIR_ENV] = directory
     return made
+
+
+def _post_worker_init(worker) -> None:
+    """gunicorn's hook when a worker has loaded the app: what it holds for good (modules,
+    the app, the engine, the stores) is moved out of the garbage collector's reach.
+
+    A full collection walks every tracked object, about 100,000 once the app is loaded,
+    and stops the whole worker meanwhile (67 ms measured in process): every webhook in
+    flight waited for it. Frozen, those objects are no longer walked; what requests make
+    is collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def _child_exit(server, worker) -> None:
