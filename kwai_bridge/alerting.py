@@ -9,7 +9,6 @@ and dropped: alerts never hold up dispatch, and never storm a receiver that came
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 from typing import Callable, Iterable, Sequence
 
@@ -22,6 +21,7 @@ from kwai_bridge.catalog import StoreRegistry
 from kwai_bridge.config import expected_topics
 from kwai_bridge.db import EventStatus, alert_state, deliveries, events, reading, upsert_insert
 from kwai_bridge.kwai.client import TOKEN_REFUSED
+from kwai_bridge.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ class AlertSender:
         self.session = session or requests.Session()
         self.retry_delays = tuple(retry_delays)
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
+        self._periodic = Periodic(self.check, interval=interval, name="looking for alerts")
 
     def check(self) -> list[Message]:
         """Look once: decide, claim and send; return the messages sent (or given up on)."""
@@ -116,7 +115,7 @@ class AlertSender:
 
     def _post(self, url: str, message: Message) -> None:
         for delay in (0.0, *self.retry_delays):
-            if delay and self._stop.wait(delay):
+            if delay and self._periodic.stopping.wait(delay):
                 break
             try:
                 answer = self.session.post(url, json=message.payload(), timeout=POST_TIMEOUT)
@@ -129,19 +128,9 @@ class AlertSender:
         log.error("alert %s for store %s dropped after %d tries: %s", message.kind, message.store,
                   len(self.retry_delays) + 1, message.payload()["text"])
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.check()
-            except Exception:
-                log.exception("looking for alerts failed; trying again later")
-            self._stop.wait(self.interval)
-
     def start(self) -> "AlertSender":
-        self._thread.start()
+        self._periodic.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        self._periodic.stop()

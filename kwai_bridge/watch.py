@@ -8,7 +8,6 @@ alert saying when the gap began), and reconcile its orders every `reconcile_minu
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -21,6 +20,7 @@ from kwai_bridge.config import StoreConfig
 from kwai_bridge.connect import ConnectRefused, Step, connect
 from kwai_bridge.db import deliveries, reading
 from kwai_bridge.links import CONNECTED, DISCONNECTED, Link, Links
+from kwai_bridge.periodic import Periodic
 from kwai_bridge.platforms import CredentialsRefused, PlatformError, Transport, client_for
 from kwai_bridge.reconcile import Reconciler
 from kwai_bridge.settings import Settings
@@ -86,8 +86,7 @@ class PlatformJobs:
         self.engine, self.registry, self.reconciler, self.settings = engine, registry, reconciler, settings
         self.tell, self.clock, self.tick = tell, clock, tick
         self.links = Links(engine)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="platform-jobs", daemon=True)
+        self._periodic = Periodic(self.run_due, interval=tick, name="platform-jobs", join_timeout=60)
 
     def run_due(self) -> None:
         """Every job due now, once."""
@@ -95,7 +94,7 @@ class PlatformJobs:
         links = self.links.all()
         for store in self.registry.stores:
             link = links.get(store.id)
-            if self._stop.is_set() or not self.links.usable(store, link):
+            if self._periodic.stopping.is_set() or not self.links.usable(store, link):
                 continue
             try:
                 if due(link.watched_at, self.settings.per_store(store, "subscription_check_minutes"), now=now):
@@ -110,20 +109,13 @@ class PlatformJobs:
             except Exception:
                 log.exception("store %s: platform job failed; trying again later", store.id)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.run_due()
-            self._stop.wait(self.tick)
-
     def start(self) -> "PlatformJobs":
-        self._thread.start()
+        self._periodic.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
         self.reconciler.stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
+        self._periodic.stop()
 
 
 __all__ = ["PlatformJobs", "describe", "due", "watch_store"]
