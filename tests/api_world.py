@@ -16,6 +16,7 @@ from kwai_bridge.accounts import Accounts
 from kwai_bridge.db import events, make_engine, migrate
 from kwai_bridge.kwai.events import KwaiEvent
 from server import create_app
+from tests.clock import Clock
 from tests.serving import store_entry, write_stores
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -24,14 +25,6 @@ MARKS = {
     "acme": ("acme", "acme.myshopify.com", "pixel-shopify", "order:acme-"),
     "globex": ("globex", "woo.example", "pixel-woocommerce", "order:globex-"),
 }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -57,7 +50,7 @@ class World:
 def build_world(tmp_path: Path, database_url: str, *, kwai_url: str = "http://127.0.0.1:9/log/common") -> World:
     stores = write_stores(tmp_path / "stores.toml", [store_entry("shopify", "acme"),
                                                       store_entry("woocommerce", "globex")])
-    clock = Clock()
+    clock = Clock(NOW)
     migrate(make_engine(database_url))  # PostgreSQL is migrated by `kwai-bridge migrate`, not by the app
     app = create_app({"DATABASE_URL": database_url, "STORES": str(stores), "KWAI_ENDPOINT": kwai_url}, clock=clock)
     runtime = app.extensions["kwai_bridge.runtime"]

@@ -15,6 +15,7 @@ from kwai_bridge.alerts import BACKLOG, DEAD, HELD, QUIET, Condition, Facts, Mes
 from kwai_bridge.db import DeliveryOutcome, events, make_engine, migrate
 from kwai_bridge.runtime import Runtime
 from tests.alert_receiver import AlertReceiver
+from tests.clock import Clock
 from tests.serving import store_entry, write_stores
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -62,17 +63,6 @@ def test_the_message_is_slack_compatible_json():
 
 
 # -- the sender, over a database and HTTP ---------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-
 @pytest.fixture
 def world(tmp_path, database_url):
     migrate(make_engine(database_url))
@@ -82,7 +72,7 @@ def world(tmp_path, database_url):
                                 "KWAI_BRIDGE_SECRET_KEYS": os.environ.get("KWAI_BRIDGE_SECRET_KEYS", "")})
     runtime.import_stores_file(now=T0)
     with AlertReceiver() as receiver:
-        clock = Clock()
+        clock = Clock(T0)
         sender = AlertSender(runtime.engine, runtime.registry, url=receiver.url, clock=clock, retry_delays=(0, 0))
         yield runtime, sender, receiver, clock
 

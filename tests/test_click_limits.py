@@ -18,23 +18,13 @@ from kwai_bridge import db
 from kwai_bridge.attribution import ClickStore
 from kwai_bridge.web.proxies import ForwardedByTrustedProxies
 from server import create_app
+from tests.clock import Clock
 from tests.serving import Served, bridge_env, store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)  # a window starts here
 ORIGINS = {"acme": "https://acme.myshopify.com", "tiny": "https://acme.myshopline.com",
            "capped": "https://capped.myshopify.com"}
 TOKEN = "acme-servers-" + "7" * 40
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from kwai_bridge.attribution import ClickStore
 from kwai_bridge.clicks import CLICK_BODY_LIMIT, STATIC
 from kwai_bridge.db import make_engine, migrate
 from server import create_app
+from tests.clock import Clock
 from tests.serving import app_with_stores, store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -22,17 +23,6 @@ STOREFRONT = "https://www.acme.com"
 LOCAL_STOREFRONT = "http://127.0.0.1:8123"
 FOREIGN = "https://evil.example"
 TOKEN = "acme-servers-" + "7" * 40
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

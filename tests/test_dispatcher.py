@@ -16,22 +16,10 @@ from kwai_bridge.retry import RETRY_SCHEDULE
 from kwai_bridge.worker import RECHECK_SECONDS, Dispatcher
 from kwai_bridge.kwai.client import KwaiClient
 from kwai_bridge.kwai.events import Content, KwaiEvent
+from tests.clock import Clock
 from tests.serving import registry_for, reimport, store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def purchase(order_id: str, *, click_id: str | None = "CLICK.abc+/=", value: str = "10.28") -> Conversion:

@@ -16,20 +16,10 @@ from kwai_bridge.kwai.client import KwaiClient
 from kwai_bridge.outbox import Outbox
 from kwai_bridge.worker import Dispatcher
 from server import create_app
+from tests.clock import Clock
 from tests.serving import registry_for, reimport, store_entry, write_stores
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from kwai_bridge.db import make_engine, migrate
 from kwai_bridge.worker import Dispatcher
 from kwai_bridge.kwai.client import KwaiClient
 from server import create_app
+from tests.clock import Clock
 from tests.conftest import fixture_bytes
 from tests.fake_kwai import FakeKwai
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
@@ -22,17 +23,6 @@ from tests.signing import headers_for
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 CART = json.loads(fixture_bytes("shopify/shopify_carts_create.json"))
 WOO_ORDER = json.loads(fixture_bytes("woocommerce/woocommerce_order_created.json"))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def at(self, delta: timedelta) -> None:
-        self.now = T0 + delta
 
 
 @pytest.fixture

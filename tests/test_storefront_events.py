@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.clock import Clock
 from tests.conftest import fixture_bytes
 from tests.serving import SECRETS, SHOPS, app_with_stores, store_entry
 from tests.signing import headers_for
@@ -17,14 +18,6 @@ from tests.signing import headers_for
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 STOREFRONT = "https://acme.myshopify.com"
 WOO = "https://woo.example"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
