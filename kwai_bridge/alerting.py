@@ -89,7 +89,6 @@ class AlertSender:
         self.clock = clock
         self.session = session or requests.Session()
         self.retry_delays = tuple(retry_delays)
-        self.interval = interval
         self._periodic = Periodic(self.check, interval=interval, name="looking for alerts")
 
     def check(self) -> list[Message]:

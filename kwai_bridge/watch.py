@@ -84,7 +84,7 @@ class PlatformJobs:
                  tell: Callable[[Message, StoreConfig], None], clock: Callable[[], datetime],
                  tick: float = TICK_SECONDS) -> None:
         self.engine, self.registry, self.reconciler, self.settings = engine, registry, reconciler, settings
-        self.tell, self.clock, self.tick = tell, clock, tick
+        self.tell, self.clock = tell, clock
         self.links = Links(engine)
         self._periodic = Periodic(self.run_due, interval=tick, name="platform-jobs", join_timeout=60)
 

@@ -71,9 +71,10 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def webhooks(served: Served, env: dict[str, str], kwai: FakeKwai) -> bool:
+def webhooks(served: Served, env: dict[str, str], kwai: FakeKwai,
+             sent: list[tuple[str, str, bytes]]) -> bool:
     """Steps 3 to 5: one signed webhook per platform, the dispatcher once, what Kwai received."""
-    for platform, topic, body in samples():
+    for platform, topic, body in sent:
         url = f"{served.url}/webhooks/{platform}/demo-{platform}"
         headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body)
         answer = requests.post(url, data=body, headers=headers, timeout=10)
@@ -89,10 +90,11 @@ def webhooks(served: Served, env: dict[str, str], kwai: FakeKwai) -> bool:
     return done.returncode == 0 and len(kwai.successes()) >= len(SHOPS)
 
 
-def admin_apis(env: dict[str, str], stores_path: Path, fakes: dict[str, FakePlatform]) -> bool:
+def admin_apis(env: dict[str, str], stores_path: Path, fakes: dict[str, FakePlatform],
+               sent: list[tuple[str, str, bytes]]) -> bool:
     """Steps 6 to 12: credentials, connect twice, reconcile, dispatch, the accuracy report."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    delivered = {platform: json.loads(body)["id"] for platform, _, body in samples()}
+    delivered = {platform: json.loads(body)["id"] for platform, _, body in sent}
     for platform, fake in fakes.items():
         orders = fill(fake, delivered[platform], now=now)
         print(f"6. fake {platform} Admin API at {fake.base}, its orders:")
@@ -136,9 +138,10 @@ def main() -> int:
         print(f"1. fake Kwai listening at {kwai.base_url}")
         served = running.enter_context(Served(env, workers=1, port=port))
         print(f"2. kwai-bridge serve listening at {served.url}")
-        ok = webhooks(served, env, kwai)
+        sent = samples()
+        ok = webhooks(served, env, kwai, sent)
         fakes = {name: running.enter_context(cls()) for name, cls in FAKES.items()}
-        ok = admin_apis(env, stores, fakes) and ok
+        ok = admin_apis(env, stores, fakes, sent) and ok
         print("demo ok" if ok else "demo FAILED")
         return 0 if ok else 1
 
