@@ -181,8 +181,6 @@ def test_a_naive_datetime_is_refused(engine):
 def test_urls_are_accepted_and_postgres_uses_psycopg(url, drivername):
     engine = make_engine(url)  # no connection is made here
     assert engine.url.drivername == drivername
-    if drivername.startswith("postgresql"):
-        assert engine.pool._pre_ping is True
 
 
 @pytest.mark.postgres
@@ -199,6 +197,40 @@ def test_postgres_connections_are_kept_for_as_many_concurrent_requests_as_the_po
             conn.close()
     engine.dispose()
     assert len(pids) == 36 and len(set(pids)) == 12
+
+
+@pytest.mark.postgres
+def test_pooled_connections_the_server_ended_are_replaced_without_an_error(postgres_url):
+    # The server ends every pooled connection (a restart, an administrator): the next
+    # webhook, transaction and autocommit statement each get a new connection and succeed.
+    # Without a check as the pool lends a connection, each failed with "terminating
+    # connection due to administrator command" instead.
+    import psycopg
+    from kwai_bridge.db import autocommit_cursor, writing_cursor
+
+    engine = make_engine(postgres_url)
+    held = [engine.connect() for _ in range(3)]
+    before = {conn.exec_driver_sql("select pg_backend_pid()").scalar() for conn in held}
+    for conn in held:
+        conn.close()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(pid) from unnest(%s::int[]) as pid", (sorted(before),))
+        for _ in range(200):  # ended: gone from the server's list
+            if not admin.execute("select count(*) from pg_stat_activity where pid = any(%s)",
+                                 (sorted(before),)).fetchone()[0]:
+                break
+            threading.Event().wait(0.01)
+    after = set()
+    with engine.connect() as conn:
+        after.add(conn.exec_driver_sql("select pg_backend_pid()").scalar())
+    with writing_cursor(engine) as cursor:
+        cursor.execute("select pg_backend_pid()")
+        after.add(cursor.fetchone()[0])
+    with autocommit_cursor(engine) as cursor:
+        cursor.execute("select pg_backend_pid()")
+        after.add(cursor.fetchone()[0])
+    engine.dispose()
+    assert after and not after & before
 
 
 def test_the_pool_size_setting_reaches_the_engine():
