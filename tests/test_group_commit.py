@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from kwai_bridge.outbox.commits import GroupCommit
+from kwai_bridge.outbox.single import Statement, pipelined
 from tests.outbox_helpers import accept, box, conv, engine  # noqa: F401 (fixtures)
 
 WAIT = 10  # seconds a step may take on a busy machine before the test gives up
@@ -123,6 +124,82 @@ def test_concurrent_webhooks_each_get_their_own_answer(box):  # noqa: F811
         answers = sorted((r.duplicate, r.created) for m, r in results if m == n)
         assert answers == [(False, 1), (True, 0)]
     assert len(box.list_events(limit=100)) == 8
+
+
+# -- PostgreSQL: statements sent together ----------------------------------------------
+def noted(n: int) -> Statement:
+    """Store `n`; read back the id of the transaction that stored it."""
+    return Statement("insert into notes (n) values (%s) returning txid_current()", (n,),
+                     lambda cursor: cursor.fetchone()[0])
+
+
+def sent_behind_a_batch(engine, numbers: list[int]) -> dict:
+    """`noted(n)` for each of `numbers` from threads, queued while a first statement's
+    (`noted(0)`) transaction is held back; by position (the first is 0, then `numbers`
+    in order), the transaction id that stored it, or its error."""
+    inside, release = threading.Event(), threading.Event()
+    send = pipelined(engine)
+
+    def transaction(statements):
+        if not inside.is_set():
+            inside.set()
+            assert release.wait(WAIT)
+        return send(statements)
+
+    commits, outcomes = GroupCommit(engine, transaction=transaction), {}
+
+    def call(position, n):
+        try:
+            outcomes[position] = commits.run(noted(n))
+        except Exception as exc:
+            outcomes[position] = exc
+
+    threads = [threading.Thread(target=call, args=(0, 0))]
+    threads[0].start()
+    assert inside.wait(WAIT)
+    threads += [threading.Thread(target=call, args=(i, n)) for i, n in enumerate(numbers, 1)]
+    for thread in threads[1:]:
+        thread.start()
+    for _ in range(WAIT * 100):
+        if commits.queued == len(numbers):
+            break
+        threading.Event().wait(0.01)
+    assert commits.queued == len(numbers)
+    release.set()
+    for thread in threads:
+        thread.join(WAIT)
+    return outcomes
+
+
+@pytest.fixture
+def postgres_notes(postgres_url):
+    from kwai_bridge.db import make_engine
+
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("create table notes (n integer primary key)"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_statements_queued_behind_one_are_sent_together_in_one_transaction(postgres_notes):
+    outcomes = sent_behind_a_batch(postgres_notes, [1, 2, 3, 4, 5])
+    batch = {outcomes[position] for position in (1, 2, 3, 4, 5)}
+    assert len(batch) == 1 and isinstance(outcomes[1], int) and outcomes[0] not in batch
+    assert stored(postgres_notes) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.postgres
+def test_a_statement_that_fails_fails_alone_and_the_others_are_stored(postgres_notes):
+    import psycopg
+
+    outcomes = sent_behind_a_batch(postgres_notes, [1, 2, 2, 3])
+    refused = [position for position, outcome in outcomes.items() if not isinstance(outcome, int)]
+    assert refused in ([2], [3])  # either 2, not both
+    assert isinstance(outcomes[refused[0]], psycopg.errors.UniqueViolation)
+    assert len(outcomes) == 5
+    assert stored(postgres_notes) == [0, 1, 2, 3]
 
 
 #: A gevent-patched process whose writer waits for another process's SQLite writer lock;

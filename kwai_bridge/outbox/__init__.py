@@ -32,7 +32,7 @@ from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
     _safe_headers, delivery_row, event_row,
 )
-from kwai_bridge.outbox.single import OneStatementAccept
+from kwai_bridge.outbox.single import OneStatementAccept, pipelined
 from kwai_bridge.outbox.statements import _Statements
 from kwai_bridge.outbox.withdrawals import Withdrawals
 
@@ -51,6 +51,7 @@ class Outbox(LeaseQueries):
         self._statements = _Statements(engine.dialect)
         self._commits = GroupCommit(engine)
         self._single = OneStatementAccept(engine.dialect) if engine.dialect.name == "postgresql" else None
+        self._accepts = GroupCommit(engine, transaction=pipelined(engine)) if self._single else None
         self._withdrawals = Withdrawals(engine.dialect)
 
     @contextmanager
@@ -107,7 +108,7 @@ class Outbox(LeaseQueries):
         # (`before`) and a withdrawal need the transaction below.
         if (self._single is not None and before is None
                 and not any(conversion.high_water or conversion.withdraw for conversion in conversions)):
-            delivery_id, added = self._single.accept(self.engine, delivery, rows)
+            delivery_id, added = self._accepts.run(self._single.statement(delivery, rows))
             if delivery_id is not None:
                 return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=tuple(added))
             if not (body_decides and body_sha256 is not None and rows):

@@ -14,10 +14,16 @@ WAL before it returns, as every commit), and all of it or nothing, as before:
 The statement's text depends on the number of events and of identifiers of each; each
 shape is built once. Conversions with a high-water mark (carts) and duplicates whose
 body still owes events take the general path (kwai_bridge.outbox.accept).
+
+Webhooks of one process that arrive while another's statement is under way are stored
+together (kwai_bridge.outbox.commits): their statements are sent at once in libpq's
+pipeline mode, inside one transaction, so that the batch costs one round trip and one
+commit (`pipelined`). One alone runs in autocommit as above.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy.engine import Engine
 
@@ -35,6 +41,47 @@ IDENTIFIER_COLUMNS = ("store_id", "kind", "value")
 Rows = Sequence[tuple[Conversion, Mapping[str, Any], Sequence[Mapping[str, Any]]]]
 
 
+@dataclass(frozen=True)
+class Statement:
+    """A statement to run and how to read its result off the cursor that ran it."""
+
+    sql: str
+    params: Sequence[Any]
+    read: Callable[[Any], Any]
+
+
+def pipelined(engine: Engine) -> Callable[[Sequence[Statement]], list]:
+    """Statements run in one transaction, sent together; their results in order. All are
+    committed or none (the first error is raised after the rollback)."""
+    def run(statements: Sequence[Statement]) -> list:
+        if len(statements) == 1:
+            (statement,) = statements
+            with autocommit_cursor(engine) as cursor:
+                cursor.execute(statement.sql, statement.params)
+                return [statement.read(cursor)]
+        fairy = engine.raw_connection()
+        try:
+            connection = fairy.dbapi_connection
+            cursors = []
+            try:
+                with connection.pipeline():
+                    for statement in statements:
+                        cursors.append(connection.cursor())
+                        cursors[-1].execute(statement.sql, statement.params)
+                    connection.commit()
+                return [statement.read(cursor) for statement, cursor in zip(statements, cursors)]
+            except BaseException:
+                if not connection.closed:
+                    connection.rollback()
+                raise
+            finally:
+                for cursor in cursors:
+                    cursor.close()
+        finally:
+            fairy.close()
+    return run
+
+
 class OneStatementAccept:
     """The statement for each shape of webhook, and running it."""
 
@@ -45,9 +92,10 @@ class OneStatementAccept:
                                   for name in ("store_id", "kind", "value")]
         self._texts: dict[tuple[int, ...], str] = {}
 
-    def accept(self, engine: Engine, delivery: Mapping[str, Any], rows: Rows) -> tuple[int | None, list[Conversion]]:
-        """Store `delivery` and `rows` (values bound for the driver); the new delivery's id
-        (None for a duplicate) and the conversions whose event was added."""
+    def statement(self, delivery: Mapping[str, Any], rows: Rows) -> Statement:
+        """The statement storing `delivery` and `rows` (values bound for the driver); its
+        result is the new delivery's id (None for a duplicate) and the conversions whose
+        event was added."""
         shape = tuple(len(index) for _, _, index in rows)
         sql = self._texts.get(shape) or self._texts.setdefault(shape, self._text(shape))
         params: list[Any] = [delivery[name] for name in DELIVERY_COLUMNS]
@@ -56,11 +104,13 @@ class OneStatementAccept:
         for conversion, _, index in rows:
             for identifier in index:
                 params += [conversion.event.idempotency_key, *(identifier[name] for name in IDENTIFIER_COLUMNS)]
-        with autocommit_cursor(engine) as cursor:
-            cursor.execute(sql, params)
+
+        def read(cursor) -> tuple[int | None, list[Conversion]]:
             delivery_id, keys = cursor.fetchone()
-        added = set(keys or ())
-        return delivery_id, [conversion for conversion, _, _ in rows if conversion.event.idempotency_key in added]
+            added = set(keys or ())
+            return delivery_id, [conversion for conversion, _, _ in rows if conversion.event.idempotency_key in added]
+
+        return Statement(sql, params, read)
 
     def _text(self, shape: tuple[int, ...]) -> str:
         d, e, i = deliveries.name, events.name, event_identifiers.name
