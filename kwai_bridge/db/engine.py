@@ -65,7 +65,7 @@ def _refuse_hung_up(dbapi_connection, connection_record, connection_proxy) -> No
 
     An idle connection has nothing to read: when its socket is readable, the server hung
     up (restarted, or ended the backend) and what waits is the end of the stream. One
-    `select` with no timeout tells, where SQLAlchemy's pre-ping spent a round trip
+    `poll` with no timeout tells, where SQLAlchemy's pre-ping spent a round trip
     (`SELECT 1`) on every checkout: a quarter of a webhook's CPU on the request path.
     The pool takes a new connection when this raises."""
     if dbapi_connection.closed:
