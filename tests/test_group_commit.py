@@ -36,11 +36,40 @@ def insert(n: int, seen: list):
     return work
 
 
+def queue_behind(commits: GroupCommit, first, rest: list[tuple], inside: threading.Event,
+                 release: threading.Event) -> dict:
+    """Run `commits.run(first)` in a thread until it sets `inside`, then
+    `commits.run(work)` for each `(key, work)` of `rest` in threads; once all of those are
+    queued, set `release`. Each key's result or error (the first's under 0)."""
+    outcomes: dict = {}
+
+    def call(key, work):
+        try:
+            outcomes[key] = commits.run(work)
+        except Exception as exc:
+            outcomes[key] = exc
+
+    threads = [threading.Thread(target=call, args=(0, first))]
+    threads[0].start()
+    assert inside.wait(WAIT)
+    threads += [threading.Thread(target=call, args=item) for item in rest]
+    for thread in threads[1:]:
+        thread.start()
+    for _ in range(WAIT * 100):
+        if commits.queued == len(rest):
+            break
+        threading.Event().wait(0.01)
+    assert commits.queued == len(rest)
+    release.set()
+    for thread in threads:
+        thread.join(WAIT)
+    return outcomes
+
+
 def queued_behind_a_transaction(commits: GroupCommit, numbers: list[int], seen: list) -> dict:
     """Run `insert(n)` for each of `numbers` in threads while a first piece holds its
     transaction open; once all are queued, let it end. Each number's result or error."""
     inside, release = threading.Event(), threading.Event()
-    outcomes: dict = {}
 
     def first(cursor):
         seen.append((0, cursor))
@@ -49,27 +78,7 @@ def queued_behind_a_transaction(commits: GroupCommit, numbers: list[int], seen: 
         cursor.execute("insert into notes (n) values (0)")
         return 0
 
-    def call(n, work):
-        try:
-            outcomes[n] = commits.run(work)
-        except Exception as exc:
-            outcomes[n] = exc
-
-    threads = [threading.Thread(target=call, args=(0, first))]
-    threads[0].start()
-    assert inside.wait(WAIT)
-    threads += [threading.Thread(target=call, args=(n, insert(n, seen))) for n in numbers]
-    for thread in threads[1:]:
-        thread.start()
-    for _ in range(WAIT * 100):
-        if commits.queued == len(numbers):
-            break
-        threading.Event().wait(0.01)
-    assert commits.queued == len(numbers)
-    release.set()
-    for thread in threads:
-        thread.join(WAIT)
-    return outcomes
+    return queue_behind(commits, first, [(n, insert(n, seen)) for n in numbers], inside, release)
 
 
 def stored(engine) -> list[int]:  # noqa: F811
@@ -146,29 +155,8 @@ def sent_behind_a_batch(engine, numbers: list[int]) -> dict:
             assert release.wait(WAIT)
         return send(statements)
 
-    commits, outcomes = GroupCommit(engine, transaction=transaction), {}
-
-    def call(position, n):
-        try:
-            outcomes[position] = commits.run(noted(n))
-        except Exception as exc:
-            outcomes[position] = exc
-
-    threads = [threading.Thread(target=call, args=(0, 0))]
-    threads[0].start()
-    assert inside.wait(WAIT)
-    threads += [threading.Thread(target=call, args=(i, n)) for i, n in enumerate(numbers, 1)]
-    for thread in threads[1:]:
-        thread.start()
-    for _ in range(WAIT * 100):
-        if commits.queued == len(numbers):
-            break
-        threading.Event().wait(0.01)
-    assert commits.queued == len(numbers)
-    release.set()
-    for thread in threads:
-        thread.join(WAIT)
-    return outcomes
+    commits = GroupCommit(engine, transaction=transaction)
+    return queue_behind(commits, noted(0), [(i, noted(n)) for i, n in enumerate(numbers, 1)], inside, release)
 
 
 @pytest.fixture
