@@ -23,7 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 ## Benchmarks (not part of `make test`): dispatch pace, webhook answers while Kwai is slow,
-## the dispatcher at a million events, webhook ingest, click limits, storefront events against
+## the dispatcher at a million events, webhook ingest (wrk, and instructions per webhook under
+## callgrind, which installs valgrind with apt-get if missing), click limits, storefront events against
 ## webhooks (wrk), webhooks beside idle and
 ## slow clients (installs wrk with apt-get if missing), ingest with metrics on and off and a
 ## /metrics scrape, ingest with 1,000 stores against 1, the admin API's event pages over
@@ -36,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ack.py || status=1; \
 	$(BIN)/python benchmarks/scale.py || status=1; \
 	$(BIN)/python benchmarks/ingest.py || status=1; \
+	$(BIN)/python benchmarks/instructions.py || status=1; \
 	$(BIN)/python benchmarks/clicks.py || status=1; \
 	$(BIN)/python benchmarks/storefront.py || status=1; \
 	$(BIN)/python benchmarks/slow_clients.py || status=1; \

@@ -15,13 +15,19 @@ from typing import Callable
 HERE = Path(__file__).resolve().parent
 
 
-def ensure_wrk() -> str:
-    """wrk's path, installing Debian's package first if it is missing (as .ci/run does)."""
-    if not shutil.which("wrk"):
+def ensure_command(command: str) -> str:
+    """`command`'s path, installing Debian's package of that name first if it is missing
+    (as .ci/run installs what tests need)."""
+    if not shutil.which(command):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk") or sys.exit("wrk is needed: apt-get install wrk")
+        subprocess.run(["apt-get", "install", "-y", "-qq", command], check=True, env=env, stdout=subprocess.DEVNULL)
+    return shutil.which(command) or sys.exit(f"{command} is needed: apt-get install {command}")
+
+
+def ensure_wrk() -> str:
+    """wrk's path, installing it first if it is missing."""
+    return ensure_command("wrk")
 
 
 def write_requests(path: Path, make: Callable[[int], bytes], count: int) -> None:
