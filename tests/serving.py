@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -141,6 +142,11 @@ class Served:
         self.program = list(program) if program is not None else cli_command()
         self.proc: subprocess.Popen | None = None
         self._output: str | None = None  # kept when serve stops, and its pipe closed
+        # What serve prints is read as it comes: a pipe nobody reads holds 64 KB, and
+        # then every process writing its log to it (serve, its workers, its dispatcher)
+        # stops in the write (a database restart's 500s fill it in a second).
+        self._chunks: list[str] = []
+        self._reader: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -153,6 +159,9 @@ class Served:
             env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, text=True,
         )
+        self._chunks, self._output = [], None
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -193,10 +202,16 @@ class Served:
         """The pid of the dispatcher serve --with-worker runs, if one runs now."""
         return next((pid for pid, argv in self.children() if argv[-1:] == ["worker"]), None)
 
+    def _read(self, stream) -> None:
+        for line in stream:
+            self._chunks.append(line)
+
     def _stopped(self) -> str:
         """Once serve has exited: keep what it printed and close the pipe."""
         if self.proc and self.proc.stdout and self._output is None:
-            self._output = self.proc.stdout.read()
+            if self._reader is not None:
+                self._reader.join()  # to the end of the pipe: every writer has exited
+            self._output = "".join(self._chunks)
             self.proc.stdout.close()
             keep_output("kwai-bridge serve", self._output)
         return self._output or ""
