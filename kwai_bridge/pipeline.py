@@ -20,7 +20,7 @@ from adapters.values import AdapterError, Conversion, Notification, ShopMismatch
 from kwai_bridge import metrics
 from kwai_bridge.catalog import StoreRegistry
 from kwai_bridge.config import StoreConfig
-from kwai_bridge.db import DeliveryOutcome
+from kwai_bridge.db import DeliveryOutcome, database_errors
 from kwai_bridge.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,11 @@ class Pipeline:
         conversions: Sequence[Conversion] = ()
         try:
             conversions = self._conversions(store, adapter, notification, now)
+        except database_errors():
+            # The database failed (the click store's look-up): not the body's fault. Nothing
+            # is kept, the answer is a 503, and the platform's retry converts it once the
+            # database answers; stored as failed it would wait for a manual reprocess.
+            raise
         except Exception as exc:  # a conversion fault: keep the body, answer 200, reprocess later
             error = storable_text(f"{exc.__class__.__name__}: {exc}")
             log.error("store %s: %s %s conversion failed, stored for reprocessing: %s",

@@ -233,6 +233,17 @@ def test_pooled_connections_the_server_ended_are_replaced_without_an_error(postg
     assert after and not after & before
 
 
+def test_database_errors_do_not_carry_the_values_of_the_statement(engine):
+    # Statements bind shoppers' emails and phones (identifiers, clicks): an error that
+    # reaches the log must not repeat them.
+    with pytest.raises(StatementError) as raised:
+        with engine.connect() as conn:
+            conn.execute(text("select no_such_column from deliveries where delivery_key = :key"),
+                         {"key": "shopper@example.com"})
+    assert "shopper@example.com" not in str(raised.value)
+    assert "no_such_column" in str(raised.value)  # what went wrong is still said
+
+
 def test_the_pool_size_setting_reaches_the_engine():
     from kwai_bridge.config import ConfigError
     from kwai_bridge.settings import settings_from_env

@@ -5,6 +5,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from sqlalchemy import text
 
 from kwai_bridge.db import make_engine, migrate
 from server import create_app
@@ -134,6 +135,28 @@ def test_conversion_fault_is_stored_as_failed_and_answered_200(client):
     assert answer.status_code == 200 and answer.json["status"] == "failed"
     failed = outbox_of(client).deliveries_for_reprocess(since=EPOCH)
     assert len(failed) == 1 and failed[0].body == body
+
+
+def test_a_database_failure_while_converting_is_503_and_the_retry_is_stored(client):
+    # A live order is attributed from the click store; with the store's table gone (the
+    # database failing), the webhook is answered 503 with nothing kept, and not stored
+    # as a failed delivery that would wait for a manual reprocess.
+    order = json.loads(ORDER)
+    order["test"] = False
+    body = json.dumps(order).encode()
+    headers = shopify_headers(body=body, delivery_id="db-fails-1")
+    outbox = outbox_of(client)
+    with outbox.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE clicks RENAME TO clicks_away"))
+    answer = client.post("/webhooks/shopify/acme", data=body, headers=headers)
+    assert answer.status_code == 503 and answer.json["status"] == "storage unavailable"
+    assert answer.headers["Retry-After"] == "10"
+    assert outbox.deliveries_for_reprocess(since=EPOCH) == [] and outbox.list_events() == []
+    with outbox.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE clicks_away RENAME TO clicks"))
+    again = client.post("/webhooks/shopify/acme", data=body, headers=headers)
+    assert again.status_code == 200 and again.json["status"] == "queued"
+    assert [row.event_name for row in outbox.list_events()] == ["EVENT_PLACE_ORDER"]
 
 
 SHOP_HEADERS = {"shopify": "X-Shopify-Shop-Domain", "shopline": "X-Shopline-Shop-Domain",

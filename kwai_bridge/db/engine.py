@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import select
+import sqlite3
+import sys
 import weakref
 from pathlib import Path
 from contextlib import contextmanager
@@ -17,7 +19,7 @@ from typing import Any, Iterator
 
 from gevent.monkey import get_original
 from sqlalchemy import create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 
@@ -31,14 +33,20 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
     and opens as many more for a burst (closed when returned). Each connection above the
     kept ones costs a new server process and its authentication: with SQLAlchemy's
     default of five, a web worker's sixth concurrent webhook opened and closed a
-    connection every time, and under load that cost more than the webhooks did."""
+    connection every time, and under load that cost more than the webhooks did. A pooled
+    connection is checked without a round trip as it is lent (`_refuse_hung_up`), and
+    TCP keepalives find a server that vanished without closing.
+
+    On both, an error never carries the statement's values (`hide_parameters`): they may
+    be a shopper's email or phone, and errors reach the log."""
     if url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url[len("postgres://"):]
     elif url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     parsed = make_url(url)
     if parsed.drivername == "postgresql+psycopg":
-        engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, connect_args=KEEPALIVES)
+        engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, connect_args=KEEPALIVES,
+                               hide_parameters=True)
         event.listen(engine, "checkout", _refuse_hung_up)
     elif parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         engine = sqlite_engine(parsed, sqlite_synchronous)
@@ -49,6 +57,16 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
         )
     os.register_at_fork(after_in_child=functools.partial(_dispose_in_child, weakref.ref(engine)))
     return engine
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """What a failing database raises: SQLAlchemy's errors, and the driver's own on the
+    paths that use its connection and cursor (`writing_cursor`, `autocommit_cursor`).
+    psycopg's only once it is loaded (none can come before): a SQLite deployment does
+    not load it, and a process must not load it before gevent patches the standard
+    library (it picks how it waits when it is imported)."""
+    loaded = sys.modules.get("psycopg")
+    return (SQLAlchemyError, sqlite3.Error) + ((loaded.Error,) if loaded is not None else ())
 
 
 #: libpq's TCP keepalives: a server that vanished without closing its connections (a

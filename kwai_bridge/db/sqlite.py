@@ -38,7 +38,7 @@ def sqlite_engine(parsed: URL, synchronous: str) -> Engine:
     # lock too, so that every process reaching the file by any path shares it.
     real_path = os.path.realpath(parsed.database)
     lock_path = real_path + "-writer.lock"
-    engine = create_engine(parsed, connect_args={"factory": WriterLockedConnection})
+    engine = create_engine(parsed, connect_args={"factory": WriterLockedConnection}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):

@@ -4,6 +4,7 @@ This is the busiest path of the app: it does nothing the pipeline does not need.
 """
 from __future__ import annotations
 
+import logging
 from time import perf_counter
 
 from flask import Blueprint, Response, current_app, request
@@ -11,11 +12,16 @@ from werkzeug.exceptions import HTTPException
 
 from adapters.values import WebhookRequest
 from kwai_bridge import metrics
+from kwai_bridge.db import database_errors
 from kwai_bridge.jsontext import compact
 from kwai_bridge.pipeline import Answer, Pipeline
 from kwai_bridge.web.bodies import read_body
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("webhooks", __name__)
+#: The answer when the database fails, and how long a platform that reads it should wait.
+STORAGE_UNAVAILABLE = "storage unavailable"
+RETRY_AFTER_SECONDS = "10"
 
 
 def _answer(answer: Answer) -> Response:
@@ -44,8 +50,17 @@ def _receive(platform: str, store_id: str | None):
         raise
     webhook = WebhookRequest.build(request.headers.items(), body)
     pipeline: Pipeline = current_app.extensions["kwai_bridge.pipeline"]
-    answer = pipeline.handle(platform, store_id, webhook, now=current_app.config["CLOCK"]())
+    try:
+        answer = pipeline.handle(platform, store_id, webhook, now=current_app.config["CLOCK"]())
+    except database_errors() as exc:
+        # The database failed (unreachable, restarting): nothing of this delivery was
+        # kept, and any answer but a 2xx makes the platform send it again. One line, no
+        # traceback: a restart answers every webhook of its second this way.
+        log.error("%s webhook not stored, the database failed: %s", platform, str(exc).split("\n", 1)[0])
+        answer = Answer(503, STORAGE_UNAVAILABLE)
     response = _answer(answer)
+    if answer.status == 503:
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
     metrics.webhook(platform, answer.topic, status=answer.status, message=answer.message,
                     seconds=perf_counter() - started)
     return response
