@@ -20,7 +20,7 @@ from kwai_bridge.db.schema import (
 from kwai_bridge.db.sqlite import BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS
 
 __all__ = [
-    "database_errors", "alert_state", "autocommit_cursor", "platform_links", "platform_orders",
+    "alert_state", "autocommit_cursor", "database_errors", "platform_links", "platform_orders",
     "BUSY_TIMEOUT_MS", "CHUNK", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
     "SchemaError", "UTCDateTime", "any_pair", "chunked", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
     "event_identifiers", "events", "heartbeats", "high_water", "make_engine", "metadata", "migrate",
