@@ -144,7 +144,7 @@ class Served:
         self._output: str | None = None  # kept when serve stops, and its pipe closed
         # What serve prints is read as it comes: a pipe nobody reads holds 64 KB, and
         # then every process writing its log to it (serve, its workers, its dispatcher)
-        # stops in the write (a database restart's 500s fill it in a second).
+        # stops in the write (a database restart's errors once filled it in a second).
         self._chunks: list[str] = []
         self._reader: threading.Thread | None = None
 
