@@ -215,11 +215,13 @@ def test_pooled_connections_the_server_ended_are_replaced_without_an_error(postg
         conn.close()
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute("select pg_terminate_backend(pid) from unnest(%s::int[]) as pid", (sorted(before),))
-        for _ in range(200):  # ended: gone from the server's list
+        for _ in range(1000):  # ended: gone from the server's list (10 s on a busy machine)
             if not admin.execute("select count(*) from pg_stat_activity where pid = any(%s)",
                                  (sorted(before),)).fetchone()[0]:
                 break
             threading.Event().wait(0.01)
+        else:
+            raise AssertionError(f"backends {sorted(before)} did not end")
     after = set()
     with engine.connect() as conn:
         after.add(conn.exec_driver_sql("select pg_backend_pid()").scalar())
