@@ -22,6 +22,7 @@ commit (`pipelined`). One alone runs in autocommit as above.
 """
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -72,7 +73,10 @@ def pipelined(engine: Engine) -> Callable[[Sequence[Statement]], list]:
                 return [statement.read(cursor) for statement, cursor in zip(statements, cursors)]
             except BaseException:
                 if not connection.closed:
-                    connection.rollback()
+                    # The first error is the one to raise: a connection too broken to roll
+                    # back is dropped by the pool when it is returned.
+                    with suppress(Exception):
+                        connection.rollback()
                 raise
             finally:
                 for cursor in cursors:
