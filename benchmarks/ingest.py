@@ -143,23 +143,30 @@ def database(kind: str, target: str, run: int, workdir: str, postgres: str) -> I
         yield url
 
 
-def serve(target: str, url: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen:
-    """Start `target` on the database at `url`."""
+def prepared(target: str, url: str, env: dict[str, str]) -> dict[str, str]:
+    """`env` for `target` on the new database at `url`, made ready for it: the bridge's
+    schema migrated, or the receiver's table made."""
     if target == DURABLE:
         if url.startswith("sqlite:"):
-            extra = {"BENCH_SQLITE_PATH": url.removeprefix("sqlite:///")}
-        else:
-            import psycopg
+            return {**env, "BENCH_SQLITE_PATH": url.removeprefix("sqlite:///")}
+        import psycopg
 
-            from benchmarks.baselines import POSTGRES_TABLE
+        from benchmarks.baselines import POSTGRES_TABLE
 
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(POSTGRES_TABLE)
-            extra = {"BENCH_POSTGRES_URL": url}
-        return start(gunicorn_command("benchmarks.baselines:durable_app()", port, workers), {**env, **extra}, port)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(POSTGRES_TABLE)
+        return {**env, "BENCH_POSTGRES_URL": url}
     env = {**env, "KWAI_BRIDGE_DATABASE_URL": url}
     subprocess.run([sys.executable, "-m", "kwai_bridge.cli", "migrate"], env=env, cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
+    return env
+
+
+def serve(target: str, url: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen:
+    """Start `target` on the new database at `url`."""
+    env = prepared(target, url, env)
+    if target == DURABLE:
+        return start(gunicorn_command("benchmarks.baselines:durable_app()", port, workers), env, port)
     return start([sys.executable, "-m", "kwai_bridge.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                   "--workers", str(workers)], env, port)
 

@@ -29,7 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ingest import BRIDGE, DEFAULT_PG, DURABLE, SECRET, SHOP, postgres_database, request_factory  # noqa: E402
+from benchmarks.ingest import (  # noqa: E402
+    BRIDGE, DEFAULT_PG, DURABLE, SECRET, SHOP, database, prepared, request_factory,
+)
 from benchmarks.wrk import ensure_command  # noqa: E402
 
 WARM_UP = 30
@@ -94,53 +96,11 @@ def counted(target: str, url: str, count: int, env: dict[str, str]) -> int:
     return int(found.group(1))
 
 
-def fresh(kind: str, target: str, count: int, workdir: str, postgres: str, env: dict[str, str]):
-    """A context giving a new database for one child run, migrated for the bridge."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def database():
-        if kind == "sqlite":
-            path = Path(workdir) / f"{target.split()[0]}-{count}.db"
-            for leftover in Path(workdir).glob(path.name + "*"):
-                leftover.unlink()
-            url = f"sqlite:///{path}"
-            yield url
-            return
-        name = f"kwai_bench_instructions_{os.getpid()}_{target.split()[0].replace('-', '_')}_{count}"
-        with postgres_database(postgres, name) as url:
-            yield url
-
-    @contextmanager
-    def prepared():
-        with database() as url:
-            if target == BRIDGE:
-                subprocess.run([sys.executable, "-m", "kwai_bridge.cli", "migrate"], cwd=ROOT, check=True,
-                               env={**env, "KWAI_BRIDGE_DATABASE_URL": url}, stdout=subprocess.DEVNULL)
-            elif not url.startswith("sqlite:"):
-                import psycopg
-
-                from benchmarks.baselines import POSTGRES_TABLE
-
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(POSTGRES_TABLE)
-            yield url
-
-    return prepared()
-
-
 def per_webhook(kind: str, target: str, args, workdir: str, env: dict[str, str]) -> float:
     runs = {}
     for count in (args.few, args.many):
-        with fresh(kind, target, count, workdir, args.postgres, env) as url:
-            child_env = dict(env)
-            if target == BRIDGE:
-                child_env["KWAI_BRIDGE_DATABASE_URL"] = url
-            elif url.startswith("sqlite:"):
-                child_env["BENCH_SQLITE_PATH"] = url.removeprefix("sqlite:///")
-            else:
-                child_env["BENCH_POSTGRES_URL"] = url
-            runs[count] = counted(target, url, count, child_env)
+        with database(kind, target, count, workdir, args.postgres) as url:
+            runs[count] = counted(target, url, count, prepared(target, url, env))
     return (runs[args.many] - runs[args.few]) / (args.many - args.few)
 
 
