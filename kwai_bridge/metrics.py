@@ -33,7 +33,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The label value for anything outside a closed set.
 OTHER = "other"
 #: The outcomes of a webhook answered 200 (the pipeline's answers).
-ANSWERED = frozenset({"queued", "ignored", "failed", "duplicate", "privacy", "pong"})
+ANSWERED = frozenset({"queued", "ignored", "failed", "duplicate", "privacy", "pong", "received"})
 
 # This process's own registry: the one a scrape reads when not in multiprocess mode (in
 # that mode the values are in the shared directory's files and the registry goes unread).

@@ -1,6 +1,11 @@
 """From a received webhook to rows in the outbox: find the store, verify, parse,
 convert, store. One call per request; no Kwai call ever happens here.
 
+With `convert_later` (the default service's set-up) the request stores the verified
+delivery as `received` and answers; the worker converts it moments later
+(`convert_received`), in batches: a webhook costs its web worker a third less, and a
+burst of orders is answered at the pace of the disk, not of the conversion.
+
 Every decision is returned as an `Answer` (status code, short message, JSON detail);
 the web layer only turns it into an HTTP response.
 """
@@ -20,10 +25,13 @@ from adapters.values import AdapterError, Conversion, Notification, ShopMismatch
 from kwai_bridge import metrics
 from kwai_bridge.catalog import StoreRegistry
 from kwai_bridge.config import StoreConfig
-from kwai_bridge.db import DeliveryOutcome, database_errors
-from kwai_bridge.outbox import Outbox
+from kwai_bridge.db import DeliveryOutcome, database_errors, database_unavailable
+from kwai_bridge.outbox import Converted, Outbox
 
 log = logging.getLogger(__name__)
+#: Received deliveries converted per transaction by `convert_received`.
+CONVERT_BATCH = 100
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -52,11 +60,12 @@ class Pipeline:
     """Turns webhook requests into outbox rows."""
 
     def __init__(self, *, registry: StoreRegistry, outbox: Outbox,
-                 resolver: Resolver = _no_resolution, privacy=None) -> None:
+                 resolver: Resolver = _no_resolution, privacy=None, convert_later: bool = False) -> None:
         self.registry = registry
         self.outbox = outbox
         self.resolver = resolver
         self.privacy = privacy
+        self.convert_later = convert_later
 
     # -- store lookup ---------------------------------------------------------------
     def find_store(self, platform: str, store_id: str | None, request: WebhookRequest) -> StoreConfig | Answer:
@@ -75,7 +84,10 @@ class Pipeline:
         return store
 
     # -- the request path -----------------------------------------------------------
-    def handle(self, platform: str, store_id: str | None, request: WebhookRequest, *, now: datetime) -> Answer:
+    def handle(self, platform: str, store_id: str | None, request: WebhookRequest, *, now: datetime,
+               at_once: bool = False) -> Answer:
+        """Answer one webhook; `at_once` converts it in this call even under `convert_later`
+        (reconciliation, which reports the events it recovered)."""
         adapter = adapters.REGISTRY.get(platform)
         if store_id is None and adapter is not None and adapter.is_ping(request):
             # WooCommerce's ping carries no header naming the site: on the shared route it
@@ -107,6 +119,8 @@ class Pipeline:
         body_sha256 = hashlib.sha256(request.body).hexdigest()
         if notification.kind == "privacy":
             answer = self._privacy(store, adapter, notification, key, body_sha256, now)
+        elif self.convert_later and not at_once:
+            answer = self._store_received(store, adapter, notification, request, key, body_sha256, now)
         else:
             answer = self._convert_and_store(store, adapter, notification, request, key, body_sha256, now)
         return replace(answer, topic=notification.topic)
@@ -145,6 +159,86 @@ class Pipeline:
         log.info("store %s: %s %s -> %s, %d event(s)", store.id, notification.platform,
                  notification.topic, outcome, result.created)
         return Answer(200, outcome, {"events": result.created})
+
+    def _store_received(self, store: StoreConfig, adapter: Adapter, notification: Notification,
+                        request: WebhookRequest, key: str, body_sha256: str, now: datetime) -> Answer:
+        """Store the verified delivery for the worker to convert; its events come later."""
+        result = self.outbox.accept(
+            store_id=store.id, platform=notification.platform, topic=notification.topic,
+            delivery_key=key, received_at=now, body=request.body, headers=kept_headers(adapter, request),
+            conversions=(), outcome=DeliveryOutcome.RECEIVED, body_sha256=body_sha256)
+        if result.duplicate:
+            if notification.topic in adapter.BODY_DECIDES_TOPICS:
+                # The body may have come first under another topic and owe this one's
+                # events (see BODY_DECIDES_TOPICS): that rare case is converted at once.
+                return self._convert_and_store(store, adapter, notification, request, key, body_sha256, now)
+            log.info("store %s: duplicate delivery %s ignored", store.id, key[:32])
+            return Answer(200, "duplicate")
+        log.info("store %s: %s %s received", store.id, notification.platform, notification.topic)
+        return Answer(200, DeliveryOutcome.RECEIVED)
+
+    # -- conversion in the worker ---------------------------------------------------
+    def convert_received(self, *, now: datetime, limit: int = CONVERT_BATCH) -> int:
+        """Convert up to `limit` received deliveries, oldest first, and store their events
+        in one transaction; return how many were read (0: none is waiting).
+
+        A conversion fault stores the delivery as failed (for `reprocess`), as on the
+        request path. A database error raises with nothing stored: the deliveries stay
+        received and the next call converts them."""
+        batch = self.outbox.received(limit=limit)
+        if not batch:
+            return 0
+        converted = [self._convert_delivery(delivery, now) for delivery in batch]
+        results = self._settle(converted, now)
+        for item, result in zip(converted, results):
+            metrics.events_created(result.added)
+            if not result.duplicate:
+                log.info("store %s: delivery %d converted -> %s, %d event(s)", item.store_id, item.delivery_id,
+                         item.outcome, result.created)
+        return len(batch)
+
+    def _settle(self, converted: list[Converted], now: datetime) -> list:
+        """Store a batch's conversions; when the batch fails for its values, each alone,
+        and the one the database refuses as failed (with the reason, for reprocessing):
+        one poison delivery must not stop every other behind it."""
+        try:
+            return self.outbox.settle_received(converted, now=now)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+        results = []
+        for item in converted:
+            try:
+                results += self.outbox.settle_received([item], now=now)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise
+                reason = str(exc).split("\n", 1)[0]
+                error = storable_text(f"not stored: {exc.__class__.__name__}: {reason}")
+                log.error("store %s: delivery %d %s", item.store_id, item.delivery_id, error)
+                results += self.outbox.settle_received(
+                    [replace(item, outcome=DeliveryOutcome.FAILED, conversions=(), error=error)], now=now)
+        return results
+
+    def _convert_delivery(self, delivery, now: datetime) -> Converted:
+        store = self.registry.get(delivery.store_id)
+        if store is None:
+            error = f"store {delivery.store_id} is not configured any more"
+            log.error("delivery %d not converted: %s", delivery.id, error)
+            return Converted(delivery.id, delivery.store_id, delivery.platform, DeliveryOutcome.FAILED, error=error)
+        try:
+            adapter = adapters.REGISTRY[delivery.platform]
+            request = WebhookRequest.build(delivery.headers or {}, delivery.body or b"")
+            conversions = tuple(self._conversions(store, adapter, adapter.parse(request), now))
+        except database_errors():
+            raise
+        except Exception as exc:  # a conversion fault: kept for reprocessing, as on the request path
+            error = storable_text(f"{exc.__class__.__name__}: {exc}")
+            log.error("store %s: delivery %d conversion failed, stored for reprocessing: %s",
+                      store.id, delivery.id, error)
+            return Converted(delivery.id, store.id, delivery.platform, DeliveryOutcome.FAILED, error=error)
+        outcome = DeliveryOutcome.QUEUED if conversions else DeliveryOutcome.IGNORED
+        return Converted(delivery.id, store.id, delivery.platform, outcome, conversions)
 
     def _conversions(self, store: StoreConfig, adapter: Adapter, notification: Notification,
                      now: datetime) -> Sequence[Conversion]:

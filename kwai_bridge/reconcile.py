@@ -185,7 +185,8 @@ class Reconciler:
         for order, note in zip(page.orders, noted):
             if not note.keys or set(note.keys) <= known:
                 continue
-            answer = self.pipeline.handle(store.platform, store.id, order_request(store, order), now=now)
+            answer = self.pipeline.handle(store.platform, store.id, order_request(store, order), now=now,
+                                          at_once=True)
             if answer.status != 200:
                 log.error("store %s: order %s from the API refused by the webhook path: %s", store.id,
                           note.order_id, answer.message)

@@ -111,4 +111,5 @@ def build_attribution(runtime: Runtime) -> Attribution:
 def build_pipeline(runtime: Runtime) -> Pipeline:
     """The path from a webhook to the outbox, with its own attribution resolver."""
     return Pipeline(registry=runtime.registry, outbox=runtime.outbox,
-                    resolver=build_attribution(runtime).resolve, privacy=Privacy(runtime.engine))
+                    resolver=build_attribution(runtime).resolve, privacy=Privacy(runtime.engine),
+                    convert_later=runtime.settings.conversion == "worker")

@@ -61,6 +61,7 @@ def post(client, path: str, topic: str, body: bytes = ORDER, **extra):
     (metrics.topic_label, ("wix", "orders/paid"), "other"),
     (metrics.topic_label, ("shopify", None), "other"),
     (metrics.outcome_label, (200, "queued"), "queued"),
+    (metrics.outcome_label, (200, "received"), "received"),
     (metrics.outcome_label, (200, "something new"), "other"),
     (metrics.outcome_label, (401, "signature does not match"), "refused_401"),
     (metrics.outcome_label, (404, "unknown store"), "refused_404"),

@@ -236,7 +236,7 @@ def test_store_health_on_a_known_data_set(engine, outbox):
         "store": "acme",
         "at": now.isoformat(),
         "last_delivery": {"checkouts/create": (T0 + timedelta(hours=1)).isoformat(), "orders/paid": T0.isoformat()},
-        "deliveries_24h": {"queued": 2, "ignored": 1, "failed": 0, "reprocessed": 0, "privacy": 0},
+        "deliveries_24h": {"queued": 2, "ignored": 1, "failed": 0, "reprocessed": 0, "privacy": 0, "received": 0},
         "events_24h": {"unattributed": 1, "skipped": 0, "pending": 1, "sending": 0, "sent": 1, "held": 0, "dead": 0},
         "held": {"held": True, "events": 1, "last_error": "Kwai refused the access token", "last_result": 10006},
         "oldest_pending_age_seconds": 8 * 86400 + 2 * 3600,  # order 3, pending since eight days

@@ -70,7 +70,9 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
     from kwai_bridge import metrics
     from kwai_bridge.alerting import AlertSender
+    from kwai_bridge.conversion import Converter
     from kwai_bridge.heartbeat import Heartbeats
+    from kwai_bridge.runtime import build_pipeline
     from kwai_bridge.worker import Dispatcher
 
     runtime = command_runtime(secrets=True)
@@ -94,11 +96,20 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     pruner = threading.Thread(target=_prune_loop, args=(runtime, stop), daemon=True)
     alerts = AlertSender(runtime.engine, runtime.registry, url=s.alert_webhook_url, clock=utcnow)
     jobs = _platform_jobs(runtime, alerts)
-    if not once:
+    # The deliveries the web workers stored as received become events here: beside the
+    # dispatcher, or with --once all of them before it.
+    converter = Converter(build_pipeline(runtime), clock=utcnow)
+    converting = None
+    if once:
+        converter.drain()
+    else:
+        converting = converter.start(stop)
         pruner.start()
         alerts.start()
         jobs.start()
     tally = dispatcher.run(stop=stop, once=once, poll_interval=s.poll_interval)
+    if converting is not None:
+        converting.join()
     jobs.stop()
     alerts.stop()
     log.info("dispatcher stopped: %s", tally)

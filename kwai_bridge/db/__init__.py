@@ -6,7 +6,7 @@
 - `migrations`: schema versions and `migrate`.
 """
 from kwai_bridge.db.engine import (
-    autocommit_cursor, database_errors, dispose_after_fork, make_engine, reading, sqlite_path, upsert_insert, writing_cursor,
+    autocommit_cursor, database_errors, database_unavailable, dispose_after_fork, make_engine, reading, sqlite_path, upsert_insert, writing_cursor,
 )
 from kwai_bridge.db.migrations import (
     MIGRATIONS, SCHEMA_VERSION, SchemaError, ensure_schema, migrate, schema_state,
@@ -20,7 +20,7 @@ from kwai_bridge.db.schema import (
 from kwai_bridge.db.sqlite import BUSY_TIMEOUT_MS, SQLITE_SYNCHRONOUS
 
 __all__ = [
-    "alert_state", "autocommit_cursor", "database_errors", "platform_links", "platform_orders",
+    "alert_state", "autocommit_cursor", "database_errors", "database_unavailable", "platform_links", "platform_orders",
     "BUSY_TIMEOUT_MS", "CHUNK", "MIGRATIONS", "SCHEMA_VERSION", "SQLITE_SYNCHRONOUS", "DeliveryOutcome", "EventStatus",
     "SchemaError", "UTCDateTime", "any_pair", "chunked", "clicks", "deliveries", "dispose_after_fork", "ensure_schema",
     "event_identifiers", "events", "heartbeats", "high_water", "make_engine", "metadata", "migrate",

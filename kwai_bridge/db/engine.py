@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from gevent.monkey import get_original
 from sqlalchemy import create_engine, event
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError, StatementError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 
@@ -67,6 +67,22 @@ def database_errors() -> tuple[type[Exception], ...]:
     library (it picks how it waits when it is imported)."""
     loaded = sys.modules.get("psycopg")
     return (SQLAlchemyError, sqlite3.Error) + ((loaded.Error,) if loaded is not None else ())
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error says the database could not be used (unreachable, restarting,
+    its schema not as expected) rather than that it refused the values of a statement
+    (a constraint, a value it cannot store): the first passes, the second stays with
+    the row that caused it."""
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return False  # a value refused before it was sent (a naive datetime, say)
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    refused: tuple[type[BaseException], ...] = (sqlite3.DataError, sqlite3.IntegrityError)
+    loaded = sys.modules.get("psycopg")
+    if loaded is not None:
+        refused += (loaded.DataError, loaded.IntegrityError)
+    return isinstance(exc, database_errors()) and not isinstance(exc, refused)
 
 
 #: libpq's TCP keepalives: a server that vanished without closing its connections (a

@@ -11,13 +11,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from kwai_bridge.db.engine import reading, upsert_insert
 from kwai_bridge.db.schema import (
-    alert_state, api_tokens, audit_log, clicks, console_sessions, deliveries, event_attempts, event_identifiers, events, heartbeats, high_water,
+    DeliveryOutcome, alert_state, api_tokens, audit_log, clicks, console_sessions, deliveries, event_attempts, event_identifiers, events, heartbeats, high_water,
     metadata, platform_links, platform_orders, rate_windows, schema_version, store_generation, stores, user_stores, users,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: Events read per batch when migration 2 fills `event_identifiers`.
 _BACKFILL_BATCH = 500
 # Any constant will do; it only has to be the same in every process that migrates.
@@ -113,6 +113,37 @@ def _v8(conn: Connection) -> None:
     metadata.create_all(conn, tables=[platform_links, platform_orders], checkfirst=True)
 
 
+def _v9(conn: Connection) -> None:
+    # The webhook path may store a delivery as `received` and leave its conversion to the
+    # worker: the outcome check admits the new value, and a partial index finds those
+    # deliveries. The check only widens, so the rows already stored satisfy it.
+    outcomes = ", ".join(f"'{v}'" for v in DeliveryOutcome)
+    earlier = ", ".join(f"'{v}'" for v in DeliveryOutcome if v != DeliveryOutcome.RECEIVED)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS ck_deliveries_outcome, "
+                          f"ADD CONSTRAINT ck_deliveries_outcome CHECK (outcome IN ({outcomes}))"))
+    else:
+        # SQLite alters no constraint: the table's definition is edited in place, the way
+        # SQLite's documentation gives for changing a CHECK that every row satisfies
+        # (sqlite.org/lang_altertable.html), and the schema version bumped so that every
+        # connection reads it again.
+        old, new = f"outcome IN ({earlier})", f"outcome IN ({outcomes})"
+        sql = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'deliveries'").scalar()
+        if old in sql and new not in sql:
+            version = conn.exec_driver_sql("PRAGMA schema_version").scalar()
+            conn.exec_driver_sql("PRAGMA writable_schema = ON")
+            try:
+                conn.execute(text("UPDATE sqlite_schema SET sql = :sql WHERE type = 'table' AND name = 'deliveries'"),
+                             {"sql": sql.replace(old, new)})
+                conn.exec_driver_sql(f"PRAGMA schema_version = {version + 1}")
+            finally:
+                conn.exec_driver_sql("PRAGMA writable_schema = OFF")
+    for index in deliveries.indexes:
+        if index.name == "ix_deliveries_received":
+            index.create(conn, checkfirst=True)
+
+
 def _add_column(conn: Connection, column) -> None:
     """ALTER TABLE ... ADD COLUMN, unless the table has it already (a new database does)."""
     table = column.table.name
@@ -137,6 +168,7 @@ def _identifier_items(raw: str | None) -> list[tuple[str, str]]:
 #: that already has its changes (`checkfirst`, `IF NOT EXISTS`).
 MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = (
     (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7), (8, _v8),
+    (9, _v9),
 )
 
 

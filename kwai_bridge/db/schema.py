@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, TypeVar
 
 from sqlalchemy import (
     BigInteger, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer, LargeBinary,
-    MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, and_, or_,
+    MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, and_, or_, text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -40,6 +40,8 @@ class DeliveryOutcome(StrEnum):
     FAILED = "failed"
     REPROCESSED = "reprocessed"
     PRIVACY = "privacy"  # a data-request or redaction topic, handled at once and kept as a record
+    #: Stored by the webhook path, its events not made yet: the worker converts it (v9).
+    RECEIVED = "received"
 
 
 class UTCDateTime(TypeDecorator):
@@ -127,6 +129,10 @@ deliveries = Table(
     Index("ix_deliveries_received_at", "received_at"),
     Index("ix_deliveries_store_id", "store_id", "id"),  # v5: a store's deliveries, newest first
     Index("uq_deliveries_store_body", "store_id", "body_sha256", unique=True),
+    # v9: the deliveries the worker has still to convert, oldest first, whatever the size
+    # of the table (a partial index: a converted delivery leaves it).
+    Index("ix_deliveries_received", "id", sqlite_where=text("outcome = 'received'"),
+          postgresql_where=text("outcome = 'received'")),
 )
 
 events = Table(

@@ -29,7 +29,7 @@ from kwai_bridge.jsontext import compact
 from kwai_bridge.outbox.commits import GroupCommit
 from kwai_bridge.outbox.leases import LeaseQueries
 from kwai_bridge.outbox.rows import (
-    PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
+    PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, Converted, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
     _safe_headers, delivery_row, event_row,
 )
 from kwai_bridge.outbox.single import OneStatementAccept, pipelined
@@ -38,7 +38,7 @@ from kwai_bridge.outbox.withdrawals import Withdrawals
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RESPONSE_LIMIT", "AcceptResult", "Claimed", "DeliveryRow", "EventRow", "Finish", "Outbox",
+__all__ = ["RESPONSE_LIMIT", "AcceptResult", "Claimed", "Converted", "DeliveryRow", "EventRow", "Finish", "Outbox",
            "UnknownDelivery", "delivery_row", "event_row"]
 
 
@@ -158,6 +158,45 @@ class Outbox(LeaseQueries):
             if not found:
                 raise UnknownDelivery(f"no delivery {delivery_id}")
             return self._add(conn, delivery_id, store_id, platform, conversions, now)
+
+    # -- conversion in the worker -----------------------------------------------------
+    def received(self, *, limit: int) -> list[DeliveryRow]:
+        """Deliveries the webhook path stored as received and nobody has converted yet,
+        oldest first (through a partial index: the cost does not grow with the table)."""
+        c = deliveries.c
+        stmt = select(deliveries).where(c.outcome == DeliveryOutcome.RECEIVED).order_by(c.id).limit(limit)
+        with reading(self.engine) as conn:
+            return [delivery_row(m) for m in conn.execute(stmt).mappings()]
+
+    def settle_received(self, converted: Sequence[Converted], *, now: datetime) -> list[AcceptResult]:
+        """Record converted deliveries in one transaction (one commit for the batch): each
+        one still received takes its outcome, events and withdrawals, as `accept` would
+        have stored them at once. One that another process settled first is left as it
+        is and comes back as a duplicate: its conditional update changes no row (on
+        PostgreSQL it waits for the other's commit, then finds the outcome changed), so
+        two converters never both add events."""
+        results = []
+        with self._writing() as conn:
+            cursor = conn.connection.cursor()
+            try:
+                for item in converted:
+                    _check_outcome(item.outcome)
+                    found = conn.execute(
+                        update(deliveries).where(deliveries.c.id == item.delivery_id,
+                                                 deliveries.c.outcome == DeliveryOutcome.RECEIVED)
+                        .values(outcome=item.outcome, error=item.error)
+                    ).rowcount
+                    if not found:
+                        results.append(AcceptResult(delivery_id=item.delivery_id, duplicate=True, created=0))
+                        continue
+                    rows = self._event_rows(item.store_id, item.platform, item.conversions, now)
+                    added = self._insert_events(cursor, item.delivery_id, item.store_id, rows)
+                    self._withdrawals.apply(cursor, item.store_id, item.conversions, now=now)
+                    results.append(AcceptResult(delivery_id=item.delivery_id, duplicate=False, created=len(added),
+                                                added=added))
+            finally:
+                cursor.close()
+        return results
 
     def _add(
         self, conn: Connection, delivery_id: int, store_id: str, platform: str,
@@ -317,8 +356,10 @@ class Outbox(LeaseQueries):
         body_cutoff = now - timedelta(days=body_days)
         cutoff = now - timedelta(days=sent_days)
         d, e = deliveries.c, events.c
+        # A received delivery keeps its body and its row until the worker converts it.
+        unconverted = d.outcome == DeliveryOutcome.RECEIVED
         bodies = self._batched(
-            select(d.id).where(d.body.is_not(None), d.received_at < body_cutoff),
+            select(d.id).where(d.body.is_not(None), d.received_at < body_cutoff, ~unconverted),
             lambda ids: update(deliveries).where(d.id.in_(ids)).values(body=None), rest)
         done = self._batched(
             select(e.id).where(and_(e.status == EventStatus.SENT, e.sent_at < cutoff)
@@ -326,7 +367,7 @@ class Outbox(LeaseQueries):
             lambda ids: delete(events).where(e.id.in_(ids)), rest)
         still_needed = exists().where(e.delivery_id == d.id, e.status != EventStatus.SENT)
         keys = self._batched(
-            select(d.id).where(d.received_at < cutoff, ~still_needed),
+            select(d.id).where(d.received_at < cutoff, ~still_needed, ~unconverted),
             lambda ids: delete(deliveries).where(d.id.in_(ids)), rest)
         if bodies or done or keys:
             log.info("pruned %d bodies, %d events, %d deliveries", bodies, done, keys)

@@ -97,6 +97,19 @@ class AcceptResult:
 
 
 @dataclass(frozen=True)
+class Converted:
+    """A received delivery once converted, as `Outbox.settle_received` records it: its
+    outcome (queued, ignored or failed), the error of a failed one, its conversions."""
+
+    delivery_id: int
+    store_id: str
+    platform: str
+    outcome: str
+    conversions: tuple[Conversion, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Finish:
     """The outcome of one attempt, as `Outbox.finish_many` records it."""
 
