@@ -11,11 +11,17 @@ on PostgreSQL, in the same run, with wrk as the load generator.
 - Each database gets `--repeat` rounds; each round starts each target on a fresh
   database, alternating which goes first. Medians are shown, and each round's ratio.
 
+- With `--conversion worker` (KWAI_BRIDGE_CONVERSION; the service's default unless
+  given) the web workers store each delivery as received and the worker converts it:
+  after each run, the backlog the run left is converted by one worker's converter, and
+  its rate is shown beside the web workers' (it must be higher, or the backlog of a
+  sustained peak would grow).
+
 Targets: kwai-bridge >= 0.9 of the durable receiver's rate on each database; p99 at half
 of kwai-bridge's peak rate <= 20 ms. Exits non-zero when one is missed or any request failed.
 
     python benchmarks/ingest.py [--seconds 8] [--workers 2] [--concurrency 16] [--repeat 3]
-                                [--databases sqlite,postgresql]
+                                [--databases sqlite,postgresql] [--conversion worker|request]
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.loadgen import build_request  # noqa: E402
 from benchmarks.wrk import ensure_wrk, run_wrk, write_requests  # noqa: E402
 from kwai_bridge.web.serving import gunicorn_options  # noqa: E402
+from kwai_bridge.settings import Settings  # noqa: E402
 
 SECRET = "bench-shopify-secret"
 SHOP = "bench.myshopify.com"
@@ -171,6 +178,26 @@ def serve(target: str, url: str, port: int, env: dict[str, str], workers: int) -
                   "--workers", str(workers)], env, port)
 
 
+#: Run in a child on the database a run left: convert its received deliveries, timed.
+_DRAIN = """
+import json, time
+from kwai_bridge.cli.base import load_runtime, utcnow
+from kwai_bridge.conversion import Converter
+from kwai_bridge.runtime import build_pipeline
+runtime = load_runtime()
+started = time.perf_counter()
+done = Converter(build_pipeline(runtime), clock=utcnow).drain()
+print(json.dumps({"converted": done, "seconds": time.perf_counter() - started}))
+"""
+
+
+def drain(url: str, env: dict[str, str]) -> dict:
+    """Convert the received deliveries a run left, in one process as one worker would."""
+    done = subprocess.run([sys.executable, "-c", _DRAIN], env={**env, "KWAI_BRIDGE_DATABASE_URL": url}, cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure(wrk: str, proc_start, files: dict[str, Path], args) -> dict:
     port = free_port()
     proc = proc_start(port)
@@ -195,6 +222,8 @@ def main() -> int:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=os.environ.get("KWAI_BRIDGE_TEST_POSTGRES_URL", DEFAULT_PG),
                         help="a PostgreSQL server to make the benchmark's databases on")
+    parser.add_argument("--conversion", choices=("worker", "request"), default=Settings().conversion,
+                        help="KWAI_BRIDGE_CONVERSION for kwai-bridge (default: the service's default)")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.databases.split(",") if k.strip()]
     wrk = ensure_wrk()
@@ -214,7 +243,8 @@ def main() -> int:
                           f'webhook_secrets = ["{SECRET}"]\npixel_id = "px"\naccess_token = "tok"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KWAI_BRIDGE_", "PROMETHEUS_"))}
         env.update({"PYTHONPATH": str(ROOT), "KWAI_BRIDGE_STORES": str(stores), "KWAI_BRIDGE_LOG_LEVEL": "WARNING",
-                    "KWAI_BRIDGE_SECRET_KEYS": keys, "BENCH_SECRET": SECRET})
+                    "KWAI_BRIDGE_SECRET_KEYS": keys, "BENCH_SECRET": SECRET,
+                    "KWAI_BRIDGE_CONVERSION": args.conversion})
         # Distinct orders, more than a run sends: every target's run has its own database,
         # so the files serve every run without a repeat.
         files = {name: Path(workdir) / f"{name}.http" for name in ("warm-up", "saturation", "half")}
@@ -227,8 +257,10 @@ def main() -> int:
                 # Alternate which target goes first: the machine's load drifts.
                 for target in (BRIDGE, DURABLE) if r % 2 == 0 else (DURABLE, BRIDGE):
                     with database(kind, target, r, workdir, args.postgres) as url:
-                        runs[kind, target].append(measure(
-                            wrk, lambda port: serve(target, url, port, env, args.workers), files, args))
+                        run = measure(wrk, lambda port: serve(target, url, port, env, args.workers), files, args)
+                        if target == BRIDGE and args.conversion == "worker":
+                            run["drain"] = drain(url, env)
+                        runs[kind, target].append(run)
     return report(runs, kinds, args, size)
 
 
@@ -258,6 +290,12 @@ def report(runs: dict[tuple[str, str], list[dict]], kinds: list[str], args, size
         print(f"{names[kind]}: kwai-bridge / durable receiver = {ratio:.2f} (target >= {RATIO_TARGET}; rounds "
               f"{', '.join(f'{x:.2f}' for x in rounds)}); kwai-bridge p99 at half load = {p99:.1f} ms "
               f"(target <= {P99_TARGET_MS:.0f} ms)")
+        drains = [r["drain"] for r in runs[kind, BRIDGE] if "drain" in r]
+        if drains:
+            print(f"{names[kind]}: the worker's converter, after each run, one process: "
+                  + ", ".join(f"{d['converted']:,} deliveries in {d['seconds']:.1f} s = "
+                              f"{d['converted'] / max(d['seconds'], 1e-9):,.0f}/s" for d in drains)
+                  + f" (kwai-bridge answered {median(kind, BRIDGE, 'rate'):.0f}/s)")
         ok &= ratio >= RATIO_TARGET and p99 <= P99_TARGET_MS
         ok &= not any(r["errors"] for target in (BRIDGE, DURABLE) for r in runs[kind, target])
     wrapped = max(r["requests"] for rows in runs.values() for r in rows) > args.seconds * 2_500
