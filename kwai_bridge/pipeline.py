@@ -226,9 +226,14 @@ class Pipeline:
             error = f"store {delivery.store_id} is not configured any more"
             log.error("delivery %d not converted: %s", delivery.id, error)
             return Converted(delivery.id, delivery.store_id, delivery.platform, DeliveryOutcome.FAILED, error=error)
+        if delivery.body is None:
+            # A privacy request removed it before it was converted: the customer's data
+            # stay out of the events too.
+            return Converted(delivery.id, store.id, delivery.platform, DeliveryOutcome.IGNORED,
+                             error="its body was removed by a privacy request before conversion")
         try:
             adapter = adapters.REGISTRY[delivery.platform]
-            request = WebhookRequest.build(delivery.headers or {}, delivery.body or b"")
+            request = WebhookRequest.build(delivery.headers or {}, delivery.body)
             conversions = tuple(self._conversions(store, adapter, adapter.parse(request), now))
         except database_errors():
             raise

@@ -46,7 +46,7 @@ class Settings:
     trusted_proxies: TrustedProxies = TrustedProxies()
     clicks_per_address: int = 120
     sqlite_synchronous: str = "FULL"
-    conversion: str = "request"
+    conversion: str = "worker"
     database_pool_size: int = 16
     lease_seconds: int = 90
     poll_interval: float = 1.0
@@ -181,10 +181,10 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
      "across all web processes"),
     ("SQLITE_SYNCHRONOUS", "FULL", _setting_choice("FULL", "NORMAL"),
      "SQLite durability: FULL survives power loss, NORMAL is faster"),
-    ("CONVERSION", "request", _conversion,
-     "request: a webhook is converted into events before its answer, which counts them; worker: it is "
-     "stored as received and answered at once, and the worker makes its events moments later, in "
-     "batches (the web workers answer bursts half again faster; see Measured)"),
+    ("CONVERSION", "worker", _conversion,
+     "worker: a webhook is stored as received and answered, and the worker makes its events moments "
+     "later, in batches (answers up to half again faster; see Measured); request: converted before the "
+     "answer, which counts the events made"),
     ("DATABASE_POOL_SIZE", "16", integer(1, 1000),
      "PostgreSQL connections each process keeps open and reuses (as many again are opened for a burst "
      "and closed after it); every process of every machine counts against the server's max_connections"),

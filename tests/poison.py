@@ -15,13 +15,15 @@ import pytest
 from kwai_bridge import db
 from server import create_app
 from tests.conftest import fixture_bytes, fresh_postgres_schema
+from tests.converting import convert
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
 PLATFORMS = ("shopify", "shopline", "woocommerce")
-#: What a platform may answer that ends its retries: refused, or stored (queued, ignored,
-#: failed for reprocessing, a privacy duty done, or known already).
-FINAL = {"queued", "ignored", "failed", "privacy", "duplicate"}
+#: What a platform may answer that ends its retries: refused, or stored (received for the
+#: worker to convert, or converted at once: queued, ignored, failed for reprocessing; a
+#: privacy duty done, or known already).
+FINAL = {"received", "queued", "ignored", "failed", "privacy", "duplicate"}
 
 
 def _woo_customer() -> dict[str, Any]:
@@ -120,12 +122,17 @@ def make_app(url: str, tmp: Path):
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-def deliver(client, platform: str, topic: str, body: bytes, *, delivery_id: str | None = None, **extra: str):
-    """Post `body` signed as the platform signs it, to the platform's store."""
+def deliver(client, platform: str, topic: str, body: bytes, *, delivery_id: str | None = None,
+            convert_now: bool = True, **extra: str):
+    """Post `body` signed as the platform signs it, to the platform's store; then, unless
+    `convert_now` is false, let the worker's converter make the events of what was received."""
     headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body,
                           delivery_id=delivery_id or uuid.uuid4().hex[:24])
     headers.update(extra)
-    return client.post(f"/webhooks/{platform}/{platform}", data=body, headers=headers)
+    answer = client.post(f"/webhooks/{platform}/{platform}", data=body, headers=headers)
+    if convert_now:
+        convert(client.application)
+    return answer
 
 
 def final(answer) -> bool:

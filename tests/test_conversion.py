@@ -70,7 +70,7 @@ def convert(app) -> int:
 
 
 def post(app, platform: str, topic: str, body: bytes, delivery_id: str | None = None):
-    return deliver(app.test_client(), platform, topic, body, delivery_id=delivery_id)
+    return deliver(app.test_client(), platform, topic, body, delivery_id=delivery_id, convert_now=False)
 
 
 def events_of(app) -> list[tuple]:
@@ -332,7 +332,7 @@ def test_migration_9_lets_a_version_8_database_store_received_deliveries(databas
 
 
 def test_the_conversion_setting():
-    assert settings_from_env({}).conversion == "request"
-    assert settings_from_env({"KWAI_BRIDGE_CONVERSION": "Worker"}).conversion == "worker"
+    assert settings_from_env({}).conversion == "worker"
+    assert settings_from_env({"KWAI_BRIDGE_CONVERSION": "Request"}).conversion == "request"
     with pytest.raises(Exception, match="worker or request"):
         settings_from_env({"KWAI_BRIDGE_CONVERSION": "later"})

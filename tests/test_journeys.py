@@ -28,6 +28,7 @@ from kwai_bridge.worker import Dispatcher
 from kwai_bridge.kwai.client import KwaiClient
 from server import create_app
 from tests.conftest import fixture_bytes
+from tests.converting import convert
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
@@ -70,7 +71,8 @@ class World:
         body = json.dumps(payload).encode()
         headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body)
         answer = self.client.post(f"/webhooks/{platform}/{store}", data=body, headers=headers)
-        assert answer.status_code == 200 and answer.json["status"] == "queued", answer.json
+        assert answer.status_code == 200 and answer.json["status"] == "received", answer.json
+        assert convert(self.client.application) == 1  # the worker's converter, moments later
 
     def snippet(self, store: str, **body: str) -> None:
         if not self.installed:

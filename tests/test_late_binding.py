@@ -16,6 +16,7 @@ from kwai_bridge.kwai.client import KwaiClient
 from server import create_app
 from tests.clock import Clock
 from tests.conftest import fixture_bytes
+from tests.converting import convert
 from tests.fake_kwai import FakeKwai
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
@@ -42,7 +43,8 @@ def webhook(client, platform: str, store_id: str, topic: str, payload: dict) -> 
     body = json.dumps(payload).encode()
     headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body)
     answer = client.post(f"/webhooks/{platform}/{store_id}", data=body, headers=headers)
-    assert answer.status_code == 200 and answer.json["status"] == "queued", answer.json
+    assert answer.status_code == 200 and answer.json["status"] == "received", answer.json
+    assert convert(client.application) == 1  # the worker's converter, moments later
 
 
 ORIGINS = {"acme": "https://" + SHOPS["shopify"], "woo": SHOPS["woocommerce"]}

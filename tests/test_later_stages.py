@@ -15,6 +15,7 @@ from kwai_bridge.kwai.client import KwaiClient
 from kwai_bridge.worker import Dispatcher
 from server import create_app
 from tests.conftest import fixture_bytes
+from tests.converting import convert
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
@@ -42,6 +43,7 @@ class World:
         headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body)
         answer = self.client.post(f"/webhooks/{platform}/{store}", data=body, headers=headers)
         assert answer.status_code == 200, answer.json
+        convert(self.app)  # the worker's converter, moments later
 
     def click(self, click_id, **identifiers):
         answer = self.client.post("/clicks/acme", json={"click_id": click_id, **identifiers},

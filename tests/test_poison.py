@@ -112,13 +112,24 @@ def test_a_poison_payload_gets_a_final_answer_and_its_retry_the_same(client, pla
     assert first.status_code < 500, first.data
     assert final(first), first.data
     if expect is not None:
-        assert first.get_json()["status"] == expect, first.get_json()
+        assert stored_status(client, first) == expect, first.get_json()
     retry = deliver(client, platform, topic, body, delivery_id=webhook_id)
     assert retry.status_code < 500 and final(retry), retry.data
     if first.status_code == 200:
         assert retry.get_json()["status"] == "duplicate"
     else:
         assert retry.status_code == first.status_code
+
+
+def stored_status(client, answer) -> str:
+    """The answer's status; for a delivery received for the worker (converted by
+    `deliver` since), the outcome its conversion stored: the newest delivery's."""
+    status = answer.get_json()["status"]
+    if status != "received":
+        return status
+    d = db.deliveries.c
+    with client.application.extensions["kwai_bridge.runtime"].engine.connect() as conn:
+        return conn.execute(select(d.outcome).order_by(d.id.desc()).limit(1)).scalar_one()
 
 
 def _phone_hashes(client) -> set[str]:
@@ -132,7 +143,7 @@ def _phone_hashes(client) -> set[str]:
 def test_any_decimal_digits_hash_as_their_ascii_digits(client, script):
     body = body_of(changed(BASES["woocommerce", "order.created"] | {"id": 9000 + len(script)},
                            ("billing", "phone"), DIGITS[script]))
-    assert deliver(client, "woocommerce", "order.created", body).get_json()["status"] == "queued"
+    assert stored_status(client, deliver(client, "woocommerce", "order.created", body)) == "queued"
     assert hashlib.sha256(b"01155550101").hexdigest() in _phone_hashes(client)
 
 

@@ -26,6 +26,7 @@ from adapters.values import ConversionOptions, Notification, WebhookRequest
 from kwai_bridge.accuracy import accuracy
 from sqlalchemy import update
 
+from kwai_bridge.conversion import Converter
 from kwai_bridge.db import EventStatus, events
 from kwai_bridge.links import CONNECTED, Links
 from kwai_bridge.reconcile import Reconciler, seen
@@ -59,6 +60,7 @@ def deliver(pipeline, store, order: dict) -> None:
     headers = headers_for(store.platform, topic, shop=store.shop, secret=SECRETS[store.platform], body=body)
     answer = pipeline.handle(store.platform, store.id, WebhookRequest.build(headers, body), now=NOW)
     assert answer.status == 200, answer
+    Converter(pipeline, clock=lambda: NOW).drain()  # the worker's converter, moments later
 
 
 def setting_up(tmp_path, database_url, fake, **env_extra):

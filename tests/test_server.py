@@ -10,6 +10,7 @@ from sqlalchemy import text
 from kwai_bridge.db import make_engine, migrate
 from server import create_app
 from tests.conftest import fixture_bytes
+from tests.converting import convert
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
 
@@ -58,7 +59,9 @@ def test_readyz_without_stores_says_how_to_add_one(app_for):
 
 def test_signed_order_is_accepted_and_stored(client):
     answer = client.post("/webhooks/shopify/acme", data=ORDER, headers=shopify_headers())
-    assert answer.status_code == 200, answer.json
+    assert answer.status_code == 200 and answer.json == {"status": "received"}, answer.json
+    assert outbox_of(client).list_events() == []  # made by the worker's converter, moments later
+    assert convert(client.application) == 1
     rows = outbox_of(client).list_events()
     assert [(r.event_name, r.status, r.skip_reason) for r in rows] == [("EVENT_PLACE_ORDER", "skipped", "test order")]
 
@@ -89,6 +92,7 @@ def test_unknown_store_or_platform_is_404(client, url):
 def test_route_by_shop_header(client):
     answer = client.post("/webhooks/shopify", data=ORDER, headers=shopify_headers())
     assert answer.status_code == 200
+    convert(client.application)
     assert len(outbox_of(client).list_events()) == 1
     unknown = {**shopify_headers(), "X-Shopify-Shop-Domain": "other.myshopify.com"}
     assert client.post("/webhooks/shopify", data=ORDER, headers=unknown).status_code == 404
@@ -123,24 +127,30 @@ def test_same_webhook_twice_is_one_delivery(client):
     second = client.post("/webhooks/shopify/acme", data=ORDER, headers=headers)
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.json["status"] == "duplicate"
+    convert(client.application)
     assert len(outbox_of(client).list_events()) == 1
 
 
-def test_conversion_fault_is_stored_as_failed_and_answered_200(client):
+@pytest.mark.parametrize("conversion, answered", [("worker", "received"), ("request", "failed")])
+def test_conversion_fault_is_stored_as_failed_and_answered_200(app_for, conversion, answered):
+    client = app_for([store_entry("shopify", "acme")], CONVERSION=conversion).test_client()
     order = json.loads(ORDER)
     for key in ("created_at", "processed_at", "updated_at"):
         order[key] = None  # no time at all: the conversion cannot place the event
     body = json.dumps(order).encode()
     answer = client.post("/webhooks/shopify/acme", data=body, headers=shopify_headers(body=body))
-    assert answer.status_code == 200 and answer.json["status"] == "failed"
+    assert answer.status_code == 200 and answer.json["status"] == answered
+    convert(client.application)
     failed = outbox_of(client).deliveries_for_reprocess(since=EPOCH)
     assert len(failed) == 1 and failed[0].body == body
 
 
-def test_a_database_failure_while_converting_is_503_and_the_retry_is_stored(client):
-    # A live order is attributed from the click store; with the store's table gone (the
-    # database failing), the webhook is answered 503 with nothing kept, and not stored
-    # as a failed delivery that would wait for a manual reprocess.
+def test_a_database_failure_while_converting_is_503_and_the_retry_is_stored(app_for):
+    # Converting at once: a live order is attributed from the click store; with the
+    # store's table gone (the database failing), the webhook is answered 503 with nothing
+    # kept, and not stored as a failed delivery that would wait for a manual reprocess.
+    # (The worker's converter keeps the delivery received: tests/test_conversion.py.)
+    client = app_for([store_entry("shopify", "acme")], CONVERSION="request").test_client()
     order = json.loads(ORDER)
     order["test"] = False
     body = json.dumps(order).encode()
@@ -185,5 +195,6 @@ def test_every_platform_refuses_what_is_not_its_store(client, platform, case):
     # name the store; a WooCommerce secret belongs to one webhook, so its signature suffices.
     signature_only = platform == "woocommerce" and case in ("wrong shop header", "missing shop header")
     assert answer.status_code == (200 if signature_only else 401), answer.json
+    convert(client.application)
     stored = outbox_of(client).list_events()
     assert (len(stored) == 2) if signature_only else (stored == [])  # a paid Woo order: placed + purchase

@@ -23,6 +23,7 @@ from kwai_bridge.kwai.client import KwaiClient
 from server import create_app
 from tests.browser import browser_page, page, visit  # noqa: F401 (fixtures)
 from tests.conftest import fixture_bytes
+from tests.converting import convert
 from tests.fake_kwai import FakeKwai
 from tests.serving import SECRETS, SHOPS, store_entry, write_stores
 from tests.signing import headers_for
@@ -71,7 +72,8 @@ class Bridge:
         body = json.dumps(payload).encode()
         headers = headers_for(platform, topic, shop=SHOPS[platform], secret=SECRETS[platform], body=body)
         answer = requests.post(f"{self.url}/webhooks/{platform}/{store_id}", data=body, headers=headers, timeout=5)
-        assert answer.status_code == 200 and answer.json()["status"] == "queued", answer.text
+        assert answer.status_code == 200 and answer.json()["status"] == "received", answer.text
+        convert(self.app)  # the worker's converter, moments later
 
     def wait_for_click(self, store_id: str, **identifiers: str) -> dict[str, str]:
         """The click ids the bridge holds for `identifiers`, once all are there (5 s at most)."""

@@ -12,6 +12,7 @@ import pytest
 
 from tests.clock import Clock
 from tests.conftest import fixture_bytes
+from tests.converting import convert
 from tests.serving import SECRETS, SHOPS, app_with_stores, store_entry
 from tests.signing import headers_for
 
@@ -150,6 +151,7 @@ def webhook(client, topic, payload):
     headers = headers_for("shopify", topic, shop=SHOPS["shopify"], secret=SECRETS["shopify"], body=body)
     answer = client.post("/webhooks/shopify/acme", data=body, headers=headers)
     assert answer.status_code == 200, answer.json
+    convert(client.application)  # the worker's converter, moments later
 
 
 def cart_add(token, count, event_id):
