@@ -2,10 +2,12 @@
 (`KWAI_BRIDGE_CONVERSION=worker`) into events, a batch per transaction, moments after
 they arrive.
 
-Several converters (one per worker process, on one machine or many) may look at the
-same deliveries: `Outbox.settle_received` lets the first one's events stand and the
-others add none. A converter that dies mid-batch has stored nothing of it; the next
-pass converts those deliveries again.
+Several converters (threads of one worker, worker processes on one machine or many)
+share the work: on PostgreSQL each batch is locked for the converter that took it and
+the others take the next ones; on SQLite, one writer at a time, one converter thread
+runs per worker. Should two still settle one delivery, `Outbox.settle_received` lets the
+first one's events stand and the other adds none. A converter that dies mid-batch has
+stored nothing of it; the next pass converts those deliveries again.
 """
 from __future__ import annotations
 
@@ -24,25 +26,48 @@ log = logging.getLogger(__name__)
 IDLE_WAIT = 0.05
 #: Seconds to wait after a pass failed (the database restarting, say) before the next.
 ERROR_WAIT = 1.0
+#: Converter threads per worker on PostgreSQL: a conversion waits on a few round trips
+#: (the click store, the rows), which other threads' conversions fill.
+POSTGRES_THREADS = 4
 
 
 class Converter:
     def __init__(self, pipeline: Pipeline, *, clock: Callable[[], datetime], idle_wait: float = IDLE_WAIT,
-                 error_wait: float = ERROR_WAIT, batch: int = CONVERT_BATCH) -> None:
+                 error_wait: float = ERROR_WAIT, batch: int = CONVERT_BATCH, threads: int | None = None) -> None:
         self.pipeline = pipeline
         self.clock = clock
         self.idle_wait = idle_wait
         self.error_wait = error_wait
         self.batch = batch
+        postgres = pipeline.outbox.engine.dialect.name == "postgresql"
+        self.threads = threads if threads is not None else POSTGRES_THREADS if postgres else 1
 
     def drain(self) -> int:
-        """Convert every delivery waiting; return how many."""
-        total = 0
-        while True:
-            done = self.pipeline.convert_received(now=self.clock(), limit=self.batch)
-            total += done
-            if done < self.batch:
-                return total
+        """Convert every delivery waiting, in `self.threads` threads; return how many."""
+        done: list[int] = []
+        errors: list[BaseException] = []
+
+        def convert() -> None:
+            total = 0
+            try:
+                while True:
+                    taken = self.pipeline.convert_received(now=self.clock(), limit=self.batch)
+                    total += taken
+                    if taken < self.batch:  # none left but what other threads hold
+                        break
+            except BaseException as exc:  # raised below, in the caller's thread
+                errors.append(exc)
+            done.append(total)
+
+        threads = [threading.Thread(target=convert, name=f"converter-{n}") for n in range(self.threads - 1)]
+        for thread in threads:
+            thread.start()
+        convert()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return sum(done)
 
     def run(self, stop: threading.Event) -> None:
         """Convert batches until `stop` is set; a failed pass is logged and tried again."""
@@ -60,7 +85,10 @@ class Converter:
             if done < self.batch:
                 stop.wait(self.idle_wait)
 
-    def start(self, stop: threading.Event) -> threading.Thread:
-        thread = threading.Thread(target=self.run, args=(stop,), name="converter", daemon=True)
-        thread.start()
-        return thread
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        """`self.threads` threads running `run` until `stop` is set."""
+        threads = [threading.Thread(target=self.run, args=(stop,), name=f"converter-{n}", daemon=True)
+                   for n in range(self.threads)]
+        for thread in threads:
+            thread.start()
+        return threads

@@ -26,7 +26,7 @@ from kwai_bridge import metrics
 from kwai_bridge.catalog import StoreRegistry
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import DeliveryOutcome, database_errors, database_unavailable
-from kwai_bridge.outbox import Converted, Outbox
+from kwai_bridge.outbox import AcceptResult, Converted, Outbox
 
 log = logging.getLogger(__name__)
 #: Received deliveries converted per transaction by `convert_received`.
@@ -180,32 +180,30 @@ class Pipeline:
     # -- conversion in the worker ---------------------------------------------------
     def convert_received(self, *, now: datetime, limit: int = CONVERT_BATCH) -> int:
         """Convert up to `limit` received deliveries, oldest first, and store their events
-        in one transaction; return how many were read (0: none is waiting).
+        in one transaction; return how many were taken (0: none is waiting).
 
         A conversion fault stores the delivery as failed (for `reprocess`), as on the
         request path. A database error raises with nothing stored: the deliveries stay
-        received and the next call converts them."""
-        batch = self.outbox.received(limit=limit)
-        if not batch:
-            return 0
-        converted = [self._convert_delivery(delivery, now) for delivery in batch]
-        results = self._settle(converted, now)
+        received and the next call converts them. A batch whose values the database
+        refuses is stored one by one, the refused delivery as failed with the reason:
+        one poison delivery must not stop every other behind it."""
+        converted: list[Converted] = []
+        try:
+            with self.outbox.receiving(limit=limit) as batch:
+                converted = [self._convert_delivery(delivery, now) for delivery in batch]
+                results = self.outbox.settle_received(converted, now=now) if converted else []
+        except Exception as exc:
+            if database_unavailable(exc) or not converted:
+                raise
+            results = self._one_by_one(converted, now)
         for item, result in zip(converted, results):
             metrics.events_created(result.added)
             if not result.duplicate:
                 log.info("store %s: delivery %d converted -> %s, %d event(s)", item.store_id, item.delivery_id,
                          item.outcome, result.created)
-        return len(batch)
+        return len(converted)
 
-    def _settle(self, converted: list[Converted], now: datetime) -> list:
-        """Store a batch's conversions; when the batch fails for its values, each alone,
-        and the one the database refuses as failed (with the reason, for reprocessing):
-        one poison delivery must not stop every other behind it."""
-        try:
-            return self.outbox.settle_received(converted, now=now)
-        except Exception as exc:
-            if database_unavailable(exc):
-                raise
+    def _one_by_one(self, converted: list[Converted], now: datetime) -> list[AcceptResult]:
         results = []
         for item in converted:
             try:

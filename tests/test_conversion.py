@@ -255,6 +255,37 @@ def test_converters_racing_over_the_same_deliveries_make_each_event_once(worker_
     assert {o for _, o in outcomes_of(worker_app)} == {"queued"}
 
 
+@pytest.mark.postgres
+def test_on_postgresql_converters_take_different_deliveries_and_do_not_hold_up_webhooks(tmp_path, postgres_url):
+    app = make_app(tmp_path, postgres_url, "worker", "pg")
+    body = paid_order(id=4420)
+    post(app, "shopify", "orders/paid", body, delivery_id="locked-0")
+    for n in range(1, 6):
+        post(app, "shopify", "orders/paid", paid_order(id=4420 + n), delivery_id=f"locked-{n}")
+    outbox = pipeline_of(app).outbox
+    seen: dict[str, list[int]] = {}
+    webhook: list = []
+
+    def second_converter():
+        with outbox.receiving(limit=10) as batch:
+            seen["second"] = [d.id for d in batch]
+
+    def second_topic():  # the same body under a body-decides topic adds events to delivery 0
+        webhook.append(post(app, "shopify", "orders/create", body, delivery_id="again"))
+
+    with outbox.receiving(limit=3) as batch:
+        seen["first"] = [d.id for d in batch]
+        for work in (second_converter, second_topic):
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join(10)
+            assert not thread.is_alive(), f"{work.__name__} waited for the first converter's transaction"
+    assert len(seen["first"]) == 3 and len(seen["second"]) == 3
+    assert not set(seen["first"]) & set(seen["second"])
+    assert webhook[0].status_code == 200
+    app.extensions["kwai_bridge.runtime"].engine.dispose()
+
+
 def test_two_settlements_of_one_delivery_store_its_events_once(worker_app):
     post(worker_app, "shopify", "orders/paid", paid_order(id=4406))
     pipeline = pipeline_of(worker_app)
@@ -269,7 +300,8 @@ def test_two_settlements_of_one_delivery_store_its_events_once(worker_app):
 
 def test_the_worker_thread_converts_what_arrives_and_stops_when_told(worker_app):
     stop = threading.Event()
-    thread = Converter(pipeline_of(worker_app), clock=lambda: T0, idle_wait=0.01).start(stop)
+    threads = Converter(pipeline_of(worker_app), clock=lambda: T0, idle_wait=0.01).start(stop)
+    assert len(threads) == (4 if engine_of(worker_app).dialect.name == "postgresql" else 1)
     try:
         post(worker_app, "shopify", "orders/paid", paid_order(id=4407), delivery_id="live")
         deadline = time.monotonic() + 10
@@ -278,8 +310,9 @@ def test_the_worker_thread_converts_what_arrives_and_stops_when_told(worker_app)
         assert outcomes_of(worker_app) == [("live", "queued")], "the converter did not convert within 10 s"
     finally:
         stop.set()
-        thread.join(10)
-    assert not thread.is_alive()
+        for thread in threads:
+            thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
 
 
 # -- keeping and migrating -------------------------------------------------------------

@@ -99,7 +99,7 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     # The deliveries the web workers stored as received become events here: beside the
     # dispatcher, or with --once all of them before it.
     converter = Converter(build_pipeline(runtime), clock=utcnow)
-    converting = None
+    converting = []
     if once:
         converter.drain()
     else:
@@ -108,8 +108,8 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
         alerts.start()
         jobs.start()
     tally = dispatcher.run(stop=stop, once=once, poll_interval=s.poll_interval)
-    if converting is not None:
-        converting.join()
+    for thread in converting:
+        thread.join()
     jobs.stop()
     alerts.stop()
     log.info("dispatcher stopped: %s", tally)

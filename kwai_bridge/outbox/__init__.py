@@ -32,7 +32,7 @@ from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, Converted, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
     _safe_headers, delivery_row, event_row,
 )
-from kwai_bridge.outbox.single import OneStatementAccept, pipelined
+from kwai_bridge.outbox.single import OneStatementAccept, pipelined, sent_together
 from kwai_bridge.outbox.statements import _Statements
 from kwai_bridge.outbox.withdrawals import Withdrawals
 
@@ -163,40 +163,78 @@ class Outbox(LeaseQueries):
     def received(self, *, limit: int) -> list[DeliveryRow]:
         """Deliveries the webhook path stored as received and nobody has converted yet,
         oldest first (through a partial index: the cost does not grow with the table)."""
-        c = deliveries.c
-        stmt = select(deliveries).where(c.outcome == DeliveryOutcome.RECEIVED).order_by(c.id).limit(limit)
         with reading(self.engine) as conn:
-            return [delivery_row(m) for m in conn.execute(stmt).mappings()]
+            return [delivery_row(m) for m in conn.execute(self._received(limit)).mappings()]
+
+    @contextmanager
+    def receiving(self, *, limit: int) -> Iterator[list[DeliveryRow]]:
+        """Received deliveries to convert, oldest first; `settle_received` called inside
+        the block stores them. On PostgreSQL the block is one transaction that holds
+        them (FOR NO KEY UPDATE SKIP LOCKED): converters in other threads, processes or
+        machines take the next ones instead of converting the same, and a webhook adding
+        events to one of them (a body under a second topic) is not held up. On SQLite,
+        one writer at a time, they are read as they are."""
+        if self.engine.dialect.name != "postgresql":
+            yield self.received(limit=limit)
+            return
+        with self.batch():
+            rows = self._local.conn.execute(self._received(limit).with_for_update(skip_locked=True, key_share=True))
+            yield [delivery_row(m) for m in rows.mappings()]
+
+    @staticmethod
+    def _received(limit: int):
+        c = deliveries.c
+        return select(deliveries).where(c.outcome == DeliveryOutcome.RECEIVED).order_by(c.id).limit(limit)
 
     def settle_received(self, converted: Sequence[Converted], *, now: datetime) -> list[AcceptResult]:
         """Record converted deliveries in one transaction (one commit for the batch): each
         one still received takes its outcome, events and withdrawals, as `accept` would
-        have stored them at once. One that another process settled first is left as it
-        is and comes back as a duplicate: its conditional update changes no row (on
-        PostgreSQL it waits for the other's commit, then finds the outcome changed), so
-        two converters never both add events."""
-        results = []
+        have stored them at once, in the batch's order. One that another process settled
+        first is left as it is and comes back as a duplicate: its conditional update
+        changes no row (on PostgreSQL it waits for the other's commit, then finds the
+        outcome changed), so two converters never both add events. On PostgreSQL each
+        delivery is one statement (`OneStatementAccept.settlement`), and the statements
+        of a run of deliveries are sent together: one round trip for them all."""
+        results: list[AcceptResult | None] = []
+        together: list[tuple[int, Converted, Any]] = []  # (index in results, item, statement)
         with self._writing() as conn:
             cursor = conn.connection.cursor()
             try:
                 for item in converted:
                     _check_outcome(item.outcome)
-                    found = conn.execute(
-                        update(deliveries).where(deliveries.c.id == item.delivery_id,
-                                                 deliveries.c.outcome == DeliveryOutcome.RECEIVED)
-                        .values(outcome=item.outcome, error=item.error)
-                    ).rowcount
-                    if not found:
-                        results.append(AcceptResult(delivery_id=item.delivery_id, duplicate=True, created=0))
-                        continue
                     rows = self._event_rows(item.store_id, item.platform, item.conversions, now)
-                    added = self._insert_events(cursor, item.delivery_id, item.store_id, rows)
-                    self._withdrawals.apply(cursor, item.store_id, item.conversions, now=now)
-                    results.append(AcceptResult(delivery_id=item.delivery_id, duplicate=False, created=len(added),
-                                                added=added))
+                    if self._single is not None and not any(c.high_water or c.withdraw for c in item.conversions):
+                        statement = self._single.settlement(item.delivery_id, item.outcome, item.error, rows)
+                        together.append((len(results), item, statement))
+                        results.append(None)
+                        continue
+                    # A withdrawal or a high-water mark needs the statements one by one;
+                    # what came before it in the batch is stored first.
+                    self._send_together(conn, together, results)
+                    results.append(self._settle_one(cursor, item, rows, now))
+                self._send_together(conn, together, results)
             finally:
                 cursor.close()
-        return results
+        return [result for result in results if result is not None]
+
+    def _send_together(self, conn: Connection, together: list[tuple[int, Converted, Any]],
+                       results: list[AcceptResult | None]) -> None:
+        if not together:
+            return
+        done = sent_together(conn.connection.dbapi_connection, [statement for _, _, statement in together])
+        for (index, item, _), (delivery_id, added) in zip(together, done):
+            results[index] = AcceptResult(delivery_id=item.delivery_id, duplicate=delivery_id is None,
+                                          created=len(added), added=tuple(added))
+        together.clear()
+
+    def _settle_one(self, cursor, item: Converted, rows, now: datetime) -> AcceptResult:
+        q = self._statements
+        cursor.execute(q.settle_delivery, (item.outcome, item.error, item.delivery_id))
+        if cursor.rowcount != 1:
+            return AcceptResult(delivery_id=item.delivery_id, duplicate=True, created=0)
+        added = self._insert_events(cursor, item.delivery_id, item.store_id, rows)
+        self._withdrawals.apply(cursor, item.store_id, item.conversions, now=now)
+        return AcceptResult(delivery_id=item.delivery_id, duplicate=False, created=len(added), added=added)
 
     def _add(
         self, conn: Connection, delivery_id: int, store_id: str, platform: str,

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 from sqlalchemy.engine import Engine
 
 from adapters.values import Conversion
-from kwai_bridge.db import autocommit_cursor, deliveries, event_identifiers, events
+from kwai_bridge.db import DeliveryOutcome, autocommit_cursor, deliveries, event_identifiers, events
 
 #: Columns written, in the order of the statement (the event's delivery id comes last, from the CTE).
 DELIVERY_COLUMNS = ("store_id", "platform", "topic", "delivery_key", "received_at", "outcome", "error", "body",
@@ -40,6 +40,8 @@ EVENT_COLUMNS = ("store_id", "platform", "business_key", "event_name", "status",
 IDENTIFIER_COLUMNS = ("store_id", "kind", "value")
 
 Rows = Sequence[tuple[Conversion, Mapping[str, Any], Sequence[Mapping[str, Any]]]]
+#: What the statement's first part does with the delivery: store it, or settle one received.
+_INSERT, _SETTLE = "insert", "settle"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,21 @@ def pipelined(engine: Engine) -> Callable[[Sequence[Statement]], list]:
     return run
 
 
+def sent_together(connection, statements: Sequence[Statement]) -> list:
+    """Statements run on `connection` (a driver connection inside a transaction) in
+    pipeline mode: sent at once, their results read back in order."""
+    cursors = []
+    try:
+        with connection.pipeline():
+            for statement in statements:
+                cursors.append(connection.cursor())
+                cursors[-1].execute(statement.sql, statement.params)
+        return [statement.read(cursor) for statement, cursor in zip(statements, cursors)]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
 class OneStatementAccept:
     """The statement for each shape of webhook, and running it."""
 
@@ -94,15 +111,24 @@ class OneStatementAccept:
         self._event_types = [events.c[name].type.compile(dialect=dialect) for name in EVENT_COLUMNS]
         self._identifier_types = [event_identifiers.c[name].type.compile(dialect=dialect)
                                   for name in ("store_id", "kind", "value")]
-        self._texts: dict[tuple[int, ...], str] = {}
+        self._texts: dict[tuple[Any, ...], str] = {}
 
     def statement(self, delivery: Mapping[str, Any], rows: Rows) -> Statement:
         """The statement storing `delivery` and `rows` (values bound for the driver); its
         result is the new delivery's id (None for a duplicate) and the conversions whose
         event was added."""
-        shape = tuple(len(index) for _, _, index in rows)
-        sql = self._texts.get(shape) or self._texts.setdefault(shape, self._text(shape))
-        params: list[Any] = [delivery[name] for name in DELIVERY_COLUMNS]
+        return self._statement(_INSERT, [delivery[name] for name in DELIVERY_COLUMNS], rows)
+
+    def settlement(self, delivery_id: int, outcome: str, error: str | None, rows: Rows) -> Statement:
+        """The statement settling a received delivery the worker converted: its outcome
+        and error, and `rows`, provided it is still received; its result is the delivery's
+        id (None when another converter settled it first: nothing is added) and the
+        conversions whose event was added."""
+        return self._statement(_SETTLE, [outcome, error, delivery_id], rows)
+
+    def _statement(self, first: str, params: list[Any], rows: Rows) -> Statement:
+        shape = (first, *(len(index) for _, _, index in rows))
+        sql = self._texts.get(shape) or self._texts.setdefault(shape, self._text(first, shape[1:]))
         for _, row, _ in rows:
             params += [row[name] for name in EVENT_COLUMNS]
         for conversion, _, index in rows:
@@ -116,11 +142,15 @@ class OneStatementAccept:
 
         return Statement(sql, params, read)
 
-    def _text(self, shape: tuple[int, ...]) -> str:
+    def _text(self, first: str, shape: tuple[int, ...]) -> str:
         d, e, i = deliveries.name, events.name, event_identifiers.name
-        placeholders = ", ".join(["%s"] * len(DELIVERY_COLUMNS))
-        parts = [f"d AS (INSERT INTO {d} ({', '.join(DELIVERY_COLUMNS)}) VALUES ({placeholders}) "
-                 "ON CONFLICT DO NOTHING RETURNING id)"]
+        if first == _INSERT:
+            placeholders = ", ".join(["%s"] * len(DELIVERY_COLUMNS))
+            parts = [f"d AS (INSERT INTO {d} ({', '.join(DELIVERY_COLUMNS)}) VALUES ({placeholders}) "
+                     "ON CONFLICT DO NOTHING RETURNING id)"]
+        else:
+            parts = [f"d AS (UPDATE {d} SET outcome = %s, error = %s WHERE id = %s "
+                     f"AND outcome = '{DeliveryOutcome.RECEIVED.value}' RETURNING id)"]
         if shape:
             typed = ", ".join(f"CAST(%s AS {t})" for t in self._event_types)
             values = ", ".join(f"({typed})" for _ in shape)

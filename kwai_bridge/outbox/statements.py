@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 from sqlalchemy import bindparam, select, update
 
-from kwai_bridge.db import EventStatus, deliveries, event_identifiers, events, high_water, upsert_insert
+from kwai_bridge.db import DeliveryOutcome, EventStatus, deliveries, event_identifiers, events, high_water, upsert_insert
 from kwai_bridge.outbox.rows import Finish
 
 
@@ -85,6 +85,10 @@ class _Statements:
             insert(events).values({name: bindparam(name) for name in columns})
             .on_conflict_do_nothing(index_elements=["store_id", "business_key"])
             .returning(events.c.id), events, dialect)
+        # A received delivery the worker converted, provided no converter settled it first.
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.settle_delivery = (f"UPDATE deliveries SET outcome = {mark}, error = {mark} WHERE id = {mark} "
+                                f"AND outcome = '{DeliveryOutcome.RECEIVED.value}'")
         columns = ("event_id", "store_id", "kind", "value")
         self.insert_identifiers = _Prepared(
             insert(event_identifiers).values({name: bindparam(name) for name in columns}),
