@@ -1,8 +1,8 @@
 """From a received webhook to rows in the outbox: find the store, verify, parse,
 convert, store. One call per request; no Kwai call ever happens here.
 
-With `convert_later` (the default service's set-up) the request stores the verified
-delivery as `received` and answers; the worker converts it moments later
+With `convert_later` (`KWAI_BRIDGE_CONVERSION=worker`, the default) the request stores
+the verified delivery as `received` and answers; the worker converts it moments later
 (`convert_received`), in batches: a webhook costs its web worker a third less, and a
 burst of orders is answered at the pace of the disk, not of the conversion.
 
@@ -26,7 +26,7 @@ from kwai_bridge import metrics
 from kwai_bridge.catalog import StoreRegistry
 from kwai_bridge.config import StoreConfig
 from kwai_bridge.db import DeliveryOutcome, database_errors, database_unavailable
-from kwai_bridge.outbox import AcceptResult, Converted, Outbox
+from kwai_bridge.outbox import AcceptResult, Converted, DeliveryRow, Outbox
 
 log = logging.getLogger(__name__)
 #: Received deliveries converted per transaction by `convert_received`.
@@ -218,7 +218,7 @@ class Pipeline:
                     [replace(item, outcome=DeliveryOutcome.FAILED, conversions=(), error=error)], now=now)
         return results
 
-    def _convert_delivery(self, delivery, now: datetime) -> Converted:
+    def _convert_delivery(self, delivery: DeliveryRow, now: datetime) -> Converted:
         store = self.registry.get(delivery.store_id)
         if store is None:
             error = f"store {delivery.store_id} is not configured any more"

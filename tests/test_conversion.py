@@ -228,6 +228,25 @@ def test_a_delivery_the_database_refuses_is_failed_alone_and_the_batch_goes_on(w
     assert len({row[1] for row in events_of(worker_app)}) == 2
 
 
+def test_a_customer_redacted_before_conversion_gets_no_events(worker_app):
+    """The redaction comes while the customer's order still waits for the converter: its
+    body is removed, and the converter then makes nothing of it."""
+    customer = {"id": 777001, "email": "jane@example.com"}
+    post(worker_app, "shopify", "orders/paid", paid_order(id=4430, email="jane@example.com", customer=customer),
+         delivery_id="waiting")
+    post(worker_app, "shopify", "orders/paid", paid_order(id=4431), delivery_id="someone-else")
+    redact = {**BASES["shopify", "customers/redact"], "customer": customer, "orders_to_redact": [4430]}
+    assert post(worker_app, "shopify", "customers/redact", body_of(redact)).get_json()["status"] == "privacy"
+    convert(worker_app)
+    d = db.deliveries.c
+    with engine_of(worker_app).connect() as conn:
+        rows = dict(conn.execute(select(d.delivery_key, d.outcome).where(d.topic == "orders/paid")).all())
+        error = conn.execute(select(d.error).where(d.delivery_key == "waiting")).scalar_one()
+    assert rows == {"waiting": "ignored", "someone-else": "queued"}
+    assert "privacy request" in error
+    assert all("4430" not in row[1] for row in events_of(worker_app)) and events_of(worker_app)
+
+
 # -- several converters ------------------------------------------------------------
 def test_converters_racing_over_the_same_deliveries_make_each_event_once(worker_app, request_app):
     bodies = [paid_order(id=5000 + n, cart_token=f"cart-{n}") for n in range(40)]
