@@ -12,7 +12,9 @@ WAL before it returns, as every commit), and all of it or nothing, as before:
 - the identifiers of the events that were inserted.
 
 The statement's text depends on the number of events and of identifiers of each; each
-shape is built once. Conversions with a high-water mark (carts) and duplicates whose
+shape is built once. The worker settles a received delivery with the same statement, an
+UPDATE of the delivery (only while it is still received) in place of its INSERT
+(`settlement`), a batch's statements sent together in its transaction (`sent_together`). Conversions with a high-water mark (carts) and duplicates whose
 body still owes events take the general path (kwai_bridge.outbox.accept).
 
 Webhooks of one process that arrive while another's statement is under way are stored
@@ -65,14 +67,8 @@ def pipelined(engine: Engine) -> Callable[[Sequence[Statement]], list]:
         fairy = engine.raw_connection()
         try:
             connection = fairy.dbapi_connection
-            cursors = []
             try:
-                with connection.pipeline():
-                    for statement in statements:
-                        cursors.append(connection.cursor())
-                        cursors[-1].execute(statement.sql, statement.params)
-                    connection.commit()
-                return [statement.read(cursor) for statement, cursor in zip(statements, cursors)]
+                return sent_together(connection, statements, commit=True)
             except BaseException:
                 if not connection.closed:
                     # The first error is the one to raise: a connection too broken to roll
@@ -80,23 +76,23 @@ def pipelined(engine: Engine) -> Callable[[Sequence[Statement]], list]:
                     with suppress(Exception):
                         connection.rollback()
                 raise
-            finally:
-                for cursor in cursors:
-                    cursor.close()
         finally:
             fairy.close()
     return run
 
 
-def sent_together(connection, statements: Sequence[Statement]) -> list:
+def sent_together(connection, statements: Sequence[Statement], *, commit: bool = False) -> list:
     """Statements run on `connection` (a driver connection inside a transaction) in
-    pipeline mode: sent at once, their results read back in order."""
+    pipeline mode: sent at once (with the COMMIT when `commit`), their results read back
+    in order."""
     cursors = []
     try:
         with connection.pipeline():
             for statement in statements:
                 cursors.append(connection.cursor())
                 cursors[-1].execute(statement.sql, statement.params)
+            if commit:
+                connection.commit()
         return [statement.read(cursor) for statement, cursor in zip(statements, cursors)]
     finally:
         for cursor in cursors:
