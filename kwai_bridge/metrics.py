@@ -142,6 +142,12 @@ class _Gauges:
                                 value=self.backlog.oldest_due_seconds)
         yield GaugeMetricFamily("kwai_bridge_stores_held", "Stores whose events are held: Kwai refused their token",
                                 value=self.backlog.stores_held)
+        yield GaugeMetricFamily("kwai_bridge_deliveries_received",
+                                "Deliveries stored and answered, waiting for the worker's conversion",
+                                value=self.backlog.received)
+        yield GaugeMetricFamily("kwai_bridge_deliveries_received_oldest_seconds",
+                                "How long the oldest delivery waiting for conversion has waited (0 when none)",
+                                value=self.backlog.oldest_received_seconds)
 
 
 class _Together:

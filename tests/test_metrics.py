@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import select
 
 from kwai_bridge import metrics
-from kwai_bridge.db import EventStatus, events, make_engine, migrate
+from kwai_bridge.db import EventStatus, deliveries, events, make_engine, migrate
 from kwai_bridge.kwai.client import Delivered, SendResult
 from server import create_app
 from tests.conftest import fixture_bytes
@@ -148,7 +148,14 @@ def test_the_backlog_is_read_from_the_database_at_scrape(app_for):
                 store_id="acme" if n != 3 else "woo", platform="shopify", business_key=f"k{n}",
                 event_name="EVENT_PURCHASE", status=status, event="{}", attempts=0, next_attempt_at=when,
                 last_result=10006 if status == EventStatus.HELD else None, created_at=NOW, updated_at=NOW))
+        # two deliveries waiting for the worker's conversion, one converted
+        for n, (outcome, minutes) in enumerate([("received", 7), ("received", 1), ("queued", 30)]):
+            conn.execute(deliveries.insert().values(
+                store_id="acme", platform="shopify", topic="orders/paid", delivery_key=f"d{n}",
+                received_at=NOW - timedelta(minutes=minutes), outcome=outcome))
     found = scrape(client)
+    assert value(found, "kwai_bridge_deliveries_received") == 2
+    assert value(found, "kwai_bridge_deliveries_received_oldest_seconds") == 7 * 60
     assert value(found, "kwai_bridge_outbox_events", status="pending") == 2
     assert value(found, "kwai_bridge_outbox_events", status="held") == 2
     assert value(found, "kwai_bridge_outbox_events", status="dead") == 1
