@@ -21,8 +21,8 @@ from kwai_bridge.pipeline import CONVERT_BATCH, Pipeline
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two looks while nothing waits: a delivery's events exist this long
-#: after its answer at most, and an idle worker costs one indexed query per look.
+#: Seconds between two looks while nothing waits: on an idle worker a delivery's events
+#: exist this long after its answer at most, and each look is one indexed query.
 IDLE_WAIT = 0.05
 #: Seconds to wait after a pass failed (the database restarting, say) before the next.
 ERROR_WAIT = 1.0
@@ -32,6 +32,9 @@ POSTGRES_THREADS = 4
 
 
 class Converter:
+    """Runs `Pipeline.convert_received`: until nothing waits (`drain`), or in threads
+    until told to stop (`start`)."""
+
     def __init__(self, pipeline: Pipeline, *, clock: Callable[[], datetime], idle_wait: float = IDLE_WAIT,
                  error_wait: float = ERROR_WAIT, batch: int = CONVERT_BATCH, threads: int | None = None) -> None:
         self.pipeline = pipeline

@@ -67,7 +67,8 @@ def serve(host: str, port: int, workers: int | None, with_worker: bool) -> None:
                    "from `serve`; under `serve --with-worker` they are in serve's /metrics)")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True, help="the address --metrics-port listens on")
 def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
-    """Deliver the outbox to Kwai until SIGTERM (finishing what is in flight)."""
+    """Convert the received webhooks and deliver the outbox to Kwai until SIGTERM
+    (finishing what is in flight)."""
     from kwai_bridge import metrics
     from kwai_bridge.alerting import AlertSender
     from kwai_bridge.conversion import Converter
