@@ -29,6 +29,10 @@ ERROR_WAIT = 1.0
 #: Converter threads per worker on PostgreSQL: a conversion waits on a few round trips
 #: (the click store, the rows), which other threads' conversions fill.
 POSTGRES_THREADS = 4
+#: Seconds between two looks of the threads after the first while nothing waits: an
+#: idle worker asks the database some twenty times a second, not eighty; in a burst they
+#: join within this long.
+HELPER_IDLE_WAIT = 1.0
 
 
 class Converter:
@@ -72,8 +76,11 @@ class Converter:
             raise errors[0]
         return sum(done)
 
-    def run(self, stop: threading.Event) -> None:
-        """Convert batches until `stop` is set; a failed pass is logged and tried again."""
+    def run(self, stop: threading.Event, *, idle_wait: float | None = None) -> None:
+        """Convert batches until `stop` is set, looking again after `idle_wait` seconds
+        (`self.idle_wait` by default) when none was full; a failed pass is logged and
+        tried again."""
+        idle_wait = self.idle_wait if idle_wait is None else idle_wait
         while not stop.is_set():
             try:
                 done = self.pipeline.convert_received(now=self.clock(), limit=self.batch)
@@ -86,12 +93,14 @@ class Converter:
                 stop.wait(self.error_wait)
                 continue
             if done < self.batch:
-                stop.wait(self.idle_wait)
+                stop.wait(idle_wait)
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
-        """`self.threads` threads running `run` until `stop` is set."""
-        threads = [threading.Thread(target=self.run, args=(stop,), name=f"converter-{n}", daemon=True)
-                   for n in range(self.threads)]
+        """`self.threads` threads running `run` until `stop` is set; the first looks for
+        work every `idle_wait`, the others every HELPER_IDLE_WAIT while there is little."""
+        waits = [self.idle_wait] + [max(self.idle_wait, HELPER_IDLE_WAIT)] * (self.threads - 1)
+        threads = [threading.Thread(target=self.run, args=(stop,), kwargs={"idle_wait": wait},
+                                    name=f"converter-{n}", daemon=True) for n, wait in enumerate(waits)]
         for thread in threads:
             thread.start()
         return threads
