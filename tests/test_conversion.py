@@ -20,6 +20,7 @@ from kwai_bridge.conversion import Converter
 from kwai_bridge.pipeline import Pipeline
 from kwai_bridge.settings import settings_from_env
 from server import create_app
+from tests.converting import convert
 from tests.poison import BASES, body_of, changed, deliver
 from tests.serving import store_entry, write_stores
 from tests.test_poison import CASES
@@ -48,7 +49,7 @@ def worker_app(tmp_path, database_url):
 
 
 @pytest.fixture
-def request_app(tmp_path, database_url):
+def request_app(tmp_path):
     """An app converting at once, on a SQLite file of its own: what the worker's
     conversion must come to, on either backend."""
     url = f"sqlite:///{tmp_path}/at-once.db"
@@ -63,10 +64,6 @@ def pipeline_of(app) -> Pipeline:
 
 def engine_of(app):
     return app.extensions["kwai_bridge.runtime"].engine
-
-
-def convert(app) -> int:
-    return Converter(pipeline_of(app), clock=lambda: T0).drain()
 
 
 def post(app, platform: str, topic: str, body: bytes, delivery_id: str | None = None):
