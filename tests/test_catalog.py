@@ -23,6 +23,7 @@ from kwai_bridge.outbox import Outbox
 from kwai_bridge.runtime import Runtime
 from kwai_bridge.sealing import Sealer, SealingError, hint, make_sealer, new_key
 from tests.serving import SECRETS, store_entry, write_stores
+from tests.threads import at_once
 from tests.outbox_helpers import engine  # noqa: F401  (a fixture: a migrated database)
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -136,22 +137,10 @@ def test_processes_starting_together_with_the_same_file_all_import_it(engine, tm
         path = write_stores(tmp_path / f"stores-{round_}.toml",
                             [store_entry("shopify", f"acme{round_}", shop=f"acme{round_}.myshopify.com"),
                              store_entry("woocommerce", f"woo{round_}", shop=f"https://woo{round_}.example")])
-        barrier, outcomes = threading.Barrier(6), []
-
-        def start() -> None:
-            catalog = Catalog(engine, sealer=Sealer(key, "test"))
-            barrier.wait()
-            try:
-                outcomes.append(import_at_start(catalog, path, environ={}, actor="test", now=NOW))
-            except ConfigError as exc:  # pragma: no cover - what the test is for
-                outcomes.append(exc)
-
-        threads = [threading.Thread(target=start) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert all(o is not None and not isinstance(o, Exception) for o in outcomes), outcomes
+        catalogs = [Catalog(engine, sealer=Sealer(key, "test")) for _ in range(6)]
+        outcomes, errors = at_once(
+            lambda catalog: import_at_start(catalog, path, environ={}, actor="test", now=NOW), catalogs)
+        assert errors == [] and all(o is not None for o in outcomes), (outcomes, errors)
         created = [name for o in outcomes for name in o.created]
         assert sorted(created) == sorted([f"acme{round_}", f"woo{round_}"])
 

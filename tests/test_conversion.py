@@ -24,6 +24,7 @@ from tests.converting import convert
 from tests.poison import BASES, body_of, changed, deliver
 from tests.serving import store_entry, write_stores
 from tests.test_poison import CASES
+from tests.threads import at_once
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 PLATFORMS = ("shopify", "shopline", "woocommerce")
@@ -251,21 +252,12 @@ def test_converters_racing_over_the_same_deliveries_make_each_event_once(worker_
         post(worker_app, "shopify", "orders/paid", body, delivery_id=f"r-{n}")
         post(request_app, "shopify", "orders/paid", body, delivery_id=f"r-{n}")
     pipeline = pipeline_of(worker_app)
-    start, errors = threading.Barrier(4), []
 
-    def race():
-        try:
-            start.wait()
-            while pipeline.convert_received(now=T0, limit=7):
-                pass
-        except Exception as exc:  # pragma: no cover - shown by the assertion below
-            errors.append(exc)
+    def race(_: int) -> None:
+        while pipeline.convert_received(now=T0, limit=7):
+            pass
 
-    threads = [threading.Thread(target=race) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    _, errors = at_once(race, range(4))
     assert errors == []
     assert events_of(worker_app) == events_of(request_app)
     assert {o for _, o in outcomes_of(worker_app)} == {"queued"}

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from kwai_bridge import db
 from kwai_bridge.db import SCHEMA_VERSION, SchemaError, ensure_schema, make_engine, migrate, schema_state
+from tests.threads import at_once
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -52,21 +53,7 @@ def test_migrate_creates_the_tables_and_is_idempotent(engine):
 
 def test_two_processes_migrating_at_once_both_succeed(database_url):
     engines = [make_engine(database_url) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def run(engine):
-        barrier.wait()
-        try:
-            results.append(migrate(engine))
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results, errors = at_once(migrate, engines, timeout=30)
     assert errors == []
     assert results == [SCHEMA_VERSION, SCHEMA_VERSION]
     assert _version_rows(engines[0]) == [SCHEMA_VERSION]
@@ -409,24 +396,14 @@ def test_sqlite_concurrent_read_then_write_transactions_never_fail_as_locked(sql
     # The upgrade from a read to a write lock is what fails with deferred transactions.
     engines = [make_engine(sqlite_url) for _ in range(4)]
     migrate(engines[0])
-    barrier = threading.Barrier(len(engines))
-    errors = []
+    def work(numbered):
+        i, engine = numbered
+        for n in range(20):
+            with engine.begin() as conn:
+                conn.execute(select(func.count()).select_from(db.high_water)).scalar_one()
+                conn.execute(db.high_water.insert().values(store_id=str(i), key=str(n), count=n))
 
-    def work(i, engine):
-        barrier.wait()
-        try:
-            for n in range(20):
-                with engine.begin() as conn:
-                    conn.execute(select(func.count()).select_from(db.high_water)).scalar_one()
-                    conn.execute(db.high_water.insert().values(store_id=str(i), key=str(n), count=n))
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i, e)) for i, e in enumerate(engines)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    _, errors = at_once(work, list(enumerate(engines)), timeout=30)
     assert errors == []
     with engines[0].connect() as conn:
         assert conn.execute(select(func.count()).select_from(db.high_water)).scalar_one() == 80

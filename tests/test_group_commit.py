@@ -15,6 +15,7 @@ from sqlalchemy import text
 from kwai_bridge.outbox.commits import GroupCommit
 from kwai_bridge.outbox.single import Statement, pipelined
 from tests.outbox_helpers import accept, box, conv, engine  # noqa: F401 (fixtures)
+from tests.threads import at_once
 
 WAIT = 10  # seconds a step may take on a busy machine before the test gives up
 
@@ -117,18 +118,11 @@ def test_a_batch_is_bounded(notes):
 def test_concurrent_webhooks_each_get_their_own_answer(box):  # noqa: F811
     """Sixteen threads accept eight deliveries twice each: every delivery is stored once,
     with its event, and the other copy is answered as a duplicate."""
-    results, start = [], threading.Barrier(16)
+    def deliver(n: int):
+        return n, accept(box, f"d-{n}", [conv(f"order:{n}:EVENT_PURCHASE")], body=b'{"id": %d}' % n)
 
-    def deliver(n: int) -> None:
-        start.wait(WAIT)
-        results.append((n, accept(box, f"d-{n}", [conv(f"order:{n}:EVENT_PURCHASE")], body=b'{"id": %d}' % n)))
-
-    threads = [threading.Thread(target=deliver, args=(n % 8,)) for n in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT * 3)
-    assert len(results) == 16
+    results, errors = at_once(deliver, [n % 8 for n in range(16)], timeout=WAIT * 3)
+    assert errors == [] and len(results) == 16
     for n in range(8):
         answers = sorted((r.duplicate, r.created) for m, r in results if m == n)
         assert answers == [(False, 1), (True, 0)]

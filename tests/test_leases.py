@@ -3,7 +3,6 @@ backends: claims under a lease, outcomes, holds, replays, and claimers racing.""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import timedelta
 from functools import partial
@@ -16,6 +15,7 @@ from kwai_bridge.outbox import Finish, Outbox
 from tests.outbox_helpers import (  # noqa: F401  (engine and box are fixtures)
     LEASE, T0, accept, box, claim, conv, engine, event_of, queue, status_of,
 )
+from tests.threads import at_once
 
 
 # -- claims and leases ------------------------------------------------------------------
@@ -144,23 +144,13 @@ def test_two_claimers_never_get_the_same_row(database_url, box, engines):
     else:
         boxes = [Outbox(make_engine(database_url)) for _ in range(2)]
     claimed: list[list[int]] = [[], []]
-    errors = []
-    barrier = threading.Barrier(2)
 
     def claimer(n):
-        barrier.wait()
-        try:
-            while rows := boxes[n].claim_for_sending(now=T0, limit=7, lease_seconds=LEASE, owner=f"w{n}"):
-                claimed[n].extend(r.id for r in rows)
-                time.sleep(0.001)  # a dispatcher sends between claims; SQLite's lock is not fair
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
+        while rows := boxes[n].claim_for_sending(now=T0, limit=7, lease_seconds=LEASE, owner=f"w{n}"):
+            claimed[n].extend(r.id for r in rows)
+            time.sleep(0.001)  # a dispatcher sends between claims; SQLite's lock is not fair
 
-    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _, errors = at_once(claimer, range(2))
     assert errors == []
     assert set(claimed[0]).isdisjoint(claimed[1])
     assert len(claimed[0]) + len(claimed[1]) == 500
