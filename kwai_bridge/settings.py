@@ -93,18 +93,13 @@ def _setting_float(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
-def _setting_choice(*allowed: str) -> Callable[[str], str]:
+def _setting_choice(*allowed: str, case: Callable[[str], str] = str.upper) -> Callable[[str], str]:
+    """One of `allowed`, written in any case, read in `case`'s."""
     def parse(v: str) -> str:
-        if v.upper() not in allowed:
+        if case(v) not in allowed:
             raise Invalid(f"must be one of {', '.join(allowed)}")
-        return v.upper()
+        return case(v)
     return parse
-
-
-def _conversion(v: str) -> str:
-    if v.lower() not in ("worker", "request"):
-        raise Invalid("must be worker or request")
-    return v.lower()
 
 
 def _url(example: str) -> Callable[[str], str]:
@@ -181,7 +176,7 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
      "across all web processes"),
     ("SQLITE_SYNCHRONOUS", "FULL", _setting_choice("FULL", "NORMAL"),
      "SQLite durability: FULL survives power loss, NORMAL is faster"),
-    ("CONVERSION", "worker", _conversion,
+    ("CONVERSION", "worker", _setting_choice("worker", "request", case=str.lower),
      "worker: a webhook is stored as received and answered, and the worker makes its events moments "
      "later, in batches (answers up to half again faster; see Measured); request: converted before the "
      "answer, which counts the events made"),

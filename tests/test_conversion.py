@@ -375,5 +375,5 @@ def test_migration_9_lets_a_version_8_database_store_received_deliveries(databas
 def test_the_conversion_setting():
     assert settings_from_env({}).conversion == "worker"
     assert settings_from_env({"KWAI_BRIDGE_CONVERSION": "Request"}).conversion == "request"
-    with pytest.raises(Exception, match="worker or request"):
+    with pytest.raises(Exception, match="must be one of worker, request"):
         settings_from_env({"KWAI_BRIDGE_CONVERSION": "later"})
