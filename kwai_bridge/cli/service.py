@@ -96,10 +96,11 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     log.info("dispatcher started (concurrency %d)", s.dispatch_concurrency)
     pruner = threading.Thread(target=_prune_loop, args=(runtime, stop), daemon=True)
     alerts = AlertSender(runtime.engine, runtime.registry, url=s.alert_webhook_url, clock=utcnow)
-    jobs = _platform_jobs(runtime, alerts)
+    pipeline = build_pipeline(runtime)  # the converter's and reconciliation's
+    jobs = _platform_jobs(runtime, alerts, pipeline)
     # The deliveries the web workers stored as received become events here: beside the
     # dispatcher, or with --once all of them before it.
-    converter = Converter(build_pipeline(runtime), clock=utcnow)
+    converter = Converter(pipeline, clock=utcnow)
     converting = []
     if once:
         converter.drain()
@@ -118,14 +119,13 @@ def worker(once: bool, metrics_port: int | None, metrics_host: str) -> None:
         click.echo(json.dumps(tally, sort_keys=True))
 
 
-def _platform_jobs(runtime: Runtime, alerts):
+def _platform_jobs(runtime: Runtime, alerts, pipeline):
     """The connected stores' subscription watch and reconciliation, beside the dispatcher."""
     from kwai_bridge.reconcile import Reconciler
-    from kwai_bridge.runtime import build_pipeline
     from kwai_bridge.watch import PlatformJobs
 
     s = runtime.settings
-    reconciler = Reconciler(runtime.engine, build_pipeline(runtime), backfill_hours=s.reconcile_backfill_hours)
+    reconciler = Reconciler(runtime.engine, pipeline, backfill_hours=s.reconcile_backfill_hours)
     return PlatformJobs(engine=runtime.engine, registry=runtime.registry, reconciler=reconciler, settings=s,
                         tell=lambda message, store: alerts.tell(message, store_url=store.alert_webhook_url),
                         clock=utcnow)

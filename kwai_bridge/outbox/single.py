@@ -12,10 +12,11 @@ WAL before it returns, as every commit), and all of it or nothing, as before:
 - the identifiers of the events that were inserted.
 
 The statement's text depends on the number of events and of identifiers of each; each
-shape is built once. The worker settles a received delivery with the same statement, an
-UPDATE of the delivery (only while it is still received) in place of its INSERT
-(`settlement`), a batch's statements sent together in its transaction (`sent_together`). Conversions with a high-water mark (carts) and duplicates whose
-body still owes events take the general path (kwai_bridge.outbox.accept).
+shape is built once. Conversions with a high-water mark (carts) and duplicates whose
+body still owes events take the general path (kwai_bridge.outbox.accept). The worker
+settles a received delivery with the same statement, an UPDATE of the delivery (only
+while it is still received) in place of its INSERT (`settlement`), a batch's statements
+sent together in its transaction (`sent_together`).
 
 Webhooks of one process that arrive while another's statement is under way are stored
 together (kwai_bridge.outbox.commits): their statements are sent at once in libpq's
