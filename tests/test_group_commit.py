@@ -1,5 +1,6 @@
-"""Group commit: webhooks of one process that wait for another's write transaction are
-committed together, each with its own result, and one that fails fails alone."""
+"""Group commit (SQLite): webhooks of one process that wait for another's write
+transaction are committed together, each with its own result, and one that fails fails
+alone. On PostgreSQL each is committed at once, held up by no other."""
 from __future__ import annotations
 
 import json
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from kwai_bridge.db import deliveries, make_engine, migrate
+from kwai_bridge.outbox import Outbox
 from kwai_bridge.outbox.commits import GroupCommit
-from kwai_bridge.outbox.single import Statement, pipelined
-from tests.outbox_helpers import accept, box, conv, engine  # noqa: F401 (fixtures)
+from tests.outbox_helpers import T0, accept, box, conv, engine  # noqa: F401 (fixtures)
 from tests.threads import at_once
 
 WAIT = 10  # seconds a step may take on a busy machine before the test gives up
@@ -129,59 +131,53 @@ def test_concurrent_webhooks_each_get_their_own_answer(box):  # noqa: F811
     assert len(box.list_events(limit=100)) == 8
 
 
-# -- PostgreSQL: statements sent together ----------------------------------------------
-def noted(n: int) -> Statement:
-    """Store `n`; read back the id of the transaction that stored it."""
-    return Statement("insert into notes (n) values (%s) returning txid_current()", (n,),
-                     lambda cursor: cursor.fetchone()[0])
-
-
-def sent_behind_a_batch(engine, numbers: list[int]) -> dict:
-    """`noted(n)` for each of `numbers` from threads, queued while a first statement's
-    (`noted(0)`) transaction is held back; by position (the first is 0, then `numbers`
-    in order), the transaction id that stored it, or its error."""
-    inside, release = threading.Event(), threading.Event()
-    send = pipelined(engine)
-
-    def transaction(statements):
-        if not inside.is_set():
-            inside.set()
-            assert release.wait(WAIT)
-        return send(statements)
-
-    commits = GroupCommit(engine, transaction=transaction)
-    return queue_behind(commits, noted(0), [(i, noted(n)) for i, n in enumerate(numbers, 1)], inside, release)
-
-
-@pytest.fixture
-def postgres_notes(postgres_url):
-    from kwai_bridge.db import make_engine
-
+# -- PostgreSQL: each webhook at once ---------------------------------------------------
+@pytest.mark.postgres
+def test_on_postgresql_a_webhook_is_not_held_up_by_another_in_flight(postgres_url):
+    """PostgreSQL commits transactions side by side: a webhook whose statement waits (here
+    for a lock another session holds on its delivery key) does not hold up the next one
+    of its process, as a queue behind it did."""
     engine = make_engine(postgres_url)
-    with engine.begin() as conn:
-        conn.execute(text("create table notes (n integer primary key)"))
-    yield engine
-    engine.dispose()
+    migrate(engine)
+    box = Outbox(engine)
+    outcomes: dict = {}
+
+    def deliver(key: str) -> None:
+        outcomes[key] = accept(box, key, [conv(f"order:{key}:EVENT_PURCHASE")], body=key.encode())
+
+    try:
+        with engine.connect() as holder:
+            holder.execute(deliveries.insert().values(
+                store_id="store-a", platform="shopify", topic="orders/paid", delivery_key="first", received_at=T0,
+                outcome="queued"))  # not committed: the first webhook's insert waits for it
+            first = threading.Thread(target=deliver, args=("first",))
+            first.start()
+            assert waiting_for_a_lock(engine), "the first webhook never waited for the holder's lock"
+            second = threading.Thread(target=deliver, args=("second",))
+            second.start()
+            second.join(WAIT)
+            assert not second.is_alive() and first.is_alive()
+            assert outcomes["second"].created == 1
+            holder.rollback()
+        first.join(WAIT)
+        assert not first.is_alive() and not outcomes["first"].duplicate
+        assert sorted(row.business_key for row in box.list_events()) == ["order:first:EVENT_PURCHASE",
+                                                                           "order:second:EVENT_PURCHASE"]
+    finally:
+        engine.dispose()
 
 
-@pytest.mark.postgres
-def test_statements_queued_behind_one_are_sent_together_in_one_transaction(postgres_notes):
-    outcomes = sent_behind_a_batch(postgres_notes, [1, 2, 3, 4, 5])
-    batch = {outcomes[position] for position in (1, 2, 3, 4, 5)}
-    assert len(batch) == 1 and isinstance(outcomes[1], int) and outcomes[0] not in batch
-    assert stored(postgres_notes) == [0, 1, 2, 3, 4, 5]
-
-
-@pytest.mark.postgres
-def test_a_statement_that_fails_fails_alone_and_the_others_are_stored(postgres_notes):
-    import psycopg
-
-    outcomes = sent_behind_a_batch(postgres_notes, [1, 2, 2, 3])
-    refused = [position for position, outcome in outcomes.items() if not isinstance(outcome, int)]
-    assert refused in ([2], [3])  # either 2, not both
-    assert isinstance(outcomes[refused[0]], psycopg.errors.UniqueViolation)
-    assert len(outcomes) == 5
-    assert stored(postgres_notes) == [0, 1, 2, 3]
+def waiting_for_a_lock(engine) -> bool:  # noqa: F811
+    """Whether, within WAIT seconds, a session of the database waits for a lock."""
+    for _ in range(WAIT * 100):
+        with engine.connect() as observer:  # a transaction of its own: the activity as it is now
+            waiting = observer.execute(text(
+                "select count(*) from pg_stat_activity where datname = current_database() "
+                "and wait_event_type = 'Lock'")).scalar()
+        if waiting:
+            return True
+        threading.Event().wait(0.01)
+    return False
 
 
 #: A gevent-patched process whose writer waits for another process's SQLite writer lock;

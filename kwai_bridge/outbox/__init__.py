@@ -26,13 +26,13 @@ from kwai_bridge.db import (
     DeliveryOutcome, EventStatus, any_pair, deliveries, event_identifiers, events, reading,
 )
 from kwai_bridge.jsontext import compact
-from kwai_bridge.outbox.commits import GroupCommit
+from kwai_bridge.outbox.commits import for_engine
 from kwai_bridge.outbox.leases import LeaseQueries
 from kwai_bridge.outbox.rows import (
     PRUNE_BATCH, RESPONSE_LIMIT, AcceptResult, Claimed, Converted, DeliveryRow, EventRow, Finish, UnknownDelivery, _check_outcome,
     _safe_headers, delivery_row, event_row,
 )
-from kwai_bridge.outbox.single import OneStatementAccept, pipelined, sent_together
+from kwai_bridge.outbox.single import OneStatementAccept, run_alone, sent_together
 from kwai_bridge.outbox.statements import _Statements
 from kwai_bridge.outbox.withdrawals import Withdrawals
 
@@ -49,9 +49,8 @@ class Outbox(LeaseQueries):
         self.engine = engine
         self._local = threading.local()
         self._statements = _Statements(engine.dialect)
-        self._commits = GroupCommit(engine)
+        self._commits = for_engine(engine)
         self._single = OneStatementAccept(engine.dialect) if engine.dialect.name == "postgresql" else None
-        self._accepts = GroupCommit(engine, transaction=pipelined(engine)) if self._single else None
         self._withdrawals = Withdrawals(engine.dialect)
 
     @contextmanager
@@ -108,7 +107,7 @@ class Outbox(LeaseQueries):
         # (`before`) and a withdrawal need the transaction below.
         if (self._single is not None and before is None
                 and not any(conversion.high_water or conversion.withdraw for conversion in conversions)):
-            delivery_id, added = self._accepts.run(self._single.statement(delivery, rows))
+            delivery_id, added = run_alone(self.engine, self._single.statement(delivery, rows))
             if delivery_id is not None:
                 return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=tuple(added))
             if not (body_decides and body_sha256 is not None and rows):
@@ -132,7 +131,8 @@ class Outbox(LeaseQueries):
             self._withdrawals.apply(cursor, store_id, conversions, now=received_at)
             return AcceptResult(delivery_id=delivery_id, duplicate=False, created=len(added), added=added)
 
-        # Committed together with the other webhooks of this process that wait to be.
+        # On SQLite committed together with the other webhooks of this process that wait
+        # to be (kwai_bridge.outbox.commits); on PostgreSQL at once.
         return self._commits.run(store)
 
     def seen(self, store_id: str, *, delivery_key: str, body_sha256: str) -> bool:

@@ -1,4 +1,5 @@
-"""Group commit: the webhook path's write transactions of one process, taken together.
+"""Group commit: the webhook path's write transactions of one process, taken together
+(SQLite; see `for_engine` for PostgreSQL).
 
 A request whose writes find another request's transaction under way queues them; when
 that transaction is done, the next one takes everything queued meanwhile and commits it
@@ -13,53 +14,62 @@ ones that queue; with threads, the same.
 
 A piece of work is a function of the transaction's cursor that may run more than once:
 when one piece raises, the whole transaction is rolled back and every piece runs again
-in a transaction of its own, so that one poison delivery fails alone. On PostgreSQL the
-pieces are statements sent together instead (`transaction`, see
-kwai_bridge.outbox.single): a batch is one round trip as well as one commit.
+in a transaction of its own, so that one poison delivery fails alone.
+
+PostgreSQL takes concurrent transactions and flushes the WAL of the commits that meet
+for all of them at once: queueing a process's webhooks behind one transaction in flight
+only left the CPU idle while it waited (measured under wrk: 940 webhooks a second with
+the queue, 1,070-1,170 without, and in request conversion mode 440-570 against 720).
+There each piece runs at once in its own transaction (`Alone`).
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, TypeVar
 
 from sqlalchemy.engine import Engine
 
 from kwai_bridge.db import writing_cursor
 
+T = TypeVar("T")
 #: The most pieces one transaction takes: a bound on how long the first one waits.
 MAX_BATCH = 64
 
 
 @dataclass(eq=False)
 class _Piece:
-    work: Any  # a function of the cursor, or what the transaction takes
+    work: Callable[[Any], Any]  # a function of the transaction's cursor
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False  # woken to run the next transaction rather than with a result
     result: Any = None
     error: BaseException | None = None
 
 
-def cursor_transaction(engine: Engine) -> Callable[[Sequence[Callable[[Any], Any]]], list]:
-    """Pieces that are functions of a cursor, run in one write transaction."""
-    def run(works: Sequence[Callable[[Any], Any]]) -> list:
-        with writing_cursor(engine) as cursor:
-            return [work(cursor) for work in works]
-    return run
+def for_engine(engine: Engine) -> "GroupCommit | Alone":
+    """The way `engine`'s webhook transactions are committed: together on SQLite, each
+    alone on PostgreSQL (see the module's text)."""
+    return Alone(engine) if engine.dialect.name == "postgresql" else GroupCommit(engine)
+
+
+class Alone:
+    """Each piece of write work in a transaction of its own, run at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run(self, work: Callable[[Any], T]) -> T:
+        """`work(cursor)` inside a committed write transaction; its result, or its error."""
+        with writing_cursor(self.engine) as cursor:
+            return work(cursor)
 
 
 class GroupCommit:
-    """Runs pieces of write work of many threads or greenlets in shared transactions.
+    """Runs pieces of write work of many threads or greenlets in shared transactions."""
 
-    `transaction(pieces)` runs the pieces of one batch in one transaction and returns
-    their results in order, or raises and commits nothing; by default each piece is a
-    function of the transaction's cursor."""
-
-    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH,
-                 transaction: Callable[[Sequence[Any]], list] | None = None) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._transaction = transaction or cursor_transaction(engine)
         self._lock = threading.Lock()
         self._queue: list[_Piece] = []
         self._leading = False
@@ -70,9 +80,8 @@ class GroupCommit:
         with self._lock:
             return len(self._queue)
 
-    def run(self, work: Any) -> Any:
-        """`work` (by default a function of the cursor) inside a committed write
-        transaction; its result, or its error."""
+    def run(self, work: Callable[[Any], T]) -> T:
+        """`work(cursor)` inside a committed write transaction; its result, or its error."""
         piece = _Piece(work)
         with self._lock:
             self._queue.append(piece)
@@ -107,7 +116,8 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Piece]) -> None:
         try:
-            results = self._transaction([piece.work for piece in batch])
+            with writing_cursor(self.engine) as cursor:
+                results = [piece.work(cursor) for piece in batch]
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc

@@ -18,14 +18,12 @@ settles a received delivery with the same statement, an UPDATE of the delivery (
 while it is still received) in place of its INSERT (`settlement`), a batch's statements
 sent together in its transaction (`sent_together`).
 
-Webhooks of one process that arrive while another's statement is under way are stored
-together (kwai_bridge.outbox.commits): their statements are sent at once in libpq's
-pipeline mode, inside one transaction, so that the batch costs one round trip and one
-commit (`pipelined`). One alone runs in autocommit as above.
+Each webhook's statement runs at once on its own pooled connection (`run_alone`):
+PostgreSQL flushes the WAL of commits that meet once for all of them, and a webhook
+does not wait for another's (kwai_bridge.outbox.commits says what queueing them cost).
 """
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -56,44 +54,23 @@ class Statement:
     read: Callable[[Any], Any]
 
 
-def pipelined(engine: Engine) -> Callable[[Sequence[Statement]], list]:
-    """Statements run in one transaction, sent together; their results in order. All are
-    committed or none (the first error is raised after the rollback)."""
-    def run(statements: Sequence[Statement]) -> list:
-        if len(statements) == 1:
-            (statement,) = statements
-            with autocommit_cursor(engine) as cursor:
-                cursor.execute(statement.sql, statement.params)
-                return [statement.read(cursor)]
-        fairy = engine.raw_connection()
-        try:
-            connection = fairy.dbapi_connection
-            try:
-                return sent_together(connection, statements, commit=True)
-            except BaseException:
-                if not connection.closed:
-                    # The first error is the one to raise: a connection too broken to roll
-                    # back is dropped by the pool when it is returned.
-                    with suppress(Exception):
-                        connection.rollback()
-                raise
-        finally:
-            fairy.close()
-    return run
+def run_alone(engine: Engine, statement: Statement) -> Any:
+    """`statement` in autocommit on one of the pool's connections: one round trip, its
+    own commit; its result."""
+    with autocommit_cursor(engine) as cursor:
+        cursor.execute(statement.sql, statement.params)
+        return statement.read(cursor)
 
 
-def sent_together(connection, statements: Sequence[Statement], *, commit: bool = False) -> list:
+def sent_together(connection, statements: Sequence[Statement]) -> list:
     """Statements run on `connection` (a driver connection inside a transaction) in
-    pipeline mode: sent at once (with the COMMIT when `commit`), their results read back
-    in order."""
+    pipeline mode: sent at once, their results read back in order."""
     cursors = []
     try:
         with connection.pipeline():
             for statement in statements:
                 cursors.append(connection.cursor())
                 cursors[-1].execute(statement.sql, statement.params)
-            if commit:
-                connection.commit()
         return [statement.read(cursor) for statement, cursor in zip(statements, cursors)]
     finally:
         for cursor in cursors:
