@@ -37,9 +37,13 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.config["CLOCK"] = clock or (lambda: datetime.now(timezone.utc))
     app.extensions["kwai_bridge.runtime"] = runtime
-    app.extensions["kwai_bridge.pipeline"] = build_pipeline(runtime)
+    app.extensions["kwai_bridge.pipeline"] = pipeline = build_pipeline(runtime)
     clicks.install(app, attribution=build_attribution(runtime))
     metrics.install(app, enabled=runtime.settings.metrics)
+    # The webhook routes, before Flask (kwai_bridge.web.webhooks); behind the proxies' fix
+    # like every other route.
+    app.wsgi_app = webhooks.WebhookRoutes(app.wsgi_app, pipeline, clock=app.config["CLOCK"],
+                                          max_body=runtime.settings.max_body_bytes)
     proxies = runtime.settings.trusted_proxies
     if proxies.networks:
         app.wsgi_app = ForwardedByTrustedProxies(app.wsgi_app, proxies.networks)
@@ -48,7 +52,6 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies.hops, x_proto=proxies.hops)
     app.register_blueprint(snippet.blueprint)
-    app.register_blueprint(webhooks.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(console.blueprint)

@@ -89,6 +89,42 @@ def test_unknown_store_or_platform_is_404(client, url):
     assert client.post(url, data=ORDER, headers=shopify_headers()).status_code == 404
 
 
+@pytest.mark.parametrize("url", ["/webhooks/", "/webhooks/shopify/", "/webhooks/shopify/acme/", "/webhooks//acme",
+                                 "/webhooks/shopify/acme/more"])
+def test_what_is_no_webhook_route_is_flask_404(client, url):
+    answer = client.post(url, data=ORDER, headers=shopify_headers())
+    assert (answer.status_code, answer.json) == (404, {"status": "not found"})
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "HEAD"])
+@pytest.mark.parametrize("url", ["/webhooks/shopify/acme", "/webhooks/shopify"])
+def test_a_webhook_route_takes_only_post(client, method, url):
+    answer = client.open(url, method=method, data=ORDER, headers=shopify_headers())
+    assert answer.status_code == 405 and answer.headers["Allow"] == "POST"
+    if method != "HEAD":
+        assert answer.json == {"status": "method not allowed"}
+    assert outbox_of(client).list_events() == [] and convert(client.application) == 0
+
+
+def test_a_webhook_answer_is_json_of_its_stated_length(client):
+    answer = client.post("/webhooks/shopify/acme", data=ORDER, headers=shopify_headers())
+    assert answer.headers["Content-Type"] == "application/json"
+    assert int(answer.headers["Content-Length"]) == len(answer.data) and answer.data.endswith(b"}\n")
+
+
+def test_a_store_id_in_the_path_is_read_as_utf8(client):
+    answer = client.post("/webhooks/shopify/caf%C3%A9", data=ORDER, headers=shopify_headers())
+    assert (answer.status_code, answer.json) == (404, {"status": "unknown store", "store": "café"})
+
+
+def test_webhooks_behind_trusted_proxies(app_for):
+    app = app_for([store_entry("shopify", "acme")], TRUSTED_PROXIES="10.0.0.0/24")
+    answer = app.test_client().post("/webhooks/shopify/acme", data=ORDER, headers=shopify_headers(),
+                                    environ_base={"REMOTE_ADDR": "10.0.0.7"})
+    assert (answer.status_code, answer.json) == (200, {"status": "received"})
+    assert convert(app) == 1
+
+
 def test_route_by_shop_header(client):
     answer = client.post("/webhooks/shopify", data=ORDER, headers=shopify_headers())
     assert answer.status_code == 200

@@ -1,6 +1,7 @@
 """JSON answers shared by the routes, and the app's answer to an HTTP error."""
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Mapping
 
 from flask import Response, jsonify
@@ -19,4 +20,10 @@ def json_response(body: Mapping[str, Any], status: int, headers: Mapping[str, st
 
 def http_error(exc: HTTPException):
     """Werkzeug's errors (404, 405, 413...) as a JSON status, like every other answer."""
-    return jsonify({"status": _MESSAGES.get(exc.code, exc.name)}), exc.code
+    return jsonify(http_error_body(exc.code, exc.name)), exc.code
+
+
+def http_error_body(code: int, name: str | None = None) -> dict[str, str]:
+    """The JSON body of an HTTP error: its short message, else `name` (werkzeug's name of
+    the error), else the status's phrase."""
+    return {"status": _MESSAGES.get(code) or name or HTTPStatus(code).phrase}
