@@ -126,6 +126,35 @@ def test_migration_3_upgrades_a_release_2_database_keeping_its_rows(engine):
             conn.execute(db.deliveries.insert().values(delivery_key="c", body_sha256="f" * 64, **values))
 
 
+@pytest.mark.postgres
+def test_migration_10_compresses_new_bodies_with_lz4_on_postgresql(postgres_url):
+    from kwai_bridge.db.migrations import postgres_has_lz4
+
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:  # a database as version 9 left it
+        for version, step in db.MIGRATIONS:
+            if version <= 9:
+                step(conn)
+        db.schema_version.create(conn)
+        conn.execute(db.schema_version.insert().values(version=9))
+        if not postgres_has_lz4(conn):
+            engine.dispose()
+            pytest.skip("this PostgreSQL server is built without lz4: bodies stay compressed with pglz")
+    values = dict(store_id="s", platform="shopify", topic="orders/paid", received_at=T0, outcome="queued")
+    # an order-like body long enough to be compressed (over PostgreSQL's 2 KB)
+    body = json.dumps({"line_items": [{"id": n, "title": f"item {n}", "price": "9.95"} for n in range(300)]}).encode()
+    with engine.begin() as conn:
+        conn.execute(db.deliveries.insert().values(delivery_key="before", body=body, **values))
+    assert migrate(engine) == SCHEMA_VERSION
+    assert migrate(engine) == SCHEMA_VERSION  # a second run changes nothing
+    with engine.begin() as conn:
+        conn.execute(db.deliveries.insert().values(delivery_key="after", body=body, **values))
+        stored = conn.execute(text(
+            "SELECT delivery_key, pg_column_compression(body), body FROM deliveries ORDER BY id")).all()
+    assert [tuple(row) for row in stored] == [("before", "pglz", body), ("after", "lz4", body)]
+    engine.dispose()
+
+
 # -- the UTC column ------------------------------------------------------------------
 @pytest.mark.parametrize("offset_hours", [0, 5.5, -3])
 def test_datetimes_come_back_aware_utc(engine, offset_hours):
