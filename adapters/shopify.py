@@ -31,6 +31,7 @@ PLATFORM = shopify_like.ShopifyLike(
 
 verify = SIGNATURE.verify
 parse = PLATFORM.parse
+peek = PLATFORM.peek
 delivery_key = PLATFORM.delivery_key
 normalise_shop_setting = PLATFORM.normalise_shop_setting
 

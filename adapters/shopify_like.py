@@ -5,7 +5,7 @@ from one instance of it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from datetime import datetime
 from decimal import Decimal
@@ -136,16 +136,21 @@ class ShopifyLike:
         """The verified delivery as a Notification; PayloadError unless the body is a JSON
         object, TopicMismatchError unless it is a body the topic sends, ShopMismatchError
         when it names another shop than the shop header."""
+        notification = replace(self.peek(request), payload=load_object(request.body))
+        self.check_body(notification)
+        return notification
+
+    def peek(self, request: WebhookRequest) -> Notification:
+        """The delivery as far as its headers tell (its payload empty, its body unread);
+        PayloadError when the topic header is missing."""
         topic = header_value(request, self.topic_header)
         if topic is None:
             raise PayloadError(f"missing {self.topic_header} header")
-        notification = Notification(
+        return Notification(
             platform=self.name, topic=topic, shop=header_value(request, self.shop_header),
-            delivery_id=header_value(request, self.delivery_header), payload=load_object(request.body),
+            delivery_id=header_value(request, self.delivery_header), payload={},
             kind="privacy" if topic in self.privacy_topics else "conversion",
         )
-        self.check_body(notification)
-        return notification
 
     def check_body(self, n: Notification) -> None:
         """Raise unless the body is one `n.topic` sends, naming (where it names one) the

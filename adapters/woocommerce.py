@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
 from functools import partial
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -64,6 +65,21 @@ verify = SIGNATURE.verify
 # https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks (WC_Webhook::deliver, deliver_ping)
 def parse(request: WebhookRequest) -> Notification:
     """The delivery as a Notification (`kind` "ping" for the unsigned creation ping)."""
+    notification = peek(request)
+    if notification.kind == "ping":
+        return notification
+    notification = replace(notification, payload=payload.load_object(request.body))
+    topic = notification.topic
+    fits = _BODIES.get(topic)
+    wrong = fits(notification.payload) if fits is not None else None
+    if wrong is not None:
+        raise TopicMismatchError(f"the body is not a {topic} body: it {wrong}")
+    return notification
+
+
+def peek(request: WebhookRequest) -> Notification:
+    """The delivery as far as its headers tell (its payload empty, its body unread; the
+    ping whole, it is a few bytes); PayloadError when the topic header is missing."""
     if is_ping(request):
         webhook_id = request.body.strip().split(b"=", 1)[1].decode("ascii")
         return Notification(platform=NAME, topic="ping", shop=None, delivery_id=None,
@@ -71,15 +87,8 @@ def parse(request: WebhookRequest) -> Notification:
     topic = payload.header_value(request, TOPIC_HEADER)
     if topic is None:
         raise PayloadError("missing X-WC-Webhook-Topic header")
-    notification = Notification(
-        platform=NAME, topic=topic, shop=payload.header_value(request, SHOP_HEADER),
-        delivery_id=payload.header_value(request, DELIVERY_HEADER), payload=payload.load_object(request.body),
-    )
-    fits = _BODIES.get(topic)
-    wrong = fits(notification.payload) if fits is not None else None
-    if wrong is not None:
-        raise TopicMismatchError(f"the body is not a {topic} body: it {wrong}")
-    return notification
+    return Notification(platform=NAME, topic=topic, shop=payload.header_value(request, SHOP_HEADER),
+                        delivery_id=payload.header_value(request, DELIVERY_HEADER), payload={})
 
 
 # The signature covers the body, not the topic header: a signed body re-sent under

@@ -1,10 +1,13 @@
 """From a received webhook to rows in the outbox: find the store, verify, parse,
 convert, store. One call per request; no Kwai call ever happens here.
 
-With `convert_later` (`KWAI_BRIDGE_CONVERSION=worker`, the default) the request stores
-the verified delivery as `received` and answers; the worker converts it moments later
-(`convert_received`), in batches: a webhook costs its web worker a third less, and a
-burst of orders is answered at the pace of the disk, not of the conversion.
+With `convert_later` (`KWAI_BRIDGE_CONVERSION=worker`, the default) the request checks
+the signature and the headers, stores the delivery as `received` with its body unread,
+and answers; the worker reads and converts it moments later (`convert_received`), in
+batches: a webhook costs its web worker a third less, and a burst of orders is answered
+at the pace of the disk, not of the conversion. A body that converting at the request
+would refuse (not JSON, not a body of its topic, naming another shop) is stored failed
+with that reason and yields no event; privacy topics are read and done at once.
 
 Every decision is returned as an `Answer` (status code, short message, JSON detail);
 the web layer only turns it into an HTTP response.
@@ -102,6 +105,7 @@ class Pipeline:
         if adapter.is_ping(request):
             log.info("store %s: webhook ping answered", store.id)
             return Answer(200, "pong")
+        later = self.convert_later and not at_once
         try:
             adapter.verify(request, secrets=store.webhook_secrets)
             if store_id is not None and adapter.APP_WIDE_SECRET:
@@ -109,7 +113,11 @@ class Pipeline:
                 # tell stores apart, so the shop header must name this store.
                 if normalise_shop(request.header(adapter.SHOP_HEADER)) != normalise_shop(store.shop):
                     raise ShopMismatchError(f"{adapter.SHOP_HEADER} does not name store {store.id}")
-            notification = adapter.parse(request)
+            # Converted later, the body is read by the worker (a body it refuses is stored
+            # failed, with the reason); a privacy duty is done now, so its body is read now.
+            notification = adapter.peek(request) if later else adapter.parse(request)
+            if later and notification.kind == "privacy":
+                notification = adapter.parse(request)
         except AdapterError as exc:
             log.warning("store %s: webhook refused with %s: %s", store.id, exc.status_code, exc)
             return Answer(exc.status_code, _reason(exc), {"store": store.id})
@@ -119,7 +127,7 @@ class Pipeline:
         body_sha256 = hashlib.sha256(request.body).hexdigest()
         if notification.kind == "privacy":
             answer = self._privacy(store, adapter, notification, key, body_sha256, now)
-        elif self.convert_later and not at_once:
+        elif later:
             answer = self._store_received(store, adapter, notification, request, key, body_sha256, now)
         else:
             answer = self._convert_and_store(store, adapter, notification, request, key, body_sha256, now)
@@ -171,6 +179,12 @@ class Pipeline:
             if notification.topic in adapter.BODY_DECIDES_TOPICS:
                 # The body may have come first under another topic and owe this one's
                 # events (see BODY_DECIDES_TOPICS): that rare case is converted at once.
+                try:
+                    notification = adapter.parse(request)
+                except AdapterError:
+                    # It owes no event: the first delivery of its body is refused by the
+                    # worker's conversion, with the reason.
+                    return Answer(200, "duplicate")
                 return self._convert_and_store(store, adapter, notification, request, key, body_sha256, now)
             log.info("store %s: duplicate delivery %s ignored", store.id, key[:32])
             return Answer(200, "duplicate")
@@ -235,6 +249,12 @@ class Pipeline:
             conversions = tuple(self._conversions(store, adapter, adapter.parse(request), now))
         except database_errors():
             raise
+        except AdapterError as exc:
+            # A signed body the request path answered before reading it, and that converting
+            # at the request would have refused with this status: stored failed, no events.
+            error = storable_text(f"refused ({exc.status_code}): {_reason(exc)}")
+            log.warning("store %s: delivery %d %s", store.id, delivery.id, error)
+            return Converted(delivery.id, store.id, delivery.platform, DeliveryOutcome.FAILED, error=error)
         except Exception as exc:  # a conversion fault: kept for reprocessing, as on the request path
             error = storable_text(f"{exc.__class__.__name__}: {exc}")
             log.error("store %s: delivery %d conversion failed, stored for reprocessing: %s",

@@ -19,6 +19,8 @@ from adapters.values import (
 )
 from kwai_bridge.kwai.events import CURRENCIES, EVENT_NAMES, KwaiEvent
 from tests.conftest import fixture_bytes
+from tests.poison import BASES as TOPIC_BODIES
+from tests.serving import SHOPS as POISON_SHOPS
 from tests.signing import SIGNATURE_HEADERS, headers_for, sign
 
 SECRET = "s3cret-for-tests"
@@ -30,7 +32,7 @@ SAMPLES = {
 }
 PLATFORMS = sorted(adapters.REGISTRY)
 PUBLIC = ("NAME", "SHOP_HEADER", "TOPICS", "BODY_DECIDES_TOPICS", "KEPT_HEADERS", "APP_WIDE_SECRET",
-          "PIXEL_SANDBOX", "verify", "parse", "to_conversions", "delivery_key", "is_ping", "privacy_request",
+          "PIXEL_SANDBOX", "verify", "parse", "peek", "to_conversions", "delivery_key", "is_ping", "privacy_request",
           "normalise_shop_setting")
 
 
@@ -210,14 +212,38 @@ def test_what_the_fast_parser_refuses_is_still_read(platform, text, value):
     assert adapters.REGISTRY[platform].parse(request).payload["kwai_extra"] == value
 
 
+@pytest.mark.parametrize("platform,topic", sorted(TOPIC_BODIES))
+def test_peek_tells_what_parse_tells_but_the_payload(platform, topic):
+    """The request path of worker conversion peeks and keys the delivery by it: what it
+    stores (topic, kind, delivery key) must be what parsing the body gives."""
+    adapter = adapters.REGISTRY[platform]
+    body = json.dumps(TOPIC_BODIES[platform, topic]).encode()
+    request = WebhookRequest.build(headers_for(platform, topic, shop=POISON_SHOPS[platform], secret=SECRET, body=body,
+                                               delivery_id="delivery-7"), body)
+    peeked, parsed = adapter.peek(request), adapter.parse(request)
+    assert peeked == Notification(**{**vars(parsed), "payload": {}})
+    assert peeked.kind == ("privacy" if "redact" in topic or "data_request" in topic else "conversion")
+    assert adapter.delivery_key(request, peeked) == adapter.delivery_key(request, parsed)
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
-def test_missing_topic_header_is_a_payload_error(platform):
+def test_peek_reads_no_body(platform):
+    request = signed(platform)
+    request = WebhookRequest(request.headers, b"\xff not JSON")
+    assert adapters.REGISTRY[platform].peek(request).payload == {}
+    with pytest.raises(PayloadError):
+        adapters.REGISTRY[platform].parse(request)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("read", ["parse", "peek"])
+def test_missing_topic_header_is_a_payload_error(platform, read):
     request = signed(platform)
     topic_header = {"shopify": "x-shopify-topic", "shopline": "x-shopline-topic",
                     "woocommerce": "x-wc-webhook-topic"}[platform]
     request = WebhookRequest({k: v for k, v in request.headers.items() if k != topic_header}, request.body)
     with pytest.raises(PayloadError, match="(?i)topic"):
-        adapters.REGISTRY[platform].parse(request)
+        getattr(adapters.REGISTRY[platform], read)(request)
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -1,7 +1,11 @@
 """Signed bodies replayed: the platforms sign the body, not the topic or shop headers, so a
 captured body re-sent under another topic, another webhook id or another shop's header
 must be refused or answered `duplicate`, and change nothing. Legitimate deliveries (every
-sample, and one body sent byte for byte under several order topics) still count."""
+sample, and one body sent byte for byte under several order topics) still count.
+
+A conversion topic's body is read by the worker when it converts (the default): there a
+replay is stored unread and refused by the conversion (failed, with the reason, no
+event) where converting at the request refuses it in the answer; both are tested."""
 from __future__ import annotations
 
 import json
@@ -39,12 +43,24 @@ def paid_order(platform: str = "shopify", **changes) -> bytes:
 
 
 @pytest.fixture
-def app(tmp_path, database_url):
+def conversion() -> str:
+    """KWAI_BRIDGE_CONVERSION: the service's default; the tests where it matters take both."""
+    return "worker"
+
+
+@pytest.fixture
+def app(tmp_path, database_url, conversion):
     entries = [store_entry("shopify", "acme"), store_entry("shopline", "line"), store_entry("woocommerce", "woo")]
     entries += [store_entry(p, store_id, shop=shop) for p, (store_id, shop) in OTHER.items()]
     stores = write_stores(tmp_path / "stores.toml", entries)
     db.migrate(db.make_engine(database_url))
-    return create_app({"DATABASE_URL": database_url, "STORES": str(stores)}, clock=lambda: T0)
+    return create_app({"DATABASE_URL": database_url, "STORES": str(stores), "CONVERSION": conversion},
+                      clock=lambda: T0)
+
+
+BOTH_WAYS = pytest.mark.parametrize("conversion", ["worker", "request"])
+#: What a refused replay must not change, where it is stored (converted later) or not.
+UNCHANGED = ("events", "identifiers", "clicks")
 
 
 def post(app, platform: str, topic: str, body: bytes, *, store: str | None = None, shop: str | None = None,
@@ -74,10 +90,31 @@ def state(app) -> dict:
             "clicks": sorted(clicks)}
 
 
+def refused(app, answer, before: dict, status: int, reason: str) -> None:
+    """The replay `answer` was refused: converting at the request, with `status` and
+    `reason` and nothing stored; converted later, stored unread (or a duplicate of a
+    body stored already) and refused by the worker: failed with the status and reason.
+    Either way no event, identifier or click changed."""
+    after = state(app)
+    assert {k: after[k] for k in UNCHANGED} == {k: before[k] for k in UNCHANGED}
+    if app.extensions["kwai_bridge.pipeline"].convert_later:
+        assert answer.status_code == 200 and answer.json["status"] in ("received", "duplicate"), answer.json
+        if answer.json["status"] == "received":
+            d = db.deliveries.c
+            with app.extensions["kwai_bridge.runtime"].engine.connect() as conn:
+                outcome, error = conn.execute(select(d.outcome, d.error).order_by(d.id.desc()).limit(1)).one()
+            assert outcome == "failed" and error.startswith(f"refused ({status}): ") and reason in error, error
+            assert after["deliveries"] == before["deliveries"] + 1
+        return
+    assert answer.status_code == status, answer.json
+    assert reason in answer.json["status"]
+    assert after == before
+
+
 def populated(app) -> bytes:
     """A store with a paid order, its click, and the order's body kept; the order's body."""
     body = paid_order()
-    assert post(app, "shopify", "orders/paid", body).json["status"] == "received"
+    assert post(app, "shopify", "orders/paid", body).json["status"] in ("received", "queued")
     assert app.test_client().post("/clicks/acme", json={"click_id": "CA", "cart_token": "cart-A"},
                                     headers={"Origin": f"https://{SHOPS['shopify']}"}).status_code == 202
     return body
@@ -94,15 +131,22 @@ def test_an_order_body_replayed_as_a_privacy_topic_redacts_nothing(app, topic):
     assert state(app) == before
 
 
+@BOTH_WAYS
 @pytest.mark.parametrize("platform", ["shopify", "shopline"])
 @pytest.mark.parametrize("topic", ["customers/create", "checkouts/create", "carts/create", "carts/update"])
 def test_an_order_body_replayed_under_another_conversion_topic_adds_nothing(app, platform, topic):
     body = paid_order(platform)
     assert post(app, platform, "orders/paid", body).status_code == 200
     before = state(app)
-    answer = post(app, platform, topic, body)
-    assert answer.status_code == 400, answer.json
-    assert state(app) == before
+    refused(app, post(app, platform, topic, body), before, 400, f"not a {topic} body")
+
+
+@BOTH_WAYS
+@pytest.mark.parametrize("topic", ["customers/create", "checkouts/create", "carts/update"])
+def test_an_order_body_first_seen_under_another_conversion_topic_adds_nothing(app, topic):
+    """A captured order body sent under another topic before its order's own delivery."""
+    before = state(app)
+    refused(app, post(app, "shopify", topic, paid_order()), before, 400, f"not a {topic} body")
 
 
 @pytest.mark.parametrize("topic", ["orders/paid", "orders/updated", "orders/create"])
@@ -127,21 +171,24 @@ def test_a_pending_order_replayed_as_orders_paid_is_no_purchase(app):
     assert [key for _, key, _ in before["events"]] == ["order:820982911946154508:EVENT_PLACE_ORDER"]
 
 
+@BOTH_WAYS
 @pytest.mark.parametrize("platform", ["shopify", "shopline"])
 def test_a_body_signed_for_one_store_is_refused_for_another_store_of_the_app(app, platform):
     other, other_shop = OTHER[platform]
     body = paid_order(platform)  # names the store's own shop in order_status_url
     for url_store, header in ((other, other_shop), (None, other_shop)):  # its route, and the shared route
+        before = state(app)
         if url_store is None:
             headers = headers_for(platform, "orders/paid", shop=header, secret=SECRETS[platform], body=body)
             answer = app.test_client().post(f"/webhooks/{platform}", data=body, headers=headers)
+            convert(app)
         else:
             answer = post(app, platform, "orders/paid", body, store=url_store, shop=header)
-        assert answer.status_code == 401, answer.json
-        assert "names another shop" in answer.json["status"]
+        refused(app, answer, before, 401, "names another shop")
     assert state(app)["events"] == []
     # the same body is the store's own: accepted
-    assert post(app, platform, "orders/paid", body).json["status"] == "received"
+    assert post(app, platform, "orders/paid", body).status_code == 200
+    assert [store for store, _, _ in state(app)["events"]] == [STORES[platform]]
 
 
 @pytest.mark.parametrize("topic", ["shop/redact", "customers/redact", "customers/data_request"])
@@ -180,14 +227,15 @@ def test_a_shop_redaction_replayed_later_redacts_nothing_new(app):
     assert state(app) == before
 
 
+@BOTH_WAYS
 def test_a_woocommerce_order_replayed_as_a_customer_adds_nothing(app):
     order = sample("woocommerce/woocommerce_order_created.json", "woocommerce")
     body = json.dumps(order).encode()
     assert post(app, "woocommerce", "order.created", body).status_code == 200
     before = state(app)
-    assert post(app, "woocommerce", "customer.created", body).status_code == 400
+    refused(app, post(app, "woocommerce", "customer.created", body), before, 400, "not a customer.created body")
     assert post(app, "woocommerce", "order.updated", body).json["status"] == "duplicate"
-    assert state(app) == before
+    assert {k: state(app)[k] for k in UNCHANGED} == {k: before[k] for k in UNCHANGED}
 
 
 # -- legitimate deliveries ------------------------------------------------------------------

@@ -142,11 +142,29 @@ def test_body_over_the_limit_is_413_and_stores_nothing(app_for):
     assert outbox_of(client).list_events() == []
 
 
-def test_signed_but_not_json_is_400(client):
+def test_signed_but_not_json_is_400_converting_at_the_request(app_for):
+    client = app_for([store_entry("shopify", "acme")], CONVERSION="request").test_client()
     body = b"not json at all"
     answer = client.post("/webhooks/shopify/acme", data=body, headers=shopify_headers(body=body))
-    assert answer.status_code == 400
+    assert (answer.status_code, answer.json["status"]) == (400, "body is not JSON (JSONDecodeError)")
     assert outbox_of(client).list_events() == []
+    with outbox_of(client).engine.connect() as conn:
+        assert conn.execute(text("select count(*) from deliveries")).scalar() == 0
+
+
+def test_signed_but_not_json_is_stored_and_refused_by_the_worker(client):
+    """Converted later, the body is read by the worker: stored failed with the reason a
+    conversion at the request answered, and no event."""
+    body = b"not json at all"
+    answer = client.post("/webhooks/shopify/acme", data=body, headers=shopify_headers(body=body))
+    assert (answer.status_code, answer.json) == (200, {"status": "received"})
+    assert convert(client.application) == 1
+    assert outbox_of(client).list_events() == []
+    with outbox_of(client).engine.connect() as conn:
+        outcome, error = conn.execute(text("select outcome, error from deliveries")).one()
+    assert (outcome, error) == ("failed", "refused (400): body is not JSON (JSONDecodeError)")
+    again = client.post("/webhooks/shopify/acme", data=body, headers=shopify_headers(body=body))
+    assert again.json == {"status": "duplicate"}
 
 
 @pytest.mark.parametrize("url", ["/webhooks/woocommerce/woo", "/webhooks/woocommerce"])
