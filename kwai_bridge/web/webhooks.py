@@ -74,7 +74,7 @@ class WebhookRoutes:
             metrics.webhook(platform, None, status=status, message="", seconds=perf_counter() - started)
             return _send(start_response, status, http_error_body(status, exc.name))
         try:
-            answer = self._answer(platform, store_id, WebhookRequest.build(_headers(environ), body))
+            answer = self._answer(platform, store_id, WebhookRequest(_headers(environ), body))
         except Exception:
             # What a Flask route's unhandled error was: logged with its traceback, a 500.
             log.exception("webhook %s failed", environ.get("PATH_INFO"))
@@ -95,13 +95,13 @@ class WebhookRoutes:
             return Answer(503, STORAGE_UNAVAILABLE)
 
 
-def _headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
-    """The request's headers as (name, value), names as WSGI spells them after `HTTP_`
-    (the adapters read them case-blind, a dash for each underscore)."""
-    headers = [(key[5:].replace("_", "-"), value) for key, value in environ.items() if key.startswith("HTTP_")]
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers by lower-case name, as WebhookRequest keeps them (WSGI
+    spells a name after `HTTP_`, a dash as an underscore)."""
+    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
-            headers.append((key.replace("_", "-"), environ[key]))
+            headers[key.replace("_", "-").lower()] = environ[key]
     return headers
 
 
