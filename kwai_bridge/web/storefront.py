@@ -32,7 +32,7 @@ blueprint.after_request(add_cors)
 
 
 def json_response(body: Mapping[str, Any], status: int, headers: Mapping[str, str] | None = None) -> Response:
-    # The webhooks' compact JSON writer (kwai_bridge.web.webhooks): this runs on every
+    # The compact JSON the webhook routes write (kwai_bridge.jsontext): this runs on every
     # page view, and `jsonify` costs more than the rest of a refusal.
     return Response(compact(dict(body)) + "\n", status=status, mimetype="application/json", headers=headers)
 
