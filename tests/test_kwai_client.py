@@ -266,3 +266,88 @@ def test_refused_event_is_not_sent(fake, client):
     with pytest.raises(ValueError):
         client.send(EVENT, method="put", **CREDS)
     assert fake.received == []
+
+
+# -- through a proxy the environment names ------------------------------------------------
+class _Proxy:
+    """An HTTP forward proxy on loopback that answers Kwai's success itself, keeping each
+    request's line and headers."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                seen.append((self.command, self.path, dict(self.headers), self.rfile.read(length)))
+                body = b'{"result": 1}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy():
+    server = _Proxy()
+    yield server
+    server.close()
+
+
+def _without_proxy_variables(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.mark.parametrize("method, path", [("post", "/log/common/api"), ("get", "/log/common/gapi?")])
+def test_the_proxy_the_environment_names_carries_each_request(proxy, monkeypatch, method, path):
+    _without_proxy_variables(monkeypatch)
+    user_proxy = proxy.url.replace("http://", "http://ops:p%40ss@")
+    monkeypatch.setenv("HTTP_PROXY", user_proxy)
+    with KwaiClient("http://kwai.invalid/log/common", connect_timeout=5.0, read_timeout=10.0) as client:
+        for _ in range(2):
+            assert client.send(EVENT, method=method, **CREDS).outcome == Delivered()
+    assert len(proxy.seen) == 2
+    verb, target, headers, body = proxy.seen[0]
+    # the absolute address, as a forward proxy reads it, with the proxy's credentials
+    assert verb == method.upper() and target.startswith("http://kwai.invalid" + path)
+    assert headers["Proxy-Authorization"] == "Basic b3BzOnBAc3M="  # ops:p@ss
+    if method == "post":
+        assert json.loads(body)["clickid"] == "ck+1/2=" and headers["Content-Type"] == "application/json"
+    else:
+        assert "clickid=ck%2B1%2F2%3D" in target
+
+
+def test_no_proxy_sends_straight_to_kwai(fake, monkeypatch):
+    _without_proxy_variables(monkeypatch)
+    with socket.socket() as probe:  # a proxy address nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with KwaiClient(fake.base_url, connect_timeout=5.0, read_timeout=10.0) as client:
+        assert client.send(EVENT, **CREDS).outcome == Delivered()
+    assert len(fake.successes()) == 1
+    monkeypatch.delenv("NO_PROXY")
+    with KwaiClient(fake.base_url, connect_timeout=5.0, read_timeout=10.0) as client:
+        sent = client.send(EVENT, **CREDS)
+    assert isinstance(sent.outcome, RetryLater) and sent.outcome.reason.endswith("talking to Kwai")
