@@ -58,7 +58,7 @@ def run(workdir: str, args, *, kwai_ms: int, n: int) -> dict:
         for path, offset, seconds in zip(files, (0, 1_000_000), (2.0, args.seconds)):
             write_requests(path, request_factory(port, 10_000_000 * n + offset)[0], int(args.rate * seconds * 1.5))
         run_wrk(args.wrk, port, files[0], seconds=2, concurrency=CONNECTIONS, rate=args.rate)
-        result = run_wrk(args.wrk, port, files[1], seconds=round(args.seconds), concurrency=CONNECTIONS, rate=args.rate)
+        result = run_wrk(args.wrk, port, files[1], seconds=args.seconds, concurrency=CONNECTIONS, rate=args.rate)
         engine = make_engine(f"sqlite:///{database}")
         counts = Outbox(engine).counts()
         engine.dispose()
@@ -102,8 +102,8 @@ def main() -> int:
         label = "at once" if ms == 0 else f"after {ms / 1000:g} s"
         each = ", ".join(f"{r['p99']:.1f}" for r in runs[ms])
         print(f"{label:<14} {median(ms, 'p50'):>6.1f}ms {median(ms, 'p99'):>7.1f}ms {each:>24} "
-              f"{max(r['max'] for r in runs[ms]):>7.0f}ms {sum(r['failed'] for r in runs[ms]):>7} {median(ms, 'events_sent'):>12.0f} "
-              f"{median(ms, 'events_waiting'):>8.0f}")
+              f"{max(r['max'] for r in runs[ms]):>7.0f}ms {sum(r['failed'] for r in runs[ms]):>7} "
+              f"{median(ms, 'events_sent'):>12.0f} {median(ms, 'events_waiting'):>8.0f}")
     fast, slow = median(0, "p99"), median(KWAI_LATENCIES_MS[-1], "p99")
     ratio = slow / fast
     print(f"p99 with Kwai slow / p99 with Kwai fast = {ratio:.2f} (target {1 - TOLERANCE:g} to {1 + TOLERANCE:g})")
