@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -13,6 +12,7 @@ from kwai_bridge.kwai.client import Dead, Delivered, KwaiClient, Rejected, Retry
 from kwai_bridge.kwai.events import EventError, KwaiEvent
 from kwai_bridge.kwai.wire import get_query
 from tests.fake_kwai import FakeKwai
+from tests.serving import free_port
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 TOKEN = "tok-very-secret"
@@ -239,9 +239,7 @@ def test_connection_dropped(fake, client):
 
 
 def test_connection_refused_names_no_secret(caplog):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     caplog.set_level(logging.DEBUG)
     with KwaiClient(f"http://127.0.0.1:{port}/log/common", connect_timeout=0.5) as closed:
         for method in ("post", "get"):
@@ -339,10 +337,7 @@ def test_the_proxy_the_environment_names_carries_each_request(proxy, monkeypatch
 
 def test_no_proxy_sends_straight_to_kwai(fake, monkeypatch):
     _without_proxy_variables(monkeypatch)
-    with socket.socket() as probe:  # a proxy address nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     with KwaiClient(fake.base_url, connect_timeout=5.0, read_timeout=10.0) as client:
         assert client.send(EVENT, **CREDS).outcome == Delivered()
