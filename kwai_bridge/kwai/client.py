@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping, Union
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError, ProxyError, ReadTimeoutError,
+                                SSLError)
 
 from kwai_bridge.kwai import wire
 from kwai_bridge.kwai.events import KwaiEvent
@@ -309,9 +311,6 @@ def _prepared(url: str) -> requests.PreparedRequest:
 def _failure_name(exc: BaseException) -> str:
     """The name requests gives a failed exchange (`ConnectionError`, `ConnectTimeout`,
     `ReadTimeout`, `ProxyError`, `SSLError`), read off urllib3's error as requests reads it."""
-    from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError, ProxyError,
-                                    ReadTimeoutError, SSLError)
-
     reason = exc.reason if isinstance(exc, MaxRetryError) else exc
     if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
         return "ConnectTimeout"
