@@ -40,6 +40,8 @@ DEADLINE_S = 5.0
 KWAI_LATENCIES_MS = (0, 2000)
 
 
+#: Seconds of webhooks before each measured run.
+WARM_UP_SECONDS = 2
 #: wrk's connections: more than the rate keeps in flight, so that arrivals keep to their schedule.
 CONNECTIONS = 16
 
@@ -55,9 +57,9 @@ def run(workdir: str, args, *, kwai_ms: int, n: int) -> dict:
     try:
         # Distinct orders, more than a run sends, new for each run.
         files = [Path(workdir) / f"warm-up-{n}.http", Path(workdir) / f"run-{n}.http"]
-        for path, offset, seconds in zip(files, (0, 1_000_000), (2.0, args.seconds)):
+        for path, offset, seconds in zip(files, (0, 1_000_000), (WARM_UP_SECONDS, args.seconds)):
             write_requests(path, request_factory(port, 10_000_000 * n + offset)[0], int(args.rate * seconds * 1.5))
-        run_wrk(args.wrk, port, files[0], seconds=2, concurrency=CONNECTIONS, rate=args.rate)
+        run_wrk(args.wrk, port, files[0], seconds=WARM_UP_SECONDS, concurrency=CONNECTIONS, rate=args.rate)
         result = run_wrk(args.wrk, port, files[1], seconds=args.seconds, concurrency=CONNECTIONS, rate=args.rate)
         engine = make_engine(f"sqlite:///{database}")
         counts = Outbox(engine).counts()
