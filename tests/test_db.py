@@ -16,6 +16,7 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from kwai_bridge import db
+from kwai_bridge.db import sqlite as sqlite_db
 from kwai_bridge.db import SCHEMA_VERSION, SchemaError, ensure_schema, make_engine, migrate, schema_state
 from tests.threads import at_once
 
@@ -371,9 +372,12 @@ def test_sqlite_through_a_symlink_syncs_and_locks_the_real_files(tmp_path, monke
     engine.dispose()
 
 
-def test_sqlite_connections_dropped_without_close_leave_no_descriptor_open(sqlite_url):
+def test_sqlite_connections_dropped_without_close_leave_no_descriptor_open(sqlite_url, monkeypatch):
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
+
+    # A background checkpoint holds a connection of its own while it runs: none here.
+    monkeypatch.setattr(sqlite_db, "CHECKPOINT_SECONDS", float("inf"))
 
     engine = make_engine(sqlite_url)
     migrate(engine)
@@ -546,3 +550,55 @@ def test_sqlite_writer_lock_queues_greenlets_of_one_process(sqlite_url, imports)
     assert json.loads(done.stdout) == ["first writes", "second waits",
                                        "first refused a second write: OperationalError",
                                        "first commits", "second writes"]
+
+
+# -- checkpoints ---------------------------------------------------------------------
+#: Writes `rows` transactions of 512 KB to the SQLite file argv[1], each time waiting for
+#: the background checkpoint it may have started, and prints the WAL file's size; under
+#: gevent when argv[3] says so (the checkpoint then runs in the hub's thread pool).
+_BALLAST_WRITER = """
+import os, sys, time
+if sys.argv[3] == "gevent":
+    from gevent import monkey
+    monkey.patch_all()
+from kwai_bridge import db
+from kwai_bridge.db import sqlite as sqlite_db
+
+sqlite_db.CHECKPOINT_SECONDS = float(sys.argv[2])
+url = sys.argv[1]
+engine = db.make_engine(url)
+db.migrate(engine)
+path = os.path.realpath(url.removeprefix("sqlite:///"))
+with engine.begin() as conn:
+    conn.exec_driver_sql("CREATE TABLE ballast (b BLOB)")
+for _ in range(12):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO ballast VALUES (randomblob(524288))")
+    writer = sqlite_db._writers[path + "-writer.lock"]
+    deadline = time.monotonic() + 30
+    while writer.checkpointing and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not writer.checkpointing, "the background checkpoint never ended"
+with engine.connect() as conn:
+    assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+print(os.path.getsize(path + "-wal"))
+"""
+
+
+@pytest.mark.parametrize("mode", ["threads", "gevent"])
+@pytest.mark.parametrize("seconds, most, least", [
+    # A checkpoint after each write: the next write starts the WAL over, and it holds
+    # about one transaction.
+    (0, 2 * 524288 + 256 * 1024, 0),
+    # None due: the commits ran none of their own (SQLite's would have started over at
+    # 1,000 pages, 4 MB), and the WAL holds all twelve.
+    (1e9, None, 12 * 524288)], ids=["checkpoint-each-time", "none-due"])
+def test_sqlite_checkpoints_run_in_the_background_and_never_in_a_commit(sqlite_url, mode, seconds, most, least):
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _BALLAST_WRITER, sqlite_url, str(seconds), mode], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    wal = int(done.stdout.strip().splitlines()[-1])
+    assert wal >= least
+    if most is not None:
+        assert wal <= most, f"the WAL grew to {wal:,} bytes"
