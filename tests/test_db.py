@@ -553,9 +553,9 @@ def test_sqlite_writer_lock_queues_greenlets_of_one_process(sqlite_url, imports)
 
 
 # -- checkpoints ---------------------------------------------------------------------
-#: Writes `rows` transactions of 512 KB to the SQLite file argv[1], each time waiting for
-#: the background checkpoint it may have started, and prints the WAL file's size; under
-#: gevent when argv[3] says so (the checkpoint then runs in the hub's thread pool).
+#: Writes to the SQLite file argv[1] with CHECKPOINT_SECONDS argv[2], under gevent
+#: when argv[3] says so (checkpoints then run in the hub's thread pool), in transactions
+#: one by one or steadily (argv[4]), and prints the size of the WAL file.
 _BALLAST_WRITER = """
 import os, sys, time
 if sys.argv[3] == "gevent":
@@ -571,14 +571,24 @@ db.migrate(engine)
 path = os.path.realpath(url.removeprefix("sqlite:///"))
 with engine.begin() as conn:
     conn.exec_driver_sql("CREATE TABLE ballast (b BLOB)")
-for _ in range(12):
-    with engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO ballast VALUES (randomblob(524288))")
-    writer = sqlite_db._writers[path + "-writer.lock"]
+writer = sqlite_db._writers[path + "-writer.lock"]
+
+def wait_for_the_checkpoint():
     deadline = time.monotonic() + 30
     while writer.checkpointing and time.monotonic() < deadline:
         time.sleep(0.005)
     assert not writer.checkpointing, "the background checkpoint never ended"
+
+if sys.argv[4] == "one-by-one":  # 12 x 512 KB, each write after the last one's checkpoint
+    for _ in range(12):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO ballast VALUES (randomblob(524288))")
+        wait_for_the_checkpoint()
+else:  # steady: 800 x 32 KB (25 MB), one after the other, the checkpoints running meanwhile
+    for _ in range(800):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO ballast VALUES (randomblob(32768))")
+    wait_for_the_checkpoint()
 with engine.connect() as conn:
     assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
 print(os.path.getsize(path + "-wal"))
@@ -586,16 +596,21 @@ print(os.path.getsize(path + "-wal"))
 
 
 @pytest.mark.parametrize("mode", ["threads", "gevent"])
-@pytest.mark.parametrize("seconds, most, least", [
+@pytest.mark.parametrize("seconds, writes, most, least", [
     # A checkpoint after each write: the next write starts the WAL over, and it holds
     # about one transaction.
-    (0, 2 * 524288 + 256 * 1024, 0),
+    (0, "one-by-one", 2 * 524288 + 256 * 1024, 0),
     # None due: the commits ran none of their own (SQLite's would have started over at
     # 1,000 pages, 4 MB), and the WAL holds all twelve.
-    (1e9, None, 12 * 524288)], ids=["checkpoint-each-time", "none-due"])
-def test_sqlite_checkpoints_run_in_the_background_and_never_in_a_commit(sqlite_url, mode, seconds, most, least):
+    (1e9, "one-by-one", None, 12 * 524288),
+    # Writes that never pause: each checkpoint's last pass, under the writer lock, still
+    # ends with the whole WAL copied, and a later write starts it over. (Without that
+    # pass, the WAL held everything, 34 MB; here 0.3 MB, 1.8 MB with the cores busy.)
+    (0, "steady", 16 * 524288, 0)], ids=["checkpoint-each-time", "none-due", "steady-writes"])
+def test_sqlite_checkpoints_run_in_the_background_and_never_in_a_commit(sqlite_url, mode, seconds, writes, most,
+                                                                        least):
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", _BALLAST_WRITER, sqlite_url, str(seconds), mode], cwd=root,
+    done = subprocess.run([sys.executable, "-c", _BALLAST_WRITER, sqlite_url, str(seconds), mode, writes], cwd=root,
                           env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     wal = int(done.stdout.strip().splitlines()[-1])
