@@ -28,9 +28,15 @@ end
 
 function done(summary, latency, _)
   local e = summary.errors
+  -- The slowest tenth in detail (percentiles 90.0 to 100.0, every 0.1), so that the
+  -- percentiles of several runs taken together can be worked out (benchmarks/wrk.py).
+  local tail = {}
+  for k = 0, 100 do
+    tail[#tail + 1] = string.format("%d", latency:percentile(90 + k / 10))
+  end
   io.write(string.format(
     '{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, '
-    .. '"p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    .. '"p50_us": %d, "p99_us": %d, "max_us": %d, "tail_us": [%s]}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.max))
+    latency:percentile(50), latency:percentile(99), latency.max, table.concat(tail, ", ")))
 end

@@ -3,10 +3,10 @@
 - claim: a dispatcher's claim of 256 due events (and the outcomes' record) with
   `--events` events in the outbox (30 % pending, 60 % sent, 10 % dead) against 10,000.
   Target: at most 1.5 x. SQLite and PostgreSQL.
-- prune: webhook p99 (open loop, `--rate`/s, `kwai-bridge serve --workers 2`, SQLite FULL)
-  while retention prunes `--events` sent events and their deliveries, against the p99
-  just before on the same server and database. Target: at most 2 x. Also the web
-  workers' RSS at the end. Target: under 80 MB each.
+- prune: webhook p99 (wrk, Poisson arrivals at `--rate`/s, `kwai-bridge serve --workers 2`,
+  SQLite FULL) while retention prunes `--events` sent events and their deliveries,
+  against the p99 just before on the same server and database. Target: at most 2 x.
+  Also the web workers' RSS at the end. Target: under 80 MB each.
 - two: two `kwai-bridge worker` processes draining one PostgreSQL outbox into a fake Kwai
   answering after 50 ms, against one. Each is capped at 16 requests in flight, so that
   one dispatcher does not already take the whole of this 2-core machine. Target: >= 1.8 x.
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import func, insert, select
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.dispatch import STORE, events as kwai_events, fresh_database, start_fake  # noqa: E402
 from benchmarks.ingest import SECRET, SHOP, free_port, request_factory, start  # noqa: E402
-from benchmarks.loadgen import open_loop  # noqa: E402
+from benchmarks.wrk import ensure_wrk, pooled_percentile, run_wrk, write_requests  # noqa: E402
 from kwai_bridge.db import EventStatus, deliveries, events, make_engine, migrate  # noqa: E402
 from kwai_bridge.jsontext import compact  # noqa: E402
 from kwai_bridge.outbox import Finish, Outbox  # noqa: E402
@@ -169,6 +170,21 @@ PRUNE = ("from datetime import datetime, timezone; from kwai_bridge.runtime impo
          "sent_days=30), flush=True)")
 
 
+#: The webhooks during pruning go in wrk runs of this long, one after another until it
+#: ends; their p99 is that of all their answers taken together (benchmarks/wrk.py).
+PRUNE_WINDOW_SECONDS = 5
+#: wrk's connections: more than the rate keeps in flight, so that arrivals keep to their schedule.
+CONNECTIONS = 16
+
+
+def paced(args, workdir: str, port: int, n: int, seconds: int) -> dict:
+    """`seconds` of distinct signed orders at `args.rate` a second from wrk (Poisson
+    arrivals), the `n`th such run: its results (benchmarks/wrk.py)."""
+    path = Path(workdir) / "paced.http"
+    write_requests(path, request_factory(port, 1_000_000_000 + n * 1_000_000)[0], int(args.rate * seconds * 1.5))
+    return run_wrk(args.wrk, port, path, seconds=seconds, concurrency=CONNECTIONS, rate=args.rate)
+
+
 def prune(args, workdir: str) -> tuple[list[str], bool]:
     database = f"{workdir}/prune.db"
     url = f"sqlite:///{database}"
@@ -182,16 +198,13 @@ def prune(args, workdir: str) -> tuple[list[str], bool]:
     server = start([sys.executable, "-m", "kwai_bridge.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                     "--workers", "2"], env, port)
     try:
-        make, _ = request_factory(port, 1_000_000_000)
-        open_loop("127.0.0.1", port, make, rate=args.rate, seconds=2)  # warm-up
-        make, _ = request_factory(port, 1_100_000_000)
-        before = open_loop("127.0.0.1", port, make, rate=args.rate, seconds=args.seconds)
+        window = partial(paced, args, workdir, port)
+        window(0, 2)  # warm-up
+        before = window(1, args.seconds)
         pruner = subprocess.Popen([sys.executable, "-c", PRUNE], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        started, during, n = time.monotonic(), [], 0
+        started, during = time.monotonic(), []
         while pruner.poll() is None:
-            n += 1
-            make, _ = request_factory(port, 1_200_000_000 + n * 1_000_000)
-            during.append(open_loop("127.0.0.1", port, make, rate=args.rate, seconds=5))
+            during.append(window(2 + len(during), PRUNE_WINDOW_SECONDS))
         took = time.monotonic() - started
         pruned = pruner.communicate()[0].strip()
         workers = children(server.pid)
@@ -199,11 +212,10 @@ def prune(args, workdir: str) -> tuple[list[str], bool]:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-    latencies = sorted(x for result in during for x in result.latencies)
-    p99_during = latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
-    p99_before = before.percentile(99) * 1000
+    p99_during = pooled_percentile(during, 99) if during else float("nan")
+    p99_before = before["p99"]
     ratio = p99_during / p99_before
-    errors = before.errors + sum(r.errors for r in during)
+    errors = before["errors"] + sum(r["errors"] for r in during)
     failed = ratio > PRUNE_TARGET or errors > 0 or not web_rss or max(web_rss) >= WEB_RSS_MB
     return [f"pruned {pruned} in {took:.1f} s; webhooks at {args.rate:.0f}/s: p99 {p99_before:.1f} ms before, "
             f"{p99_during:.1f} ms during ({ratio:.2f} x, target <= {PRUNE_TARGET}), {errors} failed; "
@@ -299,10 +311,12 @@ def main() -> int:
     parser.add_argument("--backends", default="sqlite,postgres", help="for the claim part")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=100.0, help="webhooks/s while pruning")
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of the p99 baseline before pruning")
+    parser.add_argument("--seconds", type=int, default=15, help="length of the p99 baseline before pruning")
     parser.add_argument("--two-events", type=int, default=10_000)
     parser.add_argument("--rss-seconds", type=float, default=120.0)
     args = parser.parse_args()
+    if "prune" in args.parts.split(","):
+        args.wrk = ensure_wrk()
     failed = False
     parts = {"claim": claim, "prune": prune, "two": two, "rss": rss}
     with tempfile.TemporaryDirectory() as workdir:
