@@ -295,8 +295,8 @@ def _checkpoint(database_path: str, lock_path: str, writer: _ProcessWriter) -> N
                 os.close(lock)  # lets go of the lock
         finally:
             conn.close()
-    except sqlite3.Error as exc:  # the file is gone, or the disk failed: the next one
-        log.debug("checkpoint of %s skipped: %s", database_path, exc)
+    except (sqlite3.Error, OSError) as exc:  # the file or its folder is gone, or the disk failed: the next one
+        log.warning("checkpoint of %s skipped: %s", database_path, exc)
     finally:
         writer.checkpointed_at = time.monotonic()
         writer.checkpointing = False
