@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.dispatch import start_fake  # noqa: E402
 from benchmarks.ingest import free_port, request_factory, start  # noqa: E402
-from benchmarks.wrk import ensure_wrk, run_wrk, write_requests  # noqa: E402
+from benchmarks.wrk import PACED_CONNECTIONS, ensure_wrk, run_wrk, write_requests  # noqa: E402
 from benchmarks.scale import bridge_env  # noqa: E402
 from kwai_bridge.db import make_engine  # noqa: E402
 from kwai_bridge.outbox import Outbox  # noqa: E402
@@ -42,8 +42,6 @@ KWAI_LATENCIES_MS = (0, 2000)
 
 #: Seconds of webhooks before each measured run.
 WARM_UP_SECONDS = 2
-#: wrk's connections: more than the rate keeps in flight, so that arrivals keep to their schedule.
-CONNECTIONS = 16
 
 
 def run(workdir: str, args, *, kwai_ms: int, n: int) -> dict:
@@ -59,8 +57,8 @@ def run(workdir: str, args, *, kwai_ms: int, n: int) -> dict:
         files = [Path(workdir) / f"warm-up-{n}.http", Path(workdir) / f"run-{n}.http"]
         for path, offset, seconds in zip(files, (0, 1_000_000), (WARM_UP_SECONDS, args.seconds)):
             write_requests(path, request_factory(port, 10_000_000 * n + offset)[0], int(args.rate * seconds * 1.5))
-        run_wrk(args.wrk, port, files[0], seconds=WARM_UP_SECONDS, concurrency=CONNECTIONS, rate=args.rate)
-        result = run_wrk(args.wrk, port, files[1], seconds=args.seconds, concurrency=CONNECTIONS, rate=args.rate)
+        run_wrk(args.wrk, port, files[0], seconds=WARM_UP_SECONDS, concurrency=PACED_CONNECTIONS, rate=args.rate)
+        result = run_wrk(args.wrk, port, files[1], seconds=args.seconds, concurrency=PACED_CONNECTIONS, rate=args.rate)
         engine = make_engine(f"sqlite:///{database}")
         counts = Outbox(engine).counts()
         engine.dispose()

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.dispatch import STORE, events as kwai_events, fresh_database, start_fake  # noqa: E402
 from benchmarks.ingest import SECRET, SHOP, free_port, request_factory, start  # noqa: E402
-from benchmarks.wrk import ensure_wrk, pooled_percentile, run_wrk, write_requests  # noqa: E402
+from benchmarks.wrk import PACED_CONNECTIONS, ensure_wrk, pooled_percentile, run_wrk, write_requests  # noqa: E402
 from kwai_bridge.db import EventStatus, deliveries, events, make_engine, migrate  # noqa: E402
 from kwai_bridge.jsontext import compact  # noqa: E402
 from kwai_bridge.outbox import Finish, Outbox  # noqa: E402
@@ -173,8 +173,6 @@ PRUNE = ("from datetime import datetime, timezone; from kwai_bridge.runtime impo
 #: The webhooks during pruning go in wrk runs of this long, one after another until it
 #: ends; their p99 is that of all their answers taken together (benchmarks/wrk.py).
 PRUNE_WINDOW_SECONDS = 5
-#: wrk's connections: more than the rate keeps in flight, so that arrivals keep to their schedule.
-CONNECTIONS = 16
 
 
 def paced(args, workdir: str, port: int, n: int, seconds: int) -> dict:
@@ -182,7 +180,7 @@ def paced(args, workdir: str, port: int, n: int, seconds: int) -> dict:
     arrivals), the `n`th such run: its results (benchmarks/wrk.py)."""
     path = Path(workdir) / "paced.http"
     write_requests(path, request_factory(port, 1_000_000_000 + n * 1_000_000)[0], int(args.rate * seconds * 1.5))
-    return run_wrk(args.wrk, port, path, seconds=seconds, concurrency=CONNECTIONS, rate=args.rate)
+    return run_wrk(args.wrk, port, path, seconds=seconds, concurrency=PACED_CONNECTIONS, rate=args.rate)
 
 
 def prune(args, workdir: str) -> tuple[list[str], bool]:

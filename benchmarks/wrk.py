@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 HERE = Path(__file__).resolve().parent
+#: Connections of a paced run: more than the rate keeps in flight, so that arrivals keep
+#: to their schedule.
+PACED_CONNECTIONS = 16
 
 
 def ensure_command(command: str) -> str:

@@ -225,8 +225,6 @@ class WriterLockedConnection(sqlite3.Connection):
         p99 6.9-16.4 ms (median 8.9) and the slowest answer 11-33 ms (median 15) with
         SQLite's checkpoints; 5.5-12.9 ms (median 7.0) and 10-30 ms (median 12) with
         these."""
-        if writer is None or not self.database_path:
-            return
         # No lock: two threads that race here start two checkpoints, and the second finds
         # nothing to do (or the first under way, and gives up).
         if writer.checkpointing or time.monotonic() - writer.checkpointed_at < CHECKPOINT_SECONDS:
@@ -302,14 +300,22 @@ def _checkpoint(database_path: str, lock_path: str, writer: _ProcessWriter) -> N
         writer.checkpointing = False
 
 
-def in_the_background(function, *args) -> None:
-    """`function(*args)` in another thread, not waited for: under gevent a thread of the
-    hub's pool (a real one, so the loop goes on), otherwise a daemon thread."""
+def _gevent_threadpool():
+    """The hub's pool of real threads when gevent has patched this process, else None."""
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("threading"):
         from gevent import get_hub
 
-        get_hub().threadpool.spawn(function, *args)
+        return get_hub().threadpool
+    return None
+
+
+def in_the_background(function, *args) -> None:
+    """`function(*args)` in another thread, not waited for: under gevent a thread of the
+    hub's pool (a real one, so the loop goes on), otherwise a daemon thread."""
+    pool = _gevent_threadpool()
+    if pool is not None:
+        pool.spawn(function, *args)
         return
     threading.Thread(target=function, args=args, name="sqlite-checkpoint", daemon=True).start()
 
@@ -319,12 +325,8 @@ def off_the_loop(function, *args):
     gevent it runs in a thread of the hub's pool, so that the process's other greenlets
     go on meanwhile (parsing the next webhooks, which then commit together: see
     kwai_bridge.outbox.commits); otherwise it is called as it is (it releases the GIL)."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("threading"):
-        from gevent import get_hub
-
-        return get_hub().threadpool.apply(function, args)
-    return function(*args)
+    pool = _gevent_threadpool()
+    return function(*args) if pool is None else pool.apply(function, args)
 
 
 def _set_wal(cursor: sqlite3.Cursor) -> None:
