@@ -8,8 +8,10 @@ on PostgreSQL, in the same run, with wrk as the load generator.
   distinct signed 10.7 KB Shopify orders (new order and webhook ids each): first as fast
   as the server answers (saturation), then paced at half that rate with Poisson arrivals
   (benchmarks/paced.lua) for the latency.
-- Each database gets `--repeat` rounds; each round starts each target on a fresh
-  database, alternating which goes first. Medians are shown, and each round's ratio.
+- Each database gets `--repeat` rounds (5: on a shared 2-core machine a round's ratio
+  moves by up to a quarter, and of three rounds one bad one could decide the median);
+  each round starts each target on a fresh database, alternating which goes first.
+  Medians are shown, and each round's ratio.
 
 - With `--conversion worker` (KWAI_BRIDGE_CONVERSION; the service's default unless
   given) the web workers store each delivery as received and the worker converts it:
@@ -20,7 +22,7 @@ on PostgreSQL, in the same run, with wrk as the load generator.
 Targets: kwai-bridge >= 0.9 of the durable receiver's rate on each database; p99 at half
 of kwai-bridge's peak rate <= 20 ms. Exits non-zero when one is missed or any request failed.
 
-    python benchmarks/ingest.py [--seconds 8] [--workers 2] [--concurrency 16] [--repeat 3]
+    python benchmarks/ingest.py [--seconds 8] [--workers 2] [--concurrency 16] [--repeat 5]
                                 [--databases sqlite,postgresql] [--conversion worker|request]
 """
 from __future__ import annotations
@@ -218,7 +220,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16, help="wrk connections")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds on each database; medians are shown")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds on each database; medians are shown")
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=os.environ.get("KWAI_BRIDGE_TEST_POSTGRES_URL", DEFAULT_PG),
                         help="a PostgreSQL server to make the benchmark's databases on")
