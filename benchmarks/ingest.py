@@ -9,7 +9,7 @@ on PostgreSQL, in the same run, with wrk as the load generator.
   as the server answers (saturation), then paced at half that rate with Poisson arrivals
   (benchmarks/paced.lua) for the latency.
 - Each database gets `--repeat` rounds (5: on a shared 2-core machine a round's ratio
-  moves by up to a quarter, and of three rounds one bad one could decide the median);
+  moves by up to a quarter, and a median of three moved with it);
   each round starts each target on a fresh database, alternating which goes first.
   Medians are shown, and each round's ratio.
 
