@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.dispatch import start_fake  # noqa: E402
 from benchmarks.ingest import free_port, request_factory, start  # noqa: E402
-from benchmarks.wrk import PACED_CONNECTIONS, ensure_wrk, run_wrk, write_requests  # noqa: E402
+from benchmarks.wrk import ensure_wrk, run_paced  # noqa: E402
 from benchmarks.scale import bridge_env  # noqa: E402
 from kwai_bridge.db import make_engine  # noqa: E402
 from kwai_bridge.outbox import Outbox  # noqa: E402
@@ -65,12 +65,11 @@ def run(workdir: str, args, *, kwai_ms: int, n: int, rate: float, seconds: int) 
                "--port", str(port), "--workers", str(args.workers)]
     server = start(command, env, port)
     try:
-        # Distinct orders, more than a run sends, new for each run.
-        files = [Path(workdir) / f"warm-up-{n}.http", Path(workdir) / f"run-{n}.http"]
-        for path, offset, length in zip(files, (0, 1_000_000), (WARM_UP_SECONDS, seconds)):
-            write_requests(path, request_factory(port, 10_000_000 * n + offset)[0], int(rate * length * 1.5))
-        run_wrk(args.wrk, port, files[0], seconds=WARM_UP_SECONDS, concurrency=PACED_CONNECTIONS, rate=rate)
-        result = run_wrk(args.wrk, port, files[1], seconds=seconds, concurrency=PACED_CONNECTIONS, rate=rate)
+        # Distinct orders, new for each run.
+        run_paced(args.wrk, port, Path(workdir) / f"warm-up-{n}.http", request_factory(port, 10_000_000 * n)[0],
+                  rate=rate, seconds=WARM_UP_SECONDS)
+        result = run_paced(args.wrk, port, Path(workdir) / f"run-{n}.http",
+                           request_factory(port, 10_000_000 * n + 1_000_000)[0], rate=rate, seconds=seconds)
         engine = make_engine(f"sqlite:///{database}")
         counts = Outbox(engine).counts()
         engine.dispose()
@@ -140,8 +139,9 @@ def main() -> int:
     ratio = report(steady, args, rate=args.rate, seconds=args.seconds,
                    title="Webhook answers while the dispatcher keeps up with Kwai")
     caught_up = kept_up(steady, args.rate)
+    pace = "kept up in every run" if caught_up else "FELL BEHIND: the runs did not send the same events"
     print(f"p99 with Kwai slow / p99 with Kwai fast = {ratio:.2f} (target {1 - TOLERANCE:g} to {1 + TOLERANCE:g}); "
-          f"the dispatcher {'kept up in every run' if caught_up else 'FELL BEHIND: the runs did not send the same events'}")
+          f"the dispatcher {pace}")
     failed = sum(r["failed"] for rs in steady.values() for r in rs)
     if busy is not None:
         busy_ratio = report(busy, args, rate=args.busy_rate, seconds=BUSY_SECONDS,

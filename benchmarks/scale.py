@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.dispatch import STORE, events as kwai_events, fresh_database, start_fake  # noqa: E402
 from benchmarks.ingest import SECRET, SHOP, free_port, request_factory, start  # noqa: E402
-from benchmarks.wrk import PACED_CONNECTIONS, ensure_wrk, pooled_percentile, run_wrk, write_requests  # noqa: E402
+from benchmarks.wrk import ensure_wrk, pooled_percentile, run_paced  # noqa: E402
 from kwai_bridge.db import EventStatus, deliveries, events, make_engine, migrate  # noqa: E402
 from kwai_bridge.jsontext import compact  # noqa: E402
 from kwai_bridge.outbox import Finish, Outbox  # noqa: E402
@@ -178,9 +178,8 @@ PRUNE_WINDOW_SECONDS = 5
 def paced(args, workdir: str, port: int, n: int, seconds: int) -> dict:
     """`seconds` of distinct signed orders at `args.rate` a second from wrk (Poisson
     arrivals), the `n`th such run: its results (benchmarks/wrk.py)."""
-    path = Path(workdir) / "paced.http"
-    write_requests(path, request_factory(port, 1_000_000_000 + n * 1_000_000)[0], int(args.rate * seconds * 1.5))
-    return run_wrk(args.wrk, port, path, seconds=seconds, concurrency=PACED_CONNECTIONS, rate=args.rate)
+    make = request_factory(port, 1_000_000_000 + n * 1_000_000)[0]
+    return run_paced(args.wrk, port, Path(workdir) / "paced.http", make, rate=args.rate, seconds=seconds)
 
 
 def prune(args, workdir: str) -> tuple[list[str], bool]:

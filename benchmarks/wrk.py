@@ -63,6 +63,15 @@ def run_wrk(wrk: str, port: int, requests_file: Path, *, seconds: float, concurr
             "max": counts["max_us"] / 1000, "tail": [us / 1000 for us in counts["tail_us"]]}
 
 
+def run_paced(wrk: str, port: int, requests_file: Path, make: Callable[[int], bytes], *, rate: float,
+              seconds: float) -> dict:
+    """One paced run (`rate` requests a second, Poisson arrivals, PACED_CONNECTIONS) of
+    distinct requests `make(0)`, `make(1)`... written to `requests_file` first, half as
+    many again as the run sends on average, so that none repeats: run_wrk's results."""
+    write_requests(requests_file, make, int(rate * seconds * 1.5))
+    return run_wrk(wrk, port, requests_file, seconds=seconds, concurrency=PACED_CONNECTIONS, rate=rate)
+
+
 def pooled_percentile(runs: list[dict], p: float) -> float:
     """The `p`th percentile (90 to 100) of the latencies of `runs` (run_wrk's results)
     taken together, in milliseconds.
