@@ -230,15 +230,12 @@ def test_pooled_connections_the_server_ended_are_replaced_without_an_error(postg
     before = {conn.exec_driver_sql("select pg_backend_pid()").scalar() for conn in held}
     for conn in held:
         conn.close()
+    with autocommit_cursor(engine) as cursor:  # kept aside for the next autocommit statement
+        cursor.execute("select pg_backend_pid()")
+        before.add(cursor.fetchone()[0])
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute("select pg_terminate_backend(pid) from unnest(%s::int[]) as pid", (sorted(before),))
-        for _ in range(1000):  # ended: gone from the server's list (10 s on a busy machine)
-            if not admin.execute("select count(*) from pg_stat_activity where pid = any(%s)",
-                                 (sorted(before),)).fetchone()[0]:
-                break
-            threading.Event().wait(0.01)
-        else:
-            raise AssertionError(f"backends {sorted(before)} did not end")
+        _wait_until_ended(admin, before)
     after = set()
     with engine.connect() as conn:
         after.add(conn.exec_driver_sql("select pg_backend_pid()").scalar())
@@ -250,6 +247,96 @@ def test_pooled_connections_the_server_ended_are_replaced_without_an_error(postg
         after.add(cursor.fetchone()[0])
     engine.dispose()
     assert after and not after & before
+
+
+def _wait_until_ended(admin, pids: set[int]) -> None:
+    """Wait until the server's backends `pids` are gone from its list (10 s on a busy machine)."""
+    for _ in range(1000):
+        if not admin.execute("select count(*) from pg_stat_activity where pid = any(%s)",
+                             (sorted(pids),)).fetchone()[0]:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"backends {sorted(pids)} did not end")
+
+
+def _backend(cursor) -> int:
+    cursor.execute("select pg_backend_pid()")
+    return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+def test_autocommit_connections_are_kept_in_autocommit_within_the_pools_limit(postgres_url):
+    # The webhook's statement takes its connection from a list kept beside the pool, not
+    # through the pool (a fifth of the statement's CPU): kept in autocommit, counted by
+    # the pool as lent, at most as many as the pool keeps, closed with the engine.
+    import psycopg
+    from contextlib import ExitStack
+    from kwai_bridge.db import autocommit_cursor
+
+    engine = make_engine(postgres_url, pool_size=2)  # the pool lends at most 4
+    with autocommit_cursor(engine) as cursor:
+        first = _backend(cursor)
+        assert cursor.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # committed
+    with autocommit_cursor(engine) as cursor:
+        assert _backend(cursor) == first
+    assert (engine.pool.checkedout(), engine.pool.checkedin()) == (1, 0)  # kept aside, still the pool's
+    with ExitStack() as stack:
+        cursors = [stack.enter_context(autocommit_cursor(engine)) for _ in range(4)]
+        seen = {_backend(cursor) for cursor in cursors}
+        assert len(seen) == 4 and first in seen
+        assert engine.pool.checkedout() == 4
+    # two kept for the next statements; the other two back in the pool, out of autocommit
+    assert (engine.pool.checkedout(), engine.pool.checkedin()) == (2, 2)
+    with engine.connect() as conn:
+        assert conn.connection.dbapi_connection.autocommit is False
+    engine.dispose()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        _wait_until_ended(admin, seen)
+
+
+@pytest.mark.postgres
+def test_an_autocommit_connection_survives_a_failed_statement_and_is_replaced_when_broken(postgres_url):
+    import psycopg
+    from kwai_bridge.db import autocommit_cursor
+
+    engine = make_engine(postgres_url)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        with autocommit_cursor(engine) as cursor:
+            first = _backend(cursor)
+            cursor.execute("select 1 / 0")
+    with autocommit_cursor(engine) as cursor:
+        assert _backend(cursor) == first  # a refused statement leaves the connection usable
+    with pytest.raises(psycopg.OperationalError):
+        with autocommit_cursor(engine) as cursor:
+            cursor.execute("select pg_terminate_backend(pg_backend_pid())")
+    with autocommit_cursor(engine) as cursor:
+        assert _backend(cursor) != first
+    assert engine.pool.checkedout() == 1  # the broken one was given up, not kept
+    engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_use_or_end_its_parents_autocommit_connection(postgres_url):
+    from kwai_bridge.db import autocommit_cursor
+
+    engine = make_engine(postgres_url)
+    with autocommit_cursor(engine) as cursor:
+        parents = _backend(cursor)
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            gc.collect()  # the parent's connection, now dropped, must not be closed under it
+            with autocommit_cursor(engine) as cursor:
+                code = 0 if _backend(cursor) != parents else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with autocommit_cursor(engine) as cursor:
+        assert _backend(cursor) == parents  # the parent's connection survived the child
+    engine.dispose()
 
 
 def test_database_errors_do_not_carry_the_values_of_the_statement(engine):
