@@ -102,6 +102,10 @@ def _dispose_engines():
     event.listen(Engine, "engine_connect", used)
     yield
     event.remove(Engine, "engine_connect", used)
+    # and those whose only use was an autocommit statement (which keeps its connection)
+    from kwai_bridge.db.engine import _autocommitted
+
+    engines.update(_autocommitted.keys())
     for engine in engines:
         engine.dispose()
 

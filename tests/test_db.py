@@ -316,6 +316,27 @@ def test_an_autocommit_connection_survives_a_failed_statement_and_is_replaced_wh
 
 
 @pytest.mark.postgres
+def test_a_disposed_engine_is_collected_with_its_autocommit_connections(postgres_url):
+    # What keeps the connections for autocommit statements must not keep their engine
+    # alive once it is disposed (a process that makes engines, a test suite, would keep
+    # every one), and its connections are closed.
+    import psycopg
+    import weakref
+    from kwai_bridge.db import autocommit_cursor
+
+    engine = make_engine(postgres_url)
+    with autocommit_cursor(engine) as cursor:
+        backend = _backend(cursor)
+    engine.dispose()
+    collected = weakref.ref(engine)
+    del engine, cursor
+    gc.collect()
+    assert collected() is None
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        _wait_until_ended(admin, {backend})
+
+
+@pytest.mark.postgres
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_use_or_end_its_parents_autocommit_connection(postgres_url):
     from kwai_bridge.db import autocommit_cursor
