@@ -190,8 +190,9 @@ def prune(args, workdir: str) -> tuple[list[str], bool]:
     fill(engine, args.events, status_of=lambda n: "sent", sent_at=datetime.now(timezone.utc) - timedelta(days=40),
          with_deliveries=True)
     engine.dispose()
-    # The fill leaves about a gigabyte of dirty pages for the kernel to write back; left
-    # to itself, that writeback stalled the baseline window's syncs (p99 195 ms in one run).
+    # The fill leaves about a gigabyte of dirty pages for the kernel to write back, the
+    # most likely cause of a baseline window whose p99 was 195 ms in one run (3-4 ms in
+    # the others): written back now, before anything is measured.
     os.sync()
     env = bridge_env(workdir, url)
     port = free_port()

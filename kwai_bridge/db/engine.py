@@ -198,9 +198,9 @@ class _Autocommitted:
     Taking a connection from SQLAlchemy's pool and giving it back (its queue and lock,
     the connection's wrapper, the rollback on return, autocommit switched on and off)
     cost a webhook 20 µs of CPU, a fifth of its statement's round trip; taken from a
-    list, with its cursor, about 6. The connections stay the pool's, counted as checked out,
-    so the pool's limit still bounds how many the process opens; up to half that limit
-    is kept here, the rest goes back to the pool for every other use. Each is checked
+    list, with its cursor, about 6. The connections stay the pool's, counted as checked
+    out, so the pool's limit still bounds how many the process opens; up to half that
+    limit is kept here, the rest goes back to the pool for every other use. Each is checked
     as it is taken, as the pool checks (`_hung_up`), and one that failed in a way that
     leaves it unusable (closed, broken, or left inside a statement) is invalidated: the
     pool opens another. `engine.dispose()` closes them; a forked child forgets them
