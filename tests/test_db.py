@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import weakref
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from kwai_bridge import db
 from kwai_bridge.db import sqlite as sqlite_db
-from kwai_bridge.db import SCHEMA_VERSION, SchemaError, ensure_schema, make_engine, migrate, schema_state
+from kwai_bridge.db import (SCHEMA_VERSION, SchemaError, autocommit_cursor, ensure_schema, make_engine, migrate,
+                            schema_state)
 from tests.threads import at_once
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -223,7 +225,7 @@ def test_pooled_connections_the_server_ended_are_replaced_without_an_error(postg
     # Without a check as the pool lends a connection, each failed with "terminating
     # connection due to administrator command" instead.
     import psycopg
-    from kwai_bridge.db import autocommit_cursor, writing_cursor
+    from kwai_bridge.db import writing_cursor
 
     engine = make_engine(postgres_url)
     held = [engine.connect() for _ in range(3)]
@@ -271,7 +273,6 @@ def test_autocommit_connections_are_kept_in_autocommit_within_the_pools_limit(po
     # the pool as lent, at most as many as the pool keeps, closed with the engine.
     import psycopg
     from contextlib import ExitStack
-    from kwai_bridge.db import autocommit_cursor
 
     engine = make_engine(postgres_url, pool_size=2)  # the pool lends at most 4
     with autocommit_cursor(engine) as cursor:
@@ -297,7 +298,6 @@ def test_autocommit_connections_are_kept_in_autocommit_within_the_pools_limit(po
 @pytest.mark.postgres
 def test_an_autocommit_connection_survives_a_failed_statement_and_is_replaced_when_broken(postgres_url):
     import psycopg
-    from kwai_bridge.db import autocommit_cursor
 
     engine = make_engine(postgres_url)
     with pytest.raises(psycopg.errors.DivisionByZero):
@@ -309,9 +309,10 @@ def test_an_autocommit_connection_survives_a_failed_statement_and_is_replaced_wh
     with pytest.raises(psycopg.OperationalError):
         with autocommit_cursor(engine) as cursor:
             cursor.execute("select pg_terminate_backend(pg_backend_pid())")
+    assert engine.pool.checkedout() == 0  # the broken one was given up as it came back, not kept
     with autocommit_cursor(engine) as cursor:
         assert _backend(cursor) != first
-    assert engine.pool.checkedout() == 1  # the broken one was given up, not kept
+    assert engine.pool.checkedout() == 1
     engine.dispose()
 
 
@@ -321,8 +322,6 @@ def test_a_disposed_engine_is_collected_with_its_autocommit_connections(postgres
     # alive once it is disposed (a process that makes engines, a test suite, would keep
     # every one), and its connections are closed.
     import psycopg
-    import weakref
-    from kwai_bridge.db import autocommit_cursor
 
     engine = make_engine(postgres_url)
     with autocommit_cursor(engine) as cursor:
@@ -339,7 +338,6 @@ def test_a_disposed_engine_is_collected_with_its_autocommit_connections(postgres
 @pytest.mark.postgres
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_use_or_end_its_parents_autocommit_connection(postgres_url):
-    from kwai_bridge.db import autocommit_cursor
 
     engine = make_engine(postgres_url)
     with autocommit_cursor(engine) as cursor:

@@ -102,17 +102,19 @@ def _refuse_hung_up(dbapi_connection, connection_record, connection_proxy) -> No
     `poll` with no timeout tells, where SQLAlchemy's pre-ping spent a round trip
     (`SELECT 1`) on every checkout: a quarter of a webhook's CPU on the request path.
     The pool takes a new connection when this raises."""
+    gone = _gone(dbapi_connection)
+    if gone is not None:
+        raise DisconnectionError(gone)
+
+
+def _gone(dbapi_connection) -> str | None:
+    """Why an idle connection cannot be lent (closed here, or the server hung up:
+    `_refuse_hung_up`), or None when it can."""
     if dbapi_connection.closed:
-        raise DisconnectionError("this pooled connection is closed")
-    if _hung_up(dbapi_connection):
-        raise DisconnectionError("the server closed this pooled connection")
-
-
-def _hung_up(dbapi_connection) -> bool:
-    """Whether the server closed an idle connection (`_refuse_hung_up`)."""
+        return "this pooled connection is closed"
     poll = _poll()
     poll.register(dbapi_connection.fileno(), select.POLLIN)
-    return bool(poll.poll(0))
+    return "the server closed this pooled connection" if poll.poll(0) else None
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -201,7 +203,7 @@ class _Autocommitted:
     list, with its cursor, about 6. The connections stay the pool's, counted as checked
     out, so the pool's limit still bounds how many the process opens; up to half that
     limit is kept here, the rest goes back to the pool for every other use. Each is checked
-    as it is taken, as the pool checks (`_hung_up`), and one that failed in a way that
+    as it is taken, as the pool checks (`_gone`), and one that failed in a way that
     leaves it unusable (closed, broken, or left inside a statement) is invalidated: the
     pool opens another. `engine.dispose()` closes them; a forked child forgets them
     without closing (`forget`): they are its parent's.
@@ -222,8 +224,7 @@ class _Autocommitted:
                 fairy = self._idle.pop()
             except IndexError:  # another thread took the last one
                 break
-            connection = fairy.dbapi_connection
-            if not connection.closed and not _hung_up(connection):
+            if _gone(fairy.dbapi_connection) is None:
                 return fairy
             fairy.invalidate()
         fairy = engine.raw_connection()
@@ -232,8 +233,8 @@ class _Autocommitted:
 
     def give_back(self, fairy) -> None:
         connection = fairy.dbapi_connection
-        if connection is None or connection.closed or connection.broken or (
-                connection.info.transaction_status != _IDLE):
+        # Not idle also when closed or broken (psycopg then says UNKNOWN).
+        if connection.info.transaction_status != _IDLE:
             fairy.invalidate()
         elif len(self._idle) < self._keep:
             self._idle.append(fairy)
